@@ -1,0 +1,1 @@
+"""Passes, the pass manager, codegen (numba, cuda, onnx) and the artifact format."""

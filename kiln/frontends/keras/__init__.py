@@ -1,0 +1,1 @@
+"""The Keras-style API (models, layers, optimizers, training loop)."""

@@ -1,0 +1,1 @@
+"""The ONNX importer: an .onnx file becomes kiln IR."""

@@ -1,0 +1,1 @@
+"""Executors of compiled graphs: reference (NumPy), numba, numba-cuda, onnxruntime."""

@@ -1,0 +1,114 @@
+"""The reference runtime: interprets any graph with NumPy, node by node.
+
+It is the oracle every backend is tested against, so it favours clarity and strict checks
+(each result's dtype and shape against the IR's type) over speed.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from kiln.ir import Graph, Value
+from kiln.ir.errors import KilnTypeError, KilnValueError
+from kiln.ir.registry import RefContext, get_op
+from kiln.ir.types import numpy_dtype
+
+
+def bind_dims(values: Sequence[Value], arrays: Sequence[np.ndarray], where: str) -> dict[str, int]:
+    """Check arrays against their declared types; returns the size of each symbol."""
+    dims: dict[str, int] = {}
+    for value, array in zip(values, arrays):
+        t = value.type
+        if array.dtype != numpy_dtype(t.dtype):
+            raise KilnTypeError(
+                f"{where}: %{value.name} expected dtype {t.dtype}. Received: {array.dtype}"
+            )
+        if array.ndim != t.rank:
+            raise KilnValueError(
+                f"{where}: %{value.name} expected shape {t}. Received: shape {array.shape}"
+            )
+        for declared, actual in zip(t.shape, array.shape):
+            if isinstance(declared, int):
+                ok = declared == actual
+            else:
+                ok = dims.setdefault(declared, actual) == actual
+            if not ok:
+                raise KilnValueError(
+                    f"{where}: %{value.name} expected shape {t} (with {dims}). "
+                    f"Received: shape {array.shape}"
+                )
+    return dims
+
+
+def evaluate(graph: Graph, args: Sequence[np.ndarray],
+             state: Sequence[np.ndarray] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Run `graph` on positional inputs and state; returns (outputs, new state values)."""
+    if len(args) != len(graph.inputs) or len(state) != len(graph.state):
+        raise KilnValueError(
+            f"@{graph.name}: expected {len(graph.inputs)} inputs and {len(graph.state)} state "
+            f"values. Received: {len(args)} and {len(state)}"
+        )
+    args = [np.asarray(a) for a in args]
+    state = [np.asarray(s) for s in state]
+    dims = bind_dims((*graph.inputs, *graph.state), (*args, *state), f"@{graph.name}")
+    env: dict[str, np.ndarray] = {v.name: a for v, a in zip(graph.inputs, args)}
+    env.update({v.name: s for v, s in zip(graph.state, state)})
+    for node in graph.nodes:
+        opdef = get_op(node.op)
+        shapes = [o.type.resolve(dims) for o in node.outputs]
+        ctx = RefContext(node, shapes, lambda g, a: evaluate(g, a)[0])
+        result = opdef.reference(ctx, *(env[v.name] for v in node.inputs), **node.attr)
+        results = result if isinstance(result, (tuple, list)) else (result,)
+        for out, array, shape in zip(node.outputs, results, shapes, strict=True):
+            array = np.asarray(array)
+            if array.dtype != numpy_dtype(out.type.dtype) or array.shape != shape:
+                raise AssertionError(
+                    f"reference of {node.op} gave {array.dtype}{list(array.shape)} for "
+                    f"%{out.name}: {out.type} (resolved {list(shape)})"
+                )
+            env[out.name] = array
+    outputs = [env[v.name] for v in graph.output_values]
+    updates = dict(graph.updates)
+    new_state = [env[updates[v.name].name] if v.name in updates else env[v.name]
+                 for v in graph.state]
+    return outputs, new_state
+
+
+def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+              state: Mapping[str, np.ndarray] | None = None,
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run by name: returns ({output name: array}, {state name: new array})."""
+    if isinstance(inputs, Mapping):
+        missing = [v.name for v in graph.inputs if v.name not in inputs]
+        if missing:
+            raise KilnValueError(f"@{graph.name}: no value given for input %{missing[0]}")
+        args = [inputs[v.name] for v in graph.inputs]
+    else:
+        args = list(inputs)
+    state = state or {}
+    missing = [v.name for v in graph.state if v.name not in state]
+    if missing:
+        raise KilnValueError(f"@{graph.name}: no value given for state %{missing[0]}")
+    outputs, new_state = evaluate(graph, args, [state[v.name] for v in graph.state])
+    return (dict(zip(graph.output_names, outputs)),
+            {v.name: s for v, s in zip(graph.state, new_state)})
+
+
+class ReferenceExecutable:
+    """Keeps state resident between calls and applies each call's updates, like a backend."""
+
+    backend = "reference"
+
+    def __init__(self, graphs: Mapping[str, Graph], state: Mapping[str, np.ndarray]):
+        self.graphs = dict(graphs)
+        self.state = {k: np.array(v) for k, v in state.items()}
+
+    def run(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+            ) -> dict[str, np.ndarray]:
+        graph = self.graphs[entry]
+        outputs, new_state = run_graph(graph, inputs, {v.name: self.state[v.name]
+                                                        for v in graph.state})
+        self.state.update(new_state)
+        return outputs
