@@ -1,3 +1,13 @@
 """Op families; importing this package registers every op in kiln.ir.registry.OPS."""
 
-from kiln.ir.ops import constant, elementwise, reduce, shape  # noqa: F401
+from kiln.ir.ops import (  # noqa: F401
+    constant,
+    control,
+    elementwise,
+    indexing,
+    linalg,
+    nn,
+    random,
+    reduce,
+    shape,
+)
