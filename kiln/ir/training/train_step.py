@@ -1,0 +1,187 @@
+"""The training step as one graph: forward, loss, metrics, gradients, optimizer update.
+
+    train_step(x..., y..., [sample_weight]) state(params, non-trainable, slots,
+               optimizer.iterations, optimizer.learning_rate) -> loss, metrics...
+    with an `update` for every parameter, slot, forward state update and the step counter.
+
+The forward graph is the model in training mode: inputs, the model's variables as state,
+named outputs, and updates for non-trainable state (batch-norm statistics, RNG counters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.ir.autodiff import backprop, remove_dead_nodes
+from kiln.ir.builder import GraphBuilder
+from kiln.ir.errors import KilnValueError
+from kiln.ir.graph import Graph, Value
+from kiln.ir.training.optimizers import UpdateRule
+from kiln.ir.types import TensorType, numpy_dtype
+
+ITERATIONS = "optimizer.iterations"
+LEARNING_RATE = "optimizer.learning_rate"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss on one model output: fn(builder, y_true, y_pred) -> per-sample loss."""
+
+    output: str
+    fn: Callable[[Any, Value, Value], Value]
+    weight: float = 1.0
+    target_type: TensorType | None = None  # defaults to the output's type
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric on one model output: fn(builder, y_true, y_pred) -> per-sample value."""
+
+    output: str
+    name: str
+    fn: Callable[[Any, Value, Value], Value]
+
+
+@dataclass
+class TrainStep:
+    graph: Graph
+    initial_state: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)  # output name -> target input
+
+
+def target_names(forward: Graph, losses: Sequence[LossSpec]) -> dict[str, str]:
+    single = len(forward.outputs) == 1
+    names = {spec.output: ("y" if single else f"y.{spec.output}") for spec in losses}
+    taken = {v.name for v in (*forward.inputs, *forward.state)}
+    for name in names.values():
+        if name in taken:
+            raise KilnValueError(f"the model already has a value named {name!r}; "
+                                 "rename the input so the target can use that name")
+    return names
+
+
+def weighted_mean(b: GraphBuilder, values: Value, weights: Value | None) -> Value:
+    """Keras's "sum over batch size": sum(values * weights) / number of values."""
+    if weights is None:
+        return b.mean(values)
+    w = weights
+    while w.type.rank < values.type.rank:
+        w = b.expand_dims(w, axes=(w.type.rank,))
+    if w.type.dtype != values.type.dtype:
+        w = b.cast(w, dtype=values.type.dtype)
+    return b.div(b.sum(b.mul(values, w)), b.size(values, dtype=values.type.dtype))
+
+
+def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
+                        losses: Sequence[LossSpec], metrics: Sequence[MetricSpec],
+                        sample_weight: bool) -> Value:
+    """Declare the target inputs, emit the losses and metrics as outputs; returns the loss."""
+    if not losses:
+        raise KilnValueError("expected at least one loss. Received: none")
+    names = target_names(forward, losses)
+    types = dict(forward.outputs)
+    targets: dict[str, Value] = {}
+    for spec in losses:
+        if spec.output not in outs:
+            raise KilnValueError(f"loss for unknown output {spec.output!r}; the model's outputs "
+                                 f"are {list(outs)}")
+        targets[spec.output] = b.input(names[spec.output], spec.target_type or
+                                       types[spec.output].type)
+    weights = None
+    if sample_weight:
+        batch = types[losses[0].output].type.shape[0]
+        weights = b.input("sample_weight", TensorType((batch,), "float32"))
+    total = None
+    per_output = []
+    for spec in losses:
+        with b.scope(f"loss.{spec.output}" if len(losses) > 1 else "loss"):
+            value = weighted_mean(b, spec.fn(b, targets[spec.output], outs[spec.output]),
+                                  weights)
+            per_output.append((spec.output, value))
+            term = value if spec.weight == 1.0 else b.mul(value, spec.weight)
+            total = term if total is None else b.add(total, term)
+    assert total is not None
+    b.output(total, "loss")
+    if len(losses) > 1:
+        for output, value in per_output:
+            b.output(value, f"{output}_loss")
+    for spec in metrics:
+        if spec.output not in targets:
+            raise KilnValueError(f"metric {spec.name!r} on output {spec.output!r}, which has "
+                                 "no loss and so no target")
+        with b.scope(f"metric.{spec.name}"):
+            value = weighted_mean(b, spec.fn(b, targets[spec.output], outs[spec.output]), None)
+        b.output(value, spec.name if len(losses) == 1 else f"{spec.output}_{spec.name}")
+    return total
+
+
+def _begin(forward: Graph, name: str) -> tuple[GraphBuilder, dict[str, Value], dict[str, Value]]:
+    b = GraphBuilder(name)
+    env = {v.name: b.input(v.name, v.type) for v in forward.inputs}
+    env.update({v.name: b.state(v.name, v.type) for v in forward.state})
+    outs, updates = b.call(forward, env, env)
+    return b, outs, updates
+
+
+def build_eval_step(forward: Graph, losses: Sequence[LossSpec],
+                    metrics: Sequence[MetricSpec] = (), sample_weight: bool = False,
+                    name: str = "test_step") -> Graph:
+    """Loss and metrics on a batch, no update: what `evaluate` runs."""
+    b, outs, _ = _begin(forward, name)
+    _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight)
+    return remove_dead_nodes(b.build())
+
+
+def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: UpdateRule,
+                     metrics: Sequence[MetricSpec] = (), trainable: Sequence[str] | None = None,
+                     sample_weight: bool = False, name: str = "train_step") -> TrainStep:
+    """One graph for one optimizer step, and the initial values of the optimizer's state."""
+    forward_updates = dict(forward.updates)
+    if trainable is None:
+        trainable = [v.name for v in forward.state
+                     if v.type.is_float and v.name not in forward_updates]
+    state_types = {v.name: v.type for v in forward.state}
+    for p in trainable:
+        if p not in state_types:
+            raise KilnValueError(f"trainable variable {p!r} is not state of @{forward.name}")
+    b, outs, updates = _begin(forward, name)
+    loss = _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight)
+
+    params = [b.state_values[[v.name for v in b.state_values].index(p)] for p in trainable]
+    seed = b.constant(1.0, loss.type.dtype, name="loss.seed")
+    grads = backprop(b, [(loss, seed)], params)
+
+    iterations = b.state(ITERATIONS, TensorType((), "int64"))
+    lr = b.state(LEARNING_RATE, TensorType((), "float32"))
+    initial: dict[str, np.ndarray] = {
+        ITERATIONS: np.array(0, np.int64),
+        LEARNING_RATE: np.array(optimizer.learning_rate, np.float32),
+    }
+    with b.scope(optimizer.name):
+        step_count = b.add(iterations, b.constant(1, "int64"), name="step")
+        steps = {}
+        for param, g in zip(params, grads):
+            if g is None:  # no path from the loss: Keras leaves such variables unchanged
+                continue
+            dtype = param.type.dtype
+            if dtype not in steps:
+                steps[dtype] = (b.cast(lr, dtype=dtype, name="lr") if dtype != "float32" else lr,
+                                b.cast(step_count, dtype=dtype, name="t"))
+            slot_values = {}
+            for slot, init in optimizer.slots().items():
+                slot_name = f"{optimizer.name}.{slot}/{param.name}"
+                slot_values[slot] = b.state(slot_name, param.type)
+                initial[slot_name] = np.full(param.type.resolve({}), init,
+                                             numpy_dtype(param.type.dtype))
+            with b.scope(param.name):
+                new_param, new_slots = optimizer.apply(b, param, g, slot_values, *steps[dtype])
+            b.update(param, new_param)
+            for slot, value in new_slots.items():
+                b.update(slot_values[slot], value)
+        b.update(iterations, step_count)
+    for state_name, value in updates.items():
+        b.update(state_name, value)
+    return TrainStep(remove_dead_nodes(b.build()), initial, target_names(forward, losses))

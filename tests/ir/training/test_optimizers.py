@@ -1,0 +1,125 @@
+"""Each update rule against Keras 3's formulas, written out in NumPy, over several steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kiln.ir import GraphBuilder, KilnValueError, f64, parse
+from kiln.ir.training import SGD, Adagrad, Adam, LossSpec, RMSprop, build_train_step
+from kiln.runtimes.reference import ReferenceExecutable
+
+
+def keras_sgd(w, g, s, t, lr=0.01, momentum=0.0, nesterov=False):  # noqa: ANN001, ANN201
+    if not momentum:
+        return w - lr * g
+    m = momentum * s.get("m", 0.0) - lr * g
+    s["m"] = m
+    return w + momentum * m - lr * g if nesterov else w + m
+
+
+def keras_rmsprop(w, g, s, t, lr=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,  # noqa: ANN001, ANN201
+                  centered=False):
+    v = rho * s.get("v", 0.0) + (1 - rho) * g * g
+    s["v"] = v
+    denominator = v
+    if centered:
+        a = rho * s.get("a", 0.0) + (1 - rho) * g
+        s["a"] = a
+        denominator = v - a * a
+    increment = lr * g / np.sqrt(denominator + epsilon)
+    if momentum:
+        s["m"] = momentum * s.get("m", 0.0) + increment
+        return w - s["m"]
+    return w - increment
+
+
+def keras_adam(w, g, s, t, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,  # noqa: ANN001, ANN201
+               amsgrad=False):
+    alpha = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+    m = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - beta_1)
+    v = s.get("v", 0.0) + (g * g - s.get("v", 0.0)) * (1 - beta_2)
+    s["m"], s["v"] = m, v
+    if amsgrad:
+        v = np.maximum(s.get("vh", 0.0), v)
+        s["vh"] = v
+    return w - alpha * m / (np.sqrt(v) + epsilon)
+
+
+def keras_adagrad(w, g, s, t, lr=0.001, initial_accumulator_value=0.1,  # noqa: ANN001, ANN201
+                  epsilon=1e-7):
+    acc = s.get("acc", initial_accumulator_value) + g * g
+    s["acc"] = acc
+    return w - lr * g / np.sqrt(acc + epsilon)
+
+
+CASES = [
+    (SGD(), keras_sgd, {}),
+    (SGD(0.1, momentum=0.9), keras_sgd, {"lr": 0.1, "momentum": 0.9}),
+    (SGD(0.1, momentum=0.5, nesterov=True), keras_sgd,
+     {"lr": 0.1, "momentum": 0.5, "nesterov": True}),
+    (RMSprop(), keras_rmsprop, {}),
+    (RMSprop(0.01, rho=0.8, momentum=0.5, centered=True), keras_rmsprop,
+     {"lr": 0.01, "rho": 0.8, "momentum": 0.5, "centered": True}),
+    (Adam(), keras_adam, {}),
+    (Adam(0.01, beta_1=0.8, amsgrad=True), keras_adam, {"lr": 0.01, "beta_1": 0.8,
+                                                       "amsgrad": True}),
+    (Adagrad(), keras_adagrad, {}),
+    (Adagrad(0.1, initial_accumulator_value=0.5), keras_adagrad,
+     {"lr": 0.1, "initial_accumulator_value": 0.5}),
+]
+
+
+def _linear_model() -> object:
+    b = GraphBuilder("forward")
+    x = b.input("x", f64["N", 3])
+    w = b.state("w", f64[3])
+    b.output(b.sum(b.mul(x, w), axes=(1,), keepdims=True), "out")
+    return b.build()
+
+
+def _sq_loss(b, y_true, y_pred):  # noqa: ANN001, ANN202
+    return b.mean(b.square(b.sub(y_pred, y_true)), axes=(-1,))
+
+
+@pytest.mark.parametrize("rule,numpy_rule,kwargs", CASES,
+                         ids=[f"{type(c[0]).__name__}-{i}" for i, c in enumerate(CASES)])
+def test_update_rule_matches_keras_formula(rule, numpy_rule, kwargs) -> None:  # noqa: ANN001
+    step = build_train_step(_linear_model(), [LossSpec("out", _sq_loss)], rule)
+    assert parse(str(step.graph)) == step.graph
+    w0 = np.array([0.5, -1.0, 2.0])
+    state = {"w": w0.copy(), **step.initial_state}
+    ex = ReferenceExecutable({"train": step.graph}, state)
+    rng = np.random.default_rng(0)
+    w, slots = w0.copy(), {}
+    for t in range(1, 6):
+        x = rng.standard_normal((8, 3))
+        y = rng.standard_normal((8, 1))
+        g = 2 * x.T @ (x @ w[:, None] - y)[:, 0] / 8  # d mean((xw - y)^2) / dw
+        w = numpy_rule(w, g, slots, t, **kwargs)
+        ex.run("train", {"x": x, "y": y})
+        np.testing.assert_allclose(ex.state["w"], w, rtol=1e-5, atol=1e-7,
+                                   err_msg=f"step {t}")
+    assert int(ex.state["optimizer.iterations"]) == 5
+
+
+def test_learning_rate_is_state_and_changes_the_step() -> None:
+    step = build_train_step(_linear_model(), [LossSpec("out", _sq_loss)], SGD(0.1))
+    x, y = np.ones((4, 3)), np.zeros((4, 1))
+    runs = {}
+    for lr in (0.1, 0.0):
+        state = {"w": np.ones(3), **step.initial_state}
+        state["optimizer.learning_rate"] = np.array(lr, np.float32)
+        ex = ReferenceExecutable({"train": step.graph}, state)
+        ex.run("train", {"x": x, "y": y})
+        runs[lr] = ex.state["w"]
+    np.testing.assert_array_equal(runs[0.0], np.ones(3))
+    assert np.all(runs[0.1] < 1)
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(-1.0), lambda: SGD(momentum=2.0),
+                                  lambda: RMSprop(rho=1.0), lambda: Adam(beta_2=1.5),
+                                  lambda: Adagrad(epsilon=0.0)])
+def test_bad_hyperparameters_are_refused(make) -> None:  # noqa: ANN001
+    with pytest.raises(KilnValueError, match="Received"):
+        make()
