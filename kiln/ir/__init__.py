@@ -13,6 +13,7 @@ from kiln.ir.verifier import verify
 
 __all__ = [
     "ArrayAttr", "Graph", "GraphBuilder", "KilnError", "KilnTypeError", "KilnValueError",
-    "Node", "OPS", "OpDef", "ParseError", "TensorType", "Value", "VerifyError", "backprop", "boolean",
-    "f32", "f64", "get_op", "grad", "i32", "i64", "parse", "print_graph", "remove_dead_nodes", "verify",
+    "Node", "OPS", "OpDef", "ParseError", "TensorType", "Value", "VerifyError", "backprop",
+    "boolean", "f32", "f64", "get_op", "grad", "i32", "i64", "parse", "print_graph",
+    "remove_dead_nodes", "verify",
 ]

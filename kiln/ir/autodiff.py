@@ -8,7 +8,7 @@ argmax) and the outputs of non-differentiable ops are constants to the gradient.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.errors import KilnValueError

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
 
 import numpy as np
 
 from kiln.ir.errors import KilnTypeError, KilnValueError
 
-Dim = Union[int, str]
+Dim = int | str
 
 # IR name -> (short name used in the text format, numpy dtype)
 DTYPES: dict[str, tuple[str, np.dtype]] = {

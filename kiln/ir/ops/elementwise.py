@@ -4,7 +4,8 @@ logic, where and cast. Each op's type rule, NumPy reference and VJP sit together
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ Keras; `from_logits=True` uses the stable log-softmax / logits forms.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kiln.ir.errors import KilnTypeError
 from kiln.ir.graph import Value

@@ -6,7 +6,8 @@ the sample-weighted mean over an epoch, as Keras's mean metrics do.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kiln.ir.graph import Value
 from kiln.ir.training.losses import (

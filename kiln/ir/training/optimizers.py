@@ -8,8 +8,9 @@ recompiling and the count survives a save.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Value
@@ -58,7 +59,9 @@ class SGD(UpdateRule):
     def __post_init__(self) -> None:
         _positive("learning_rate", self.learning_rate, "SGD", allow_zero=True)
         if not 0 <= self.momentum <= 1:
-            raise KilnValueError(f"SGD: expected momentum in [0, 1]. Received: momentum={self.momentum!r}")
+            raise KilnValueError(
+                f"SGD: expected momentum in [0, 1]. Received: momentum={self.momentum!r}"
+            )
 
     def slots(self) -> dict[str, SlotInit]:
         return {"momentum": 0.0} if self.momentum else {}

@@ -10,8 +10,9 @@ named outputs, and updates for non-trainable state (batch-norm statistics, RNG c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,7 +6,7 @@ It is the oracle every backend is tested against, so it favours clarity and stri
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
