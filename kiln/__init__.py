@@ -1,11 +1,13 @@
 """kiln: a deep-learning compiler with a Keras face.
 
-Models written the Keras way lower to kiln's static-graph IR (kiln.ir), are differentiated
-symbolically, optimized by compiler passes and run by a backend (kiln.runtimes).
+Models written the Keras way (`from kiln import models, layers, optimizers`) lower to kiln's
+static-graph IR (kiln.ir), are differentiated symbolically, optimized by compiler passes and
+run by a backend (kiln.runtimes).
 """
 
 from kiln.ir.errors import KilnError
+from kiln.runtimes import get_backend, set_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["KilnError", "__version__"]
+__all__ = ["KilnError", "__version__", "get_backend", "set_backend"]

@@ -1,1 +1,59 @@
-"""Executors of compiled graphs: reference (NumPy), numba, numba-cuda, onnxruntime."""
+"""Executors of compiled graphs, behind one face: `create_executable(backend, graphs, state)`.
+
+An Executable runs named entry points (`run(entry, inputs) -> outputs`) and keeps the state
+it was given resident, updating those very arrays in place after each call, so a model's
+weights and its runtime never drift apart. Backend names: reference, numba, numba-cuda,
+onnxruntime; `KILN_BACKEND` or `set_backend` choose the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from kiln.ir import Graph, KilnValueError
+
+BACKENDS = ("reference", "numba", "numba-cuda", "onnxruntime")
+# Backends whose runtime exists in this build; the others are refused with a clear error.
+AVAILABLE = ("reference",)
+
+_default: dict[str, str | None] = {"backend": None}
+
+
+class Executable(Protocol):
+    backend: str
+    state: dict[str, np.ndarray]
+
+    def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise KilnValueError(f"Unknown backend {name!r}; expected one of {', '.join(BACKENDS)}. "
+                             f"Received: backend={name!r}")
+    if name not in AVAILABLE:
+        raise KilnValueError(f"backend {name!r} is not built yet in this version of kiln; "
+                             f"available: {', '.join(AVAILABLE)}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Make `name` the default backend of models compiled from now on."""
+    _default["backend"] = check_backend(name)
+
+
+def get_backend() -> str:
+    if _default["backend"] is not None:
+        return _default["backend"]
+    return check_backend(os.environ.get("KILN_BACKEND", "reference"))
+
+
+def create_executable(backend: str | None, graphs: Mapping[str, Graph],
+                      state: dict[str, np.ndarray]) -> Executable:
+    backend = check_backend(backend) if backend else get_backend()
+    from kiln.runtimes.reference import ReferenceExecutable
+
+    return ReferenceExecutable(graphs, state)

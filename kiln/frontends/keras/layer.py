@@ -1,0 +1,324 @@
+"""The Layer base class, its weights (Variable), and symbolic Keras tensors.
+
+A layer does two things: when called on KerasTensors it records the call (building its
+weights on first use) and returns new KerasTensors; when a model is lowered it emits IR for
+each recorded call through `lower(b, inputs, ctx)`. Output shapes are not written by hand: a
+call is traced through a scratch GraphBuilder and the IR type rules give the shapes, so a
+layer's shape logic and its IR can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kiln.ir import GraphBuilder, KilnError, KilnTypeError, KilnValueError, TensorType, Value
+from kiln.ir.types import canonical_dtype, numpy_dtype
+
+Shape = tuple  # Keras shapes: None for the batch (or any unknown) dimension
+
+_NAME_COUNTS: dict[str, int] = defaultdict(int)
+
+
+def unique_name(base: str) -> str:
+    """Keras's automatic names: dense, dense_1, dense_2, ..."""
+    count = _NAME_COUNTS[base]
+    _NAME_COUNTS[base] += 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def snake_case(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("2_d", "2d")
+
+
+def to_ir_type(shape: Shape, dtype: str) -> TensorType:
+    """A Keras shape with None for the batch becomes an IR type with the symbol N."""
+    dims = []
+    for i, d in enumerate(shape):
+        if d is None:
+            dims.append("N" if i == 0 else f"D{i}")
+        else:
+            dims.append(d)
+    return TensorType(tuple(dims), dtype)
+
+
+def to_keras_shape(t: TensorType) -> Shape:
+    return tuple(None if isinstance(d, str) else d for d in t.shape)
+
+
+class Variable:
+    """A layer weight: its value lives here as a NumPy array that runtimes update in place."""
+
+    def __init__(self, layer: Layer, name: str, shape: Shape, dtype: str,
+                 initializer: Callable[[Shape, str], np.ndarray], trainable: bool):
+        self.layer = layer
+        self.name = name
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = canonical_dtype(dtype)
+        self.trainable = trainable
+        value = np.asarray(initializer(self.shape, self.dtype), dtype=numpy_dtype(self.dtype))
+        self.value = np.ascontiguousarray(value.reshape(self.shape))
+
+    @property
+    def path(self) -> str:
+        """Keras 3's variable path, e.g. "dense/kernel"."""
+        return f"{self.layer.name}/{self.name}"
+
+    @property
+    def ir_name(self) -> str:
+        return f"{self.layer.name}.{self.name}"
+
+    @property
+    def type(self) -> TensorType:
+        return TensorType(self.shape, self.dtype)
+
+    def numpy(self) -> np.ndarray:
+        return self.value.copy()
+
+    def assign(self, value: Any) -> None:
+        array = np.asarray(value)
+        if array.shape != self.shape:
+            raise KilnValueError(f"Variable {self.path}: expected shape {self.shape}. "
+                                 f"Received: shape={array.shape}")
+        self.value[...] = array
+
+    def __repr__(self) -> str:
+        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
+
+
+@dataclass(eq=False)
+class KerasTensor:
+    """A symbolic tensor: shape (None for the batch), dtype, and the call that made it."""
+
+    shape: Shape
+    dtype: str = "float32"
+    name: str = ""
+    history: tuple[Any, int, int] | None = None  # (layer, call index, output index)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+@dataclass(eq=False)
+class CallRecord:
+    """One application of a layer to KerasTensors (Keras calls this a node)."""
+
+    layer: Layer
+    inputs: list[KerasTensor]
+    outputs: list[KerasTensor]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class LoweringContext:
+    """What a layer needs while emitting IR: its variables as state values, the training
+    flag, state updates (batch-norm statistics) and the key for random draws."""
+
+    #: The state that keys random draws; a training graph advances it by one per call.
+    SEED_STATE = "seed_generator.state"
+
+    def __init__(self, b: GraphBuilder, training: bool, state_values: dict[int, Value]):
+        self.b = b
+        self.training = training
+        self._state = state_values
+        self.updates: dict[int, Value] = {}
+        self.rng_key: Value | None = None
+        self._streams: dict[int, int] = {}
+
+    def value(self, variable: Variable) -> Value:
+        return self._state[id(variable)]
+
+    def update(self, variable: Variable, value: Value) -> None:
+        self.updates[id(variable)] = value
+
+    def random_stream(self, layer: Layer) -> tuple[Value, int]:
+        """The key (state made on first use) and a stream number unique to `layer`."""
+        if self.rng_key is None:
+            self.rng_key = self.b.state(self.SEED_STATE, TensorType((), "int64"))
+        stream = self._streams.setdefault(id(layer), len(self._streams))
+        return self.rng_key, stream
+
+    def finish(self, state_names: dict[int, str]) -> None:
+        """Declare the updates gathered while lowering, and advance the random key."""
+        for var_id, value in self.updates.items():
+            self.b.update(state_names[var_id], value)
+        if self.rng_key is not None:
+            self.b.update(self.rng_key, self.b.add(self.rng_key, 1, name="seed_generator.next"))
+
+
+class Layer:
+    """Base of every layer. Subclasses override `build(input_shape)` (create weights with
+    `add_weight`) and `lower(b, inputs, ctx)` (emit IR; inputs are IR Values, one per input
+    tensor, or a single Value for single-input layers)."""
+
+    #: Single-input layers receive and return one tensor; merge layers take a list.
+    multi_input = False
+
+    def __init__(self, name: str | None = None, dtype: str | None = None, trainable: bool = True,
+                 input_shape: Sequence[int | None] | None = None,
+                 batch_input_shape: Sequence[int | None] | None = None,
+                 input_dim: int | None = None, **kwargs: Any):
+        if kwargs:
+            key = next(iter(kwargs))
+            raise KilnTypeError(f"{type(self).__name__}: unrecognized keyword argument "
+                                f"{key!r}. Received: {key}={kwargs[key]!r}")
+        self.name = name or unique_name(snake_case(type(self).__name__))
+        self.dtype = canonical_dtype(dtype or "float32")
+        self.trainable = trainable
+        self.built = False
+        self._variables: list[Variable] = []
+        self._calls: list[CallRecord] = []
+        self._batch_input_shape: Shape | None = None
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if input_shape is not None:
+            self._batch_input_shape = (None, *_shape_arg(input_shape, "input_shape", self.name))
+        elif batch_input_shape is not None:
+            self._batch_input_shape = tuple(batch_input_shape)
+
+    # -- weights -------------------------------------------------------------------------
+    def add_weight(self, name: str, shape: Shape, initializer: Any = "zeros",
+                   trainable: bool = True, dtype: str | None = None) -> Variable:
+        from kiln.frontends.keras import initializers
+
+        init = initializers.get(initializer)
+        variable = Variable(self, name, shape, dtype or self.dtype, init, trainable)
+        self._variables.append(variable)
+        return variable
+
+    @property
+    def variables(self) -> list[Variable]:
+        """Every variable this layer (and, for models, each sub-layer) owns, without repeats."""
+        return list(self._variables)
+
+    @property
+    def weights(self) -> list[Variable]:
+        """Keras 3's order: per layer, the variables created trainable, then the others."""
+        return ([v for v in self._variables if v.trainable]
+                + [v for v in self._variables if not v.trainable])
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [v for v in self.weights if v.trainable and v.layer.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [v for v in self.weights if not (v.trainable and v.layer.trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        set_variables(self.weights, weights, f"layer {self.name!r}")
+
+    def count_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.weights))
+
+    # -- building and calling ------------------------------------------------------------
+    def build(self, input_shape: Any) -> None:
+        """Create the weights for inputs of this shape (a list of shapes for merge layers)."""
+
+    def lower(self, b: GraphBuilder, inputs: Any, ctx: LoweringContext, **kwargs: Any) -> Any:
+        """Emit the IR of one call; `kwargs` are the call's keyword arguments."""
+        raise NotImplementedError(f"{type(self).__name__}.lower")
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": self.name, "trainable": self.trainable,
+                                  "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = list(self._batch_input_shape)
+        return config
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for t in tensors:
+            if not isinstance(t, KerasTensor):
+                raise KilnTypeError(
+                    f"layer {self.name!r} expected symbolic inputs (from layers.Input or another "
+                    f"layer). Received: {type(t).__name__}"
+                )
+        if self.multi_input and not isinstance(inputs, (list, tuple)):
+            raise KilnValueError(f"layer {self.name!r} expects a list of inputs. "
+                                 f"Received: {inputs!r}")
+        if not self.multi_input and len(tensors) != 1:
+            raise KilnValueError(f"layer {self.name!r} expects one input. "
+                                 f"Received: {len(tensors)} inputs")
+        shapes = [t.shape for t in tensors]
+        self.check_input_shapes(shapes)
+        if not self.built:
+            self.build(shapes if self.multi_input else shapes[0])
+            self.built = True
+        out_types = self.trace(tensors, kwargs)
+        record = CallRecord(self, tensors, [], dict(kwargs))
+        index = len(self._calls)
+        for k, t in enumerate(out_types):
+            name = self.name if len(out_types) == 1 else f"{self.name}_{k}"
+            record.outputs.append(KerasTensor(to_keras_shape(t), t.dtype, name, (self, index, k)))
+        self._calls.append(record)
+        outs = record.outputs
+        return outs[0] if len(outs) == 1 and not self.returns_list else outs
+
+    #: True for layers that return a list even when it has one element (RNNs with state).
+    returns_list = False
+
+    def check_input_shapes(self, shapes: list[Shape]) -> None:
+        """Override to check ranks and sizes before building (Keras's input_spec)."""
+
+    def trace(self, tensors: list[KerasTensor], kwargs: dict[str, Any]) -> list[TensorType]:
+        """Output types of one call, from the IR the layer emits on symbolic inputs."""
+        b = GraphBuilder(f"trace_{self.name}")
+        values = [b.input(f"in{i}", to_ir_type(t.shape, t.dtype)) for i, t in enumerate(tensors)]
+        state = {id(v): b.state(f"w{i}", v.type) for i, v in enumerate(self.variables)}
+        ctx = LoweringContext(b, training=False, state_values=state)
+        try:
+            with b.scope(self.name):
+                out = self.lower(b, values if self.multi_input else values[0], ctx, **kwargs)
+        except KilnError as err:
+            raise type(err)(f"layer {self.name!r} ({type(self).__name__}) cannot take inputs of "
+                            f"shape {', '.join(str(t.shape) for t in tensors)}: {err}") from None
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [v.type for v in outs]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+def _shape_arg(shape: Any, what: str, layer: str) -> tuple:
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise KilnTypeError(f"layer {layer!r}: expected {what} as a tuple of ints. "
+                            f"Received: {what}={shape!r}") from None
+    for d in dims:
+        if d is not None and (not isinstance(d, (int, np.integer)) or d <= 0):
+            raise KilnValueError(f"layer {layer!r}: expected {what} of positive ints. "
+                                 f"Received: {what}={shape!r}")
+    return tuple(None if d is None else int(d) for d in dims)
+
+
+def set_variables(variables: Sequence[Variable], weights: Sequence[Any], where: str) -> None:
+    """Assign all or nothing: every count and shape is checked before any value changes."""
+    weights = list(weights)
+    if len(weights) != len(variables):
+        raise KilnValueError(f"{where}: set_weights expected {len(variables)} arrays. "
+                             f"Received: {len(weights)} arrays")
+    arrays = []
+    for variable, w in zip(variables, weights):
+        array = np.asarray(w)
+        if array.shape != variable.shape:
+            raise KilnValueError(f"{where}: set_weights expected shape {variable.shape} for "
+                                 f"{variable.path}. Received: shape={array.shape}")
+        arrays.append(array)
+    for variable, array in zip(variables, arrays):
+        variable.value[...] = array

@@ -1,0 +1,242 @@
+"""Functional models: a DAG of layer calls from Input tensors to output tensors, lowered to one
+IR forward graph (per mode: training or inference) whose state is every variable.
+
+A model is a layer too: called on new tensors it records the call like any layer, and when
+lowered it inlines its own calls, so shared layers and nested models share their weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kiln.frontends.keras.layer import (
+    CallRecord,
+    KerasTensor,
+    Layer,
+    LoweringContext,
+    Variable,
+    set_variables,
+    to_ir_type,
+)
+from kiln.frontends.keras.trainer import Trainer
+from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError
+
+
+@dataclass
+class ForwardGraph:
+    """A model lowered for one mode, and how its state names map to the model's variables."""
+
+    graph: Graph
+    variables: dict[str, Variable]  # IR state name -> variable
+    uses_rng: bool
+
+
+def flatten_structure(value: Any, what: str) -> tuple[list[Any], list[str] | None, bool]:
+    """(items, names for a dict, whether it was a single item)."""
+    if isinstance(value, dict):
+        return list(value.values()), list(value.keys()), False
+    if isinstance(value, (list, tuple)):
+        return list(value), None, False
+    if value is None:
+        raise KilnValueError(f"Model: expected {what}. Received: {what}=None")
+    return [value], None, True
+
+
+class Model(Trainer, Layer):
+    """`Model(inputs=, outputs=)`: inputs and outputs as one tensor, a list or a dict."""
+
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None,
+                 **kwargs: Any):
+        Layer.__init__(self, name=name, **kwargs)
+        Trainer.__init__(self)
+        self._records: list[CallRecord] = []
+        self._inputs: list[KerasTensor] = []
+        self._outputs: list[KerasTensor] = []
+        self._output_keys: list[str] | None = None
+        self._input_keys: list[str] | None = None
+        self._single_output = True
+        if inputs is not None or outputs is not None:
+            self._set_graph(inputs, outputs)
+
+    # -- structure -----------------------------------------------------------------------
+    def _set_graph(self, inputs: Any, outputs: Any) -> None:
+        ins, self._input_keys, _ = flatten_structure(inputs, "inputs")
+        outs, self._output_keys, self._single_output = flatten_structure(outputs, "outputs")
+        for t in (*ins, *outs):
+            if not isinstance(t, KerasTensor):
+                raise KilnTypeError(f"Model {self.name!r}: expected symbolic tensors as inputs "
+                                    f"and outputs. Received: {type(t).__name__}")
+        for t in ins:
+            if t.history is None or type(t.history[0]).__name__ != "InputLayer":
+                raise KilnValueError(f"Model {self.name!r}: inputs must come from layers.Input. "
+                                     f"Received: {t!r}")
+        self._inputs, self._outputs = ins, outs
+        self._records = _calls_between(ins, outs, self.name)
+        self.built = True
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return list(self._outputs)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.history[0].name for t in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        if self._output_keys is not None:
+            return list(self._output_keys)
+        names, seen = [], set()
+        for t in self._outputs:
+            name = t.history[0].name if t.history else t.name
+            while name in seen:
+                name += "_1"
+            seen.add(name)
+            names.append(name)
+        return names
+
+    @property
+    def layers(self) -> list[Layer]:
+        seen: dict[int, Layer] = {}
+        for t in self._inputs:
+            seen.setdefault(id(t.history[0]), t.history[0])
+        for record in self._records:
+            seen.setdefault(id(record.layer), record.layer)
+        return list(seen.values())
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        layers = self.layers
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise KilnValueError(f"get_layer: index {index} out of range for "
+                                     f"{len(layers)} layers")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise KilnValueError(f"No such layer: {name}. Existing layers are: "
+                             f"{[layer.name for layer in layers]}")
+
+    @property
+    def variables(self) -> list[Variable]:
+        return _unique([v for layer in self.layers for v in layer.variables])
+
+    @property
+    def weights(self) -> list[Variable]:
+        return _unique([v for layer in self.layers for v in layer.weights])
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        set_variables(self.weights, weights, f"model {self.name!r}")
+
+    # -- lowering ------------------------------------------------------------------------
+    def lower(self, b: GraphBuilder, inputs: Any, ctx: LoweringContext, **kwargs: Any) -> Any:
+        values = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if len(values) != len(self._inputs):
+            raise KilnValueError(f"model {self.name!r} expects {len(self._inputs)} inputs. "
+                                 f"Received: {len(values)}")
+        env = {id(t): v for t, v in zip(self._inputs, values)}
+        for record in self._records:
+            args = [env[id(t)] for t in record.inputs]
+            with b.scope(record.layer.name):
+                out = record.layer.lower(b, args if record.layer.multi_input else args[0], ctx,
+                                         **record.kwargs)
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            env.update({id(t): v for t, v in zip(record.outputs, outs)})
+        results = [env[id(t)] for t in self._outputs]
+        return results[0] if len(results) == 1 and self._single_output else results
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        self.multi_input = isinstance(inputs, (list, tuple))
+        self.returns_list = not self._single_output
+        return Layer.__call__(self, inputs, **kwargs)
+
+    def state_names(self) -> dict[int, str]:
+        """Each variable's IR state name: `layer.weight`, made unique where names collide."""
+        names: dict[int, str] = {}
+        taken: set[str] = set(self.input_names)
+        for v in self.variables:
+            name, k = v.ir_name, 1
+            while name in taken:
+                name = f"{v.ir_name}_{k}"
+                k += 1
+            taken.add(name)
+            names[id(v)] = name
+        return names
+
+    def forward_graph(self, training: bool, name: str | None = None) -> ForwardGraph:
+        """The model as one IR graph: inputs by input name, every variable as state,
+        outputs by output name; in training mode, state updates (batch-norm statistics) and
+        the random key's advance."""
+        if not self.built or not self._inputs:
+            raise KilnValueError(f"model {self.name!r} has not been built: give the first layer "
+                                 "an input_shape, start with layers.Input, or call build()")
+        b = GraphBuilder(name or ("forward" if training else "predict"))
+        names = self.state_names()
+        inputs = [b.input(n, to_ir_type(t.shape, t.dtype))
+                  for n, t in zip(self.input_names, self._inputs)]
+        variables = {names[id(v)]: v for v in self.variables}
+        state = {id(v): b.state(n, v.type) for n, v in variables.items()}
+        ctx = LoweringContext(b, training=training, state_values=state)
+        outs = self.lower(b, inputs, ctx)
+        outs = outs if isinstance(outs, list) else [outs]
+        for out_name, value in zip(self.output_names, outs):
+            b.output(value, out_name)
+        ctx.finish(names)
+        return ForwardGraph(b.build(), variables, ctx.rng_key is not None)
+
+    def count_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.weights))
+
+
+def _unique(variables: list[Variable]) -> list[Variable]:
+    seen: set[int] = set()
+    out = []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _calls_between(inputs: list[KerasTensor], outputs: list[KerasTensor],
+                   model: str) -> list[CallRecord]:
+    """The layer calls from `inputs` to `outputs` in topological order; an output that does
+    not depend on the given inputs alone is an error naming the missing input."""
+    input_ids = {id(t) for t in inputs}
+    order: list[CallRecord] = []
+    state: dict[int, str] = {}
+
+    def visit(t: KerasTensor) -> None:
+        if id(t) in input_ids:
+            return
+        if t.history is None:
+            raise KilnValueError(f"Model {model!r}: tensor {t.name!r} was not made by a layer")
+        layer, index, _ = t.history
+        if type(layer).__name__ == "InputLayer":
+            raise KilnValueError(f"Model {model!r}: the outputs depend on input {layer.name!r}, "
+                                 "which is not among the model's inputs")
+        record = layer._calls[index]
+        if state.get(id(record)) == "done":
+            return
+        if state.get(id(record)) == "active":
+            raise KilnValueError(f"Model {model!r}: the layer graph has a cycle at {layer.name!r}")
+        state[id(record)] = "active"
+        for parent in record.inputs:
+            visit(parent)
+        state[id(record)] = "done"
+        order.append(record)
+
+    for t in outputs:
+        visit(t)
+    return order
