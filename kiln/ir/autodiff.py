@@ -106,7 +106,11 @@ def grad(graph: Graph, of: str | Value, wrt: Sequence[str | Value]) -> Graph:
     for w, g in zip(wrt_values, grads):
         if g is None:
             g = b.constant(0.0, w.type.dtype, shape=w.type.shape, name=f"grad.{w.name}.zero")
-        b.output(g, f"grad.{w.name}")
+        name = f"grad.{w.name}"
+        while name in outs:  # a gradient of a gradient graph: grad.grad.x, ...
+            name = f"grad.{name}"
+        outs[name] = g
+        b.output(g, name)
     for name, value in updates.items():
         b.update(name, value)
     return remove_dead_nodes(b.build())

@@ -131,12 +131,21 @@ class GraphBuilder:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _coerce_operands(self, op_name: str, operands: Sequence[Any]) -> list[Value]:
-        dtype = next((o.type.dtype for o in operands if isinstance(o, Value)), "float32")
+        # A number takes the dtype of the operands it meets: the first non-bool Value (so the
+        # 0.0 in where(cond, x, 0.0) is x's dtype), else bool, else float32.
+        values = [o for o in operands if isinstance(o, Value)]
+        dtype = next((v.type.dtype for v in values if v.type.dtype != "bool"),
+                     values[0].type.dtype if values else "float32")
         result = []
         for i, operand in enumerate(operands):
             if isinstance(operand, Value):
                 result.append(operand)
             elif isinstance(operand, (bool, int, float, np.number, np.bool_, np.ndarray)):
+                if dtype in ("int32", "int64") and not np.all(np.mod(operand, 1) == 0):
+                    raise KilnTypeError(
+                        f"{op_name}: expected an integral number next to {dtype} operands. "
+                        f"Received: operand {i}={operand!r}"
+                    )
                 result.append(self.constant(operand, dtype))
             else:
                 raise KilnTypeError(
@@ -184,7 +193,10 @@ class GraphBuilder:
              ) -> tuple[dict[str, Value], dict[str, Value]]:
         """Inline `graph`; returns its outputs and state updates by name, as values here."""
         if not isinstance(inputs, Mapping):
-            inputs = {v.name: given for v, given in zip(graph.inputs, inputs, strict=True)}
+            if len(inputs) != len(graph.inputs):
+                raise KilnValueError(f"inlining @{graph.name}: expected {len(graph.inputs)} "
+                                     f"inputs. Received: {len(inputs)}")
+            inputs = {v.name: given for v, given in zip(graph.inputs, inputs)}
         env: dict[str, Value] = {}
         for v in graph.inputs:
             env[v.name] = _bind(graph, v, inputs)

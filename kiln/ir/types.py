@@ -39,13 +39,16 @@ def canonical_dtype(dtype: object) -> str:
             return dtype
         if dtype in SHORT_TO_DTYPE:
             return SHORT_TO_DTYPE[dtype]
-    try:
-        np_dtype = np.dtype(dtype)  # type: ignore[call-overload]
-    except TypeError:
-        np_dtype = None
-    for name, (_, candidate) in DTYPES.items():
-        if np_dtype == candidate:
-            return name
+    np_dtype = None
+    if dtype is not None:  # np.dtype(None) is float64: None is no dtype here
+        try:
+            np_dtype = np.dtype(dtype)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            np_dtype = None
+    if np_dtype is not None:
+        for name, (_, candidate) in DTYPES.items():
+            if np_dtype == candidate:
+                return name
     raise KilnTypeError(
         f"Expected a dtype among {sorted(DTYPES)}. Received: dtype={dtype!r}"
     )

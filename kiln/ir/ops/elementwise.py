@@ -88,6 +88,14 @@ def _unary(name: str, reference: Callable, vjp: Callable | None, float_only: boo
     )
 
 
+def _bound(value: float, dtype: np.dtype) -> np.ndarray:
+    """A clip bound in x's dtype; an infinite bound saturates to an int dtype's range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.asarray(min(max(value, info.min), info.max)).astype(dtype)
+    return np.asarray(value, dtype)
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(np.zeros((), x.dtype), x)
 
@@ -130,7 +138,7 @@ _unary("reciprocal", lambda x: (1 / x).astype(x.dtype),
        lambda b, x, y, g, a: b.neg(b.mul(g, b.square(y))))
 _unary(
     "clip",
-    lambda x, min, max: np.clip(x, np.asarray(min, x.dtype), np.asarray(max, x.dtype)),
+    lambda x, min, max: np.clip(x, _bound(min, x.dtype), _bound(max, x.dtype)),
     lambda b, x, y, g, a: _zero_where(
         b, b.logical_and(b.logical_not(b.less(x, b.constant(a["min"], x.dtype))),
                          b.logical_not(b.greater(x, b.constant(a["max"], x.dtype)))), g),

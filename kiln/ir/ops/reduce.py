@@ -95,6 +95,8 @@ def _arg_rule(types: Sequence[TensorType], attrs: Any) -> list[TensorType]:
     (x,) = types
     if x.dtype == "bool":
         fail(f"expected a numeric operand x. Received: x: {x}")
+    if attrs["axis"] is not None and not isinstance(attrs["axis"], int):
+        fail(f"expected axis as one int (or none: every axis). Received: axis={attrs['axis']!r}")
     axes = normalize_axes(attrs["axis"], x.rank, "argmax/argmin")
     return [TensorType(reduced_shape(x, axes, attrs["keepdims"]), "int64")]
 

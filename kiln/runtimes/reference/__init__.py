@@ -97,18 +97,29 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
 
 
 class ReferenceExecutable:
-    """Keeps state resident between calls and applies each call's updates, like a backend."""
+    """Keeps state resident between calls and applies each call's updates in place, like a
+    backend: the arrays given as state are the arrays that change."""
 
     backend = "reference"
 
-    def __init__(self, graphs: Mapping[str, Graph], state: Mapping[str, np.ndarray]):
+    def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray]):
         self.graphs = dict(graphs)
-        self.state = {k: np.array(v) for k, v in state.items()}
+        self.state = state
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
             ) -> dict[str, np.ndarray]:
+        if entry not in self.graphs:
+            raise KilnValueError(f"no entry point {entry!r}; expected one of {sorted(self.graphs)}")
         graph = self.graphs[entry]
+        missing = [v.name for v in graph.state if v.name not in self.state]
+        if missing:
+            raise KilnValueError(f"@{graph.name}: no value given for state %{missing[0]}")
         outputs, new_state = run_graph(graph, inputs, {v.name: self.state[v.name]
                                                         for v in graph.state})
-        self.state.update(new_state)
+        updated = [self.state[name] for name, _ in graph.updates]
+        for key, array in outputs.items():  # an output that is updated state keeps its value
+            if any(array is s for s in updated):
+                outputs[key] = array.copy()
+        for name, value in graph.updates:
+            self.state[name][...] = new_state[name]
         return outputs
