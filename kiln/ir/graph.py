@@ -6,8 +6,9 @@ types, ops, attributes and nested bodies, so `parse(str(g)) == g` is meaningful.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def freeze_attr(value: object) -> AttrValue:
         return tuple(freeze_attr(v) for v in value)
     if isinstance(value, np.ndarray):
         return ArrayAttr(value)
-    raise TypeError(f"Expected an attribute value (number, string, list, array). Received: {value!r}")
+    raise TypeError(
+        f"Expected an attribute value (number, string, list, array). Received: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,10 @@ class Graph:
     """A function: inputs, state, nodes (topological), named outputs, and state updates.
 
     `outputs` pairs each output name with the value it returns; `updates` pairs a state name
-    with the value that state takes after a call (training graphs).
+    with the value that state takes after a call (training graphs). `attrs` are graph-level
+    attributes, sorted (key, value) pairs like a node's, that passes record for every backend
+    (the buffer plan of kiln.compiler.passes.plan_buffers); most graphs have none, and a pass
+    that rewrites the nodes drops them, since they describe the graph as it was.
     """
 
     name: str
@@ -124,6 +129,17 @@ class Graph:
     nodes: tuple[Node, ...] = ()
     outputs: tuple[tuple[str, Value], ...] = ()
     updates: tuple[tuple[str, Value], ...] = ()
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+
+    @property
+    def attr(self) -> dict[str, AttrValue]:
+        return dict(self.attrs)
+
+    def with_attrs(self, attrs: Mapping[str, object]) -> Graph:
+        """This graph with its graph-level attributes replaced (frozen and sorted)."""
+        frozen = tuple(sorted((k, freeze_attr(v)) for k, v in attrs.items()))
+        return Graph(self.name, self.inputs, self.state, self.nodes, self.outputs,
+                     self.updates, frozen)
 
     @property
     def output_values(self) -> tuple[Value, ...]:

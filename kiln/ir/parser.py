@@ -49,7 +49,15 @@ def _tokenize(text: str) -> list[Token]:
         if kind == "newline":
             line, line_start = line + 1, match.end()
         elif kind != "ws":
-            tokens.append(Token(kind, match.group(), line, pos - line_start + 1))
+            lexeme = match.group()
+            quoted = lexeme.lstrip("%@")
+            if quoted.startswith('"'):
+                try:
+                    json.loads(quoted)
+                except ValueError as err:
+                    raise ParseError(f"bad string literal {quoted}: {err.msg}", line,
+                                     pos - line_start + 1) from None
+            tokens.append(Token(kind, lexeme, line, pos - line_start + 1))
         pos = match.end()
     tokens.append(Token("eof", "", line, pos - line_start + 1))
     return tokens
@@ -96,6 +104,13 @@ class _Parser:
         state: list[Value] = []
         if self.accept("ident", "state"):
             state = self.signature(scope)
+        graph_attrs: list[tuple[str, object]] = []
+        if self.accept("ident", "attributes"):
+            self.take("punct", "{")
+            graph_attrs = self.attr_items()
+            keys = [k for k, _ in graph_attrs]
+            if len(set(keys)) != len(keys):
+                raise self.error(f"a graph attribute is given twice in {keys}")
         self.take("punct", "{")
         nodes, outputs, updates = [], [], []
         while True:
@@ -104,20 +119,36 @@ class _Parser:
                 nodes.append(self.node(scope))
             elif tok.kind == "ident" and tok.text == "return":
                 self.pos += 1
-                outputs.append(self.output(scope))
-                while self.accept("punct", ","):
+                while True:
+                    start = self.tok
                     outputs.append(self.output(scope))
+                    if outputs[-1][0] in [n for n, _ in outputs[:-1]]:
+                        raise self.error(f"two outputs are named {outputs[-1][0]!r}", start)
+                    if not self.accept("punct", ","):
+                        break
             elif tok.kind == "ident" and tok.text == "update":
                 self.pos += 1
-                target = _unquote(self.take("value").text[1:])
+                target_tok = self.take("value")
+                target = _unquote(target_tok.text[1:])
                 self.take("punct", "=")
-                updates.append((target, self.use(scope)))
+                value_tok = self.tok
+                value = self.use(scope)
+                declared = next((v for v in state if v.name == target), None)
+                if declared is None:
+                    raise self.error(f"update of %{target}, which is not a state value",
+                                     target_tok)
+                if any(n == target for n, _ in updates):
+                    raise self.error(f"%{target} is updated twice", target_tok)
+                if value.type != declared.type:
+                    raise self.error(f"update of %{target}: {declared.type} expected, "
+                                     f"%{value.name} is {value.type}", value_tok)
+                updates.append((target, value))
             elif self.accept("punct", "}"):
                 break
             else:
                 raise self.error("expected a node, 'return', 'update' or '}'")
         return Graph(name, tuple(inputs), tuple(state), tuple(nodes), tuple(outputs),
-                     tuple(updates))
+                     tuple(updates), tuple(sorted(graph_attrs, key=lambda kv: kv[0])))
 
     def signature(self, scope: dict[str, Value]) -> list[Value]:
         self.take("punct", "(")
@@ -192,13 +223,7 @@ class _Parser:
                 self.take("punct", ",")
         attrs: list[tuple[str, object]] = []
         if self.accept("punct", "{"):
-            while True:
-                key = self.take("ident").text
-                self.take("punct", "=")
-                attrs.append((key, self.attr()))
-                if self.accept("punct", "}"):
-                    break
-                self.take("punct", ",")
+            attrs = self.attr_items()
         self.take("punct", ":")
         types = [self.type()]
         while self.accept("punct", ","):
@@ -238,12 +263,24 @@ class _Parser:
         except ParseError:
             raise
         except KilnError as err:
-            raise ParseError(f"{op}: {err}", start.line, start.column) from None
+            message = str(err) if str(err).startswith(op) else f"{op}: {err}"
+            raise ParseError(message, start.line, start.column) from None
         if list(expected) != types:
             raise ParseError(
                 f"{op}: declared types {', '.join(map(str, types))} differ from the type "
                 f"rule's {', '.join(map(str, expected))}", start.line, start.column)
         return attrs
+
+    def attr_items(self) -> list[tuple[str, object]]:
+        """`key=value, ...}` after an opening brace (node and graph attributes)."""
+        items: list[tuple[str, object]] = []
+        while True:
+            key = self.take("ident").text
+            self.take("punct", "=")
+            items.append((key, self.attr()))
+            if self.accept("punct", "}"):
+                return items
+            self.take("punct", ",")
 
     def attr(self) -> object:
         tok = self.tok

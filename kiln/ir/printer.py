@@ -7,7 +7,12 @@
     }
 
 Attributes print in sorted order in braces; floats print as Python's shortest round-trip repr,
-so the parsed value is bit-identical. Nested bodies (scan) print indented inside the node.
+so the parsed value is bit-identical. Nested bodies (scan, fused) print indented inside the
+node. Graph-level attributes, when a graph has any, print after the signature, one a line:
+
+    graph @f(%x: f32[4]) attributes {
+        buffers.peak_bytes=16
+    } {
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ def print_graph(graph: Graph, indent: int = 0) -> str:
 
 def format_name(name: str) -> str:
     return name if NAME_RE.match(name) else json.dumps(name)
+
+
+OUTPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")
+
+
+def format_output_name(name: str) -> str:
+    """Output names after `as` print bare only where they read back as one identifier."""
+    return name if OUTPUT_NAME_RE.match(name) else json.dumps(name)
 
 
 def format_attr(value: object) -> str:
@@ -82,6 +95,10 @@ def _graph_lines(graph: Graph, indent: int) -> list[str]:
     if graph.state:
         head += f" state({_signature(graph.state)})"
     lines = [head + " {"]
+    if graph.attrs:  # graph-level attributes, one a line: `attributes {k=v, ...} {`
+        items = [f"{pad}    {k}={format_attr(v)}" for k, v in graph.attrs]
+        lines = [head + " attributes {", *(i + "," for i in items[:-1]), items[-1],
+                 pad + "} {"]
     for node in graph.nodes:
         line = pad + "  " + format_node(node)
         if node.body is not None:
@@ -94,7 +111,7 @@ def _graph_lines(graph: Graph, indent: int) -> list[str]:
         parts = []
         for name, value in graph.outputs:
             ref = f"%{format_name(value.name)}"
-            parts.append(ref if name == value.name else f"{ref} as {format_name(name)}")
+            parts.append(ref if name == value.name else f"{ref} as {format_output_name(name)}")
         lines.append(pad + "  return " + ", ".join(parts))
     for name, value in graph.updates:
         lines.append(f"{pad}  update %{format_name(name)} = %{format_name(value.name)}")

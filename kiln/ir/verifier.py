@@ -5,8 +5,12 @@ The pass manager runs it between passes; `GraphBuilder.build` runs it on every n
 
 from __future__ import annotations
 
+import re
+
 from kiln.ir.errors import KilnError, VerifyError
 from kiln.ir.graph import Graph
+
+_ATTR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")  # what the parser reads as a key
 
 
 def verify(graph: Graph) -> None:
@@ -27,7 +31,8 @@ def verify(graph: Graph) -> None:
     types = {v.name: v.type for v in (*graph.inputs, *graph.state)}
 
     for index, node in enumerate(graph.nodes):
-        where = f"@{graph.name} node {index} ({node.op} -> {', '.join(str(o) for o in node.outputs)})"
+        outs = ", ".join(str(o) for o in node.outputs)
+        where = f"@{graph.name} node {index} ({node.op} -> {outs})"
         try:
             opdef = get_op(node.op)
         except KilnError as err:
@@ -41,7 +46,8 @@ def verify(graph: Graph) -> None:
                     f"{types[value.name]}"
                 )
         if opdef.has_body != (node.body is not None):
-            raise VerifyError(f"{where}: {node.op} {'needs' if opdef.has_body else 'takes no'} body")
+            need = "needs" if opdef.has_body else "takes no"
+            raise VerifyError(f"{where}: {node.op} {need} body")
         try:
             opdef.check_arity(len(node.inputs))
             attrs = opdef.complete_attrs(node.attr)
@@ -64,6 +70,12 @@ def verify(graph: Graph) -> None:
             define(out.name, where)
             types[out.name] = out.type
 
+    keys = [k for k, _ in graph.attrs]
+    if keys != sorted(set(keys)) or not all(isinstance(k, str) and _ATTR_KEY.match(k)
+                                             for k in keys):
+        raise VerifyError(f"@{graph.name}: graph attributes must have distinct identifier "
+                          f"keys in sorted order. Received: {keys}")
+
     names = set()
     for name, value in graph.outputs:
         if name in names:
@@ -72,7 +84,11 @@ def verify(graph: Graph) -> None:
         if types.get(value.name) != value.type:
             raise VerifyError(f"@{graph.name}: output {name} refers to unknown %{value.name}")
     state_types = {v.name: v.type for v in graph.state}
+    updated: set[str] = set()
     for name, value in graph.updates:
+        if name in updated:
+            raise VerifyError(f"@{graph.name}: %{name} is updated twice")
+        updated.add(name)
         if name not in state_types:
             raise VerifyError(f"@{graph.name}: update of %{name}, which is not a state value")
         if types.get(value.name) != value.type:

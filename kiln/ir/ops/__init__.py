@@ -4,6 +4,7 @@ from kiln.ir.ops import (  # noqa: F401
     constant,
     control,
     elementwise,
+    fused,
     indexing,
     linalg,
     nn,
