@@ -1,0 +1,78 @@
+"""GEMM epilogue fusion: a matmul, the bias add on its result and the activation after it
+become one `fused` node of kind "gemm", so a backend applies bias and activation to each
+tile of the product while it is still in registers (or right after its BLAS call) instead
+of writing the product out and reading it back twice.
+"""
+
+from __future__ import annotations
+
+from kiln.compiler.passes import register
+from kiln.compiler.passes.fuse_elementwise import (
+    is_convex,
+    map_nested,
+    producer_index,
+    replace_regions,
+)
+from kiln.ir.graph import Graph, Node
+from kiln.ir.types import broadcast_shapes
+
+# Keras activations that are one elementwise op of the IR (softmax is not elementwise).
+ACTIVATIONS = frozenset({"relu", "sigmoid", "tanh", "elu", "selu", "softplus", "exp"})
+
+
+def _bias_add(node: Node, product: str) -> bool:
+    """add(product, bias) or add(bias, product), the bias broadcasting into the product."""
+    if node.op != "add":
+        return False
+    x, y = node.inputs
+    if (x.name == product) == (y.name == product):
+        return False
+    bias, out = (y if x.name == product else x), node.output
+    return broadcast_shapes(bias.type.shape, out.type.shape) == out.type.shape and \
+        out.type == (x if x.name == product else y).type
+
+
+def _activation(node: Node) -> bool:
+    return node.op in ACTIVATIONS and node.output.type == node.inputs[0].type
+
+
+def _regions(graph: Graph) -> list[tuple[list[int], str]]:
+    """Each matmul with the first bias add reading it, and the first activation reading
+    that (or the matmul, when there is no bias add); each step only when the node set stays
+    convex. Nodes already taken by an earlier matmul's region are not taken again."""
+    producers = producer_index(graph)
+    readers: dict[str, list[int]] = {}
+    for j, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            readers.setdefault(v.name, []).append(j)
+    taken: set[int] = set()
+    regions = []
+    for i, node in enumerate(graph.nodes):
+        if node.op != "matmul":
+            continue
+        members, tail = [i], node.output.name
+        for accepts in (lambda n, t: _bias_add(n, t), lambda n, t: _activation(n)):
+            for j in readers.get(tail, ()):
+                if (j not in taken and accepts(graph.nodes[j], tail)
+                        and is_convex(graph, [*members, j], producers)):
+                    members.append(j)
+                    tail = graph.nodes[j].output.name
+                    break
+        if len(members) > 1:
+            taken.update(members)
+            regions.append((members, "gemm"))
+    return regions
+
+
+@register("fuse_gemm_epilogue")
+def fuse_gemm_epilogue(graph: Graph) -> Graph:
+    """Fuse matmul + bias add + activation into one kernel of kind "gemm".
+
+    Sound for the same reasons as fuse_elementwise (a convex region, every value read
+    outside it a result, the body the region's own nodes in order). The product and the
+    pre-activation stay results when other nodes read them (the activation's gradient reads
+    its input). Run it before fuse_elementwise, which would otherwise take the bias add and
+    activation into an elementwise kernel. Bodies of scan are fused too.
+    """
+    graph = map_nested(graph, fuse_gemm_epilogue)
+    return replace_regions(graph, _regions(graph))
