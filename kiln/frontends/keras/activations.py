@@ -10,11 +10,11 @@ from kiln.ir import KilnValueError, Value
 Activation = Callable[[Any, Value], Value]
 
 
-def _op(name: str, **attrs: Any) -> Activation:
+def _op(name: str, keras_name: str | None = None, **attrs: Any) -> Activation:
     def apply(b: Any, x: Value) -> Value:
         return b.op(name, x, **attrs)
 
-    apply.__name__ = name
+    apply.__name__ = keras_name or name
     return apply
 
 
@@ -48,7 +48,7 @@ def softsign(b: Any, x: Value) -> Value:
 ACTIVATIONS: dict[str, Activation] = {
     "linear": linear, "relu": _op("relu"), "sigmoid": _op("sigmoid"), "tanh": _op("tanh"),
     "softmax": _op("softmax", axis=-1), "log_softmax": _op("log_softmax", axis=-1),
-    "elu": _op("elu"), "selu": _op("selu"), "softplus": _op("softplus"), "exponential": _op("exp"),
+    "elu": _op("elu"), "selu": _op("selu"), "softplus": _op("softplus"), "exponential": _op("exp", "exponential"),
     "leaky_relu": leaky_relu, "gelu": gelu, "swish": swish, "silu": swish,
     "hard_sigmoid": hard_sigmoid, "softsign": softsign,
 }

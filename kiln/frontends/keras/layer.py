@@ -132,7 +132,7 @@ class LoweringContext:
         self._state = state_values
         self.updates: dict[int, Value] = {}
         self.rng_key: Value | None = None
-        self._streams: dict[int, int] = {}
+        self._streams = 0
 
     def value(self, variable: Variable) -> Value:
         return self._state[id(variable)]
@@ -141,11 +141,12 @@ class LoweringContext:
         self.updates[id(variable)] = value
 
     def random_stream(self, layer: Layer) -> tuple[Value, int]:
-        """The key (state made on first use) and a stream number unique to `layer`."""
+        """The key (state made on first use) and a stream number unique to this call, so a
+        layer called twice draws twice (streams count calls in lowering order)."""
         if self.rng_key is None:
             self.rng_key = self.b.state(self.SEED_STATE, TensorType((), "int64"))
-        stream = self._streams.setdefault(id(layer), len(self._streams))
-        return self.rng_key, stream
+        self._streams += 1
+        return self.rng_key, self._streams - 1
 
     def finish(self, state_names: dict[int, str]) -> None:
         """Declare the updates gathered while lowering, and advance the random key."""

@@ -1,6 +1,57 @@
 """Keras layers."""
 
 from kiln.frontends.keras.layer import Layer
-from kiln.frontends.keras.layers.core import Dense, Input, InputLayer
+from kiln.frontends.keras.layers.conv import (
+    AveragePooling2D,
+    Conv2D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    MaxPooling2D,
+)
+from kiln.frontends.keras.layers.core import (
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    Input,
+    InputLayer,
+    Reshape,
+)
+from kiln.frontends.keras.layers.embedding import Embedding
+from kiln.frontends.keras.layers.merge import (
+    Add,
+    Concatenate,
+    Multiply,
+    add,
+    concatenate,
+    multiply,
+)
+from kiln.frontends.keras.layers.normalization import BatchNormalization
+from kiln.frontends.keras.layers.recurrent import GRU, LSTM, SimpleRNN
 
-__all__ = ["Dense", "Input", "InputLayer", "Layer"]
+__all__ = [
+    "Activation",
+    "Add",
+    "AveragePooling2D",
+    "BatchNormalization",
+    "Concatenate",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GRU",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Input",
+    "InputLayer",
+    "LSTM",
+    "Layer",
+    "MaxPooling2D",
+    "Multiply",
+    "Reshape",
+    "SimpleRNN",
+    "add",
+    "concatenate",
+    "multiply",
+]

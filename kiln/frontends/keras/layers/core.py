@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from kiln.frontends.keras import activations
 from kiln.frontends.keras.layer import KerasTensor, Layer, _shape_arg
-from kiln.ir import KilnValueError
+from kiln.ir import KilnTypeError, KilnValueError
 from kiln.ir.types import canonical_dtype
 
 
@@ -89,3 +90,165 @@ class Dense(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "activation": activations.name_of(self.activation), "use_bias": self.use_bias}
+
+
+class Activation(Layer):
+    """Applies an activation function: `Activation("relu")(x)` is relu(x).
+
+    Args: activation, a name (as Keras spells it) or a callable f(builder, value) -> value.
+    Input shape: any. Output shape: the input's.
+    """
+
+    def __init__(self, activation: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return self.activation(b, x)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": activations.name_of(self.activation)}
+
+
+class Dropout(Layer):
+    """In training, zeroes each element with probability `rate` and scales the others by
+    1 / (1 - rate), so the expected sum is unchanged; at inference, the identity.
+
+    Args: rate in [0, 1); noise_shape, the shape of the drawn keep-mask (None entries take the
+    input's size; a 1 shares one draw along that axis), None for the input's shape; seed,
+    accepted for Keras compatibility: kiln draws every mask from the model's one seed state
+    (`kiln.utils.set_random_seed` makes it reproducible), each Dropout layer on its own stream.
+    Call argument: training=None (the graph's mode) or a bool that forces the mode.
+    Input shape: any. Output shape: the input's.
+    """
+
+    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
+                 seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                or not 0 <= rate < 1):
+            raise KilnValueError("Invalid value received for argument `rate`. Expected a float "
+                                 f"value between 0 and 1 (1 excluded). Received: rate={rate!r}")
+        if noise_shape is not None:
+            noise_shape = tuple(noise_shape)
+            if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                       for d in noise_shape):
+                raise KilnValueError(f"layer {self.name!r}: expected noise_shape as a tuple of "
+                                     f"positive ints or None. Received: noise_shape={noise_shape}")
+        self.rate = float(rate)
+        self.noise_shape = noise_shape
+        self.seed = seed
+
+    def check_input_shapes(self, shapes: list) -> None:
+        shape = shapes[0]
+        if self.noise_shape is None:
+            return
+        ok = len(self.noise_shape) == len(shape) and all(
+            n is None or n == 1 or n == d for n, d in zip(self.noise_shape, shape))
+        if not ok:
+            raise KilnValueError(f"layer {self.name!r}: expected a noise_shape that broadcasts "
+                                 f"to the input shape {shape}. "
+                                 f"Received: noise_shape={self.noise_shape}")
+
+    def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
+        training = ctx.training if training is None else bool(training)
+        if not training or self.rate == 0:
+            return x
+        dims = x.type.shape
+        shape = dims if self.noise_shape is None else tuple(
+            d if n is None else n for n, d in zip(self.noise_shape, dims))
+        key, stream = ctx.random_stream(self)
+        keep = 1.0 - self.rate
+        mask = b.bernoulli(key, shape=shape, p=keep, stream=stream, name="mask")
+        return b.where(mask, b.div(x, keep), 0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        noise = None if self.noise_shape is None else list(self.noise_shape)
+        return {**super().get_config(), "rate": self.rate, "noise_shape": noise,
+                "seed": self.seed}
+
+
+def _data_format(value: Any, layer: str) -> str:
+    """Keras's standardize_data_format: None means channels_last (kiln's image format)."""
+    if value is None:
+        return "channels_last"
+    fmt = str(value).lower()
+    if fmt not in ("channels_first", "channels_last"):
+        raise KilnValueError(f"layer {layer!r}: the `data_format` argument must be one of "
+                             f"'channels_first', 'channels_last'. Received: data_format={value!r}")
+    return fmt
+
+
+class Flatten(Layer):
+    """Flattens every axis but the batch: (batch, d1, ..., dk) -> (batch, d1 * ... * dk).
+
+    Args: data_format=None ("channels_last"); with "channels_first" the channels axis is moved
+    last before flattening, so the order matches a channels_last model's, as Keras does.
+    Input shape: (batch, ...). Output shape: (batch, product of the rest); (batch,) -> (batch, 1).
+    """
+
+    def __init__(self, data_format: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.data_format = _data_format(data_format, self.name)
+
+    def check_input_shapes(self, shapes: list) -> None:
+        if len(shapes[0]) < 1:
+            raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
+                                 f"layer: expected min_ndim=1, found ndim=0. "
+                                 f"Full shape received: {shapes[0]}")
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        rank = x.type.rank
+        if self.data_format == "channels_first" and rank > 2:
+            x = b.transpose(x, perm=(0, *range(2, rank), 1))
+        return b.reshape(x, shape=(x.type.shape[0], -1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Reshape(Layer):
+    """Reshapes the non-batch axes to `target_shape` (a tuple of ints; one may be -1, the
+    size that keeps the total unchanged).
+
+    Input shape: (batch, ...). Output shape: (batch, *target_shape).
+    """
+
+    def __init__(self, target_shape: Sequence[int], **kwargs: Any):
+        super().__init__(**kwargs)
+        try:
+            target = tuple(target_shape)
+        except TypeError:
+            raise KilnTypeError(f"layer {self.name!r}: expected target_shape as a tuple of ints. "
+                                f"Received: target_shape={target_shape!r}") from None
+        if not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
+                   for d in target):
+            raise KilnValueError(f"layer {self.name!r}: expected target_shape of positive ints "
+                                 f"or -1. Received: target_shape={target}")
+        if target.count(-1) > 1:
+            raise KilnValueError(f"layer {self.name!r}: there must be at most one unknown "
+                                 f"dimension (-1) in target_shape. Received: "
+                                 f"target_shape={target}")
+        self.target_shape = target
+
+    def check_input_shapes(self, shapes: list) -> None:
+        dims = shapes[0][1:]
+        if None in dims:
+            return  # the IR's reshape rule decides what an unknown size allows
+        size = math.prod(dims)
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if -1 not in self.target_shape and size != known:
+            raise KilnValueError(f"layer {self.name!r}: the total size of the tensor must be "
+                                 f"unchanged. Received: input_shape={tuple(dims)}, "
+                                 f"target_shape={self.target_shape}")
+        if -1 in self.target_shape and size % known:
+            raise KilnValueError(f"layer {self.name!r}: the total size of the tensor must be "
+                                 f"unchanged, however, the input size cannot be divided by the "
+                                 f"specified dimensions in target_shape. Received: "
+                                 f"input_shape={tuple(dims)}, target_shape={self.target_shape}")
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return b.reshape(x, shape=(x.type.shape[0], *self.target_shape))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "target_shape": list(self.target_shape)}

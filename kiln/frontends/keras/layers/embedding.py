@@ -1,0 +1,77 @@
+"""Embedding: a lookup table from integer ids to dense vectors, lowered to the IR's gather
+(whose gradient is a scatter_add into the table)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from kiln.frontends.keras import initializers
+from kiln.frontends.keras.layer import Layer
+from kiln.ir import KilnValueError
+
+#: Keras's short initializer names that kiln's registry spells out.
+_ALIASES = {"uniform": initializers.RandomUniform, "normal": initializers.RandomNormal}
+
+
+class Embedding(Layer):
+    """Maps each id in [0, input_dim) to row `id` of the (input_dim, output_dim) table
+    "embeddings".
+
+    Args: input_dim (the vocabulary size), output_dim, embeddings_initializer="uniform"
+    (Keras's RandomUniform(-0.05, 0.05)), mask_zero=False, weights=None (an initial table).
+    `input_length` (Keras 2) is accepted and ignored with a warning, as Keras 3 does.
+    Masking is not implemented in kiln: mask_zero=True is refused.
+    Input: integer ids of any shape (batch, ...); float ids are cast to int32 first, as Keras
+    does. Output shape: (batch, ..., output_dim).
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: Any = "uniform",
+                 mask_zero: bool = False, weights: Any = None, **kwargs: Any):
+        input_length = kwargs.pop("input_length", None)
+        super().__init__(**kwargs)
+        if input_length is not None:
+            warnings.warn("Argument `input_length` is deprecated. Just remove it.",
+                          stacklevel=2)
+        for value in (input_dim, output_dim):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise KilnValueError(f"layer {self.name!r}: both `input_dim` and `output_dim` "
+                                     f"should be positive integers. Received: "
+                                     f"input_dim={input_dim!r}, output_dim={output_dim!r}")
+        if mask_zero:
+            raise KilnValueError(f"layer {self.name!r}: kiln does not implement masking, so "
+                                 f"Embedding cannot produce a mask. Expected mask_zero=False. "
+                                 f"Received: mask_zero={mask_zero!r}")
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.embeddings_initializer = embeddings_initializer
+        self.mask_zero = mask_zero
+        self._initial_weights = None
+        if weights is not None:
+            table = np.asarray(weights[0] if isinstance(weights, (list, tuple)) else weights)
+            if table.shape != (self.input_dim, self.output_dim):
+                raise KilnValueError(f"layer {self.name!r}: expected weights of shape "
+                                     f"{(self.input_dim, self.output_dim)}. "
+                                     f"Received: weights of shape {table.shape}")
+            self._initial_weights = table
+
+    def build(self, input_shape: tuple) -> None:
+        init = self.embeddings_initializer
+        if isinstance(init, str) and init in _ALIASES:
+            init = _ALIASES[init]()
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), init)
+        if self._initial_weights is not None:
+            self.embeddings.assign(self._initial_weights)
+
+    def lower(self, b, ids, ctx, **kwargs):  # noqa: ANN001, ANN201
+        if ids.type.dtype not in ("int32", "int64"):
+            ids = b.cast(ids, dtype="int32")
+        return b.gather(ctx.value(self.embeddings), ids, axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "embeddings_initializer": self.embeddings_initializer,
+                "mask_zero": self.mask_zero}
