@@ -48,7 +48,8 @@ def softsign(b: Any, x: Value) -> Value:
 ACTIVATIONS: dict[str, Activation] = {
     "linear": linear, "relu": _op("relu"), "sigmoid": _op("sigmoid"), "tanh": _op("tanh"),
     "softmax": _op("softmax", axis=-1), "log_softmax": _op("log_softmax", axis=-1),
-    "elu": _op("elu"), "selu": _op("selu"), "softplus": _op("softplus"), "exponential": _op("exp", "exponential"),
+    "elu": _op("elu"), "selu": _op("selu"), "softplus": _op("softplus"),
+    "exponential": _op("exp", "exponential"),
     "leaky_relu": leaky_relu, "gelu": gelu, "swish": swish, "silu": swish,
     "hard_sigmoid": hard_sigmoid, "softsign": softsign,
 }

@@ -96,7 +96,8 @@ class VarianceScaling(Initializer):
         if scale <= 0:
             raise KilnValueError(f"Expected scale > 0. Received: scale={scale}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
-            raise KilnValueError(f"Expected mode in fan_in, fan_out, fan_avg. Received: mode={mode!r}")
+            raise KilnValueError(
+                f"Expected mode in fan_in, fan_out, fan_avg. Received: mode={mode!r}")
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
             raise KilnValueError(f"Expected distribution in truncated_normal, untruncated_normal, "
                                  f"uniform. Received: distribution={distribution!r}")

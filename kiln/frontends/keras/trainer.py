@@ -1,8 +1,525 @@
-"""compile / fit / evaluate / predict for Model (being written)."""
+"""compile / fit / evaluate / predict for Model, as Keras 3 defines them.
+
+The graphs are built once and kept until compile() is called again: the training step
+(forward, loss, metrics, gradients and optimizer update as one IR graph), the test step and
+the predict graph, each made on first need and run by one executable. The executable's state
+is the model's own Variable.value arrays, the optimizer's arrays and the random key, updated
+in place, so weights, optimizer and model never drift apart. Data is checked in full before
+the first step, so a call that fails leaves the model as it was.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kiln.frontends.keras import data as data_mod
+from kiln.frontends.keras import losses as losses_mod
+from kiln.frontends.keras import metrics as metrics_mod
+from kiln.frontends.keras import optimizers as optimizers_mod
+from kiln.frontends.keras.callbacks import CallbackList, History
+from kiln.frontends.keras.data import Dataset
+from kiln.frontends.keras.layer import LoweringContext
+from kiln.frontends.keras.seeding import rng
+from kiln.ir import KilnTypeError, KilnValueError, TensorType
+from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
+from kiln.ir.types import numpy_dtype
+from kiln.runtimes import check_backend, create_executable, get_backend
+
+SEED_STATE = LoweringContext.SEED_STATE
+
+
+class _Output:
+    """What compile() says about one model output: its loss, loss weight and metrics."""
+
+    def __init__(self, name: str, tensor: Any, loss: losses_mod.Loss | None, weight: float,
+                 metrics: list[Any]):
+        self.name, self.loss, self.weight, self.metrics = name, loss, weight, metrics
+        self.shape = tuple(tensor.shape)
+        self.dtype = numpy_dtype(tensor.dtype)
+
+
+class _Mean:
+    """Keras's mean metrics over an epoch: each step's value weighted by its batch size."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, Any], size: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * size
+        self.count += size
+
+    def result(self) -> dict[str, float]:
+        return {key: self.sums[key] / self.count for key in sorted(self.sums)}
+
+
+def _per_output(value: Any, names: list[str], argument: str) -> list[Any]:
+    """Spread a compile argument over the outputs: one value for all, a list in order, or a
+    dict by output name (outputs it leaves out get None)."""
+    if isinstance(value, dict):
+        for key in value:
+            if key not in names:
+                raise KilnValueError(f"In the dict argument `{argument}`, key {key!r} does not "
+                                     f"correspond to any model output (outputs: {names}). "
+                                     f"Received: {argument}={value!r}")
+        return [value.get(name) for name in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise KilnValueError(f"For a model with {len(names)} output(s), when providing the "
+                                 f"`{argument}` argument as a list, it should have as many "
+                                 f"entries as the model has outputs. Received: "
+                                 f"{argument}={value!r} of length {len(value)}")
+        return list(value)
+    return [value] * len(names)
+
+
+def _check_verbose(verbose: Any) -> int:
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise KilnValueError(f"Expected verbose to be 'auto', 0, 1 or 2. "
+                             f"Received: verbose={verbose!r}")
+    return int(verbose)
+
 
 class Trainer:
+    """The training half of Model: compile, fit, evaluate, predict and the *_on_batch calls."""
+
     def __init__(self) -> None:
         self.compiled = False
+        self.optimizer: optimizers_mod.Optimizer | None = None
+        self.loss: Any = None
+        self.stop_training = False
+        self.history: History | None = None
+        self.metric_directions: dict[str, str] = {}
+        self._compile_args: dict[str, Any] = {}
+        self._backend: str | None = None
+        self._seed: np.ndarray | None = None  # the random key, drawn when first needed
+        self._reset_graphs()
+
+    # -- compile -------------------------------------------------------------------------
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
+                loss_weights: Any = None, backend: str | None = None) -> None:
+        """Configure training: the optimizer (a name or an instance), the loss and metrics
+        (a name, an object, a list, or a dict by output name), loss_weights (a list or dict
+        by output), and the backend that runs the graphs (default: kiln.get_backend())."""
+        optimizer = optimizers_mod.get(optimizer)
+        backend = check_backend(backend) if backend is not None else get_backend()
+        loss = self._checked_loss(loss)
+        metrics = self._checked_metrics(metrics)
+        self._check_loss_weights(loss_weights)
+        args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        if self.built and self._inputs:
+            self._outputs_spec(args)  # structure errors now, not at the first fit
+        self.optimizer, self.loss, self._backend = optimizer, loss, backend
+        self._compile_args = args
+        self.compiled = True
+        self._reset_graphs()
+
+    @staticmethod
+    def _checked_loss(loss: Any) -> Any:
+        def one(value: Any, argument: str) -> losses_mod.Loss | None:
+            resolved = losses_mod.get(value, argument)
+            if resolved is not None and resolved.reduction != "sum_over_batch_size":
+                raise KilnValueError(f"kiln trains with the loss reduction "
+                                     f"'sum_over_batch_size' only. Received: {argument} with "
+                                     f"reduction={resolved.reduction!r}")
+            return resolved
+
+        if isinstance(loss, dict):
+            return {k: one(v, f"loss[{k!r}]") for k, v in loss.items()}
+        if isinstance(loss, (list, tuple)):
+            return [one(v, f"loss[{i}]") for i, v in enumerate(loss)]
+        return one(loss, "loss")
+
+    @staticmethod
+    def _checked_metrics(metrics: Any) -> Any:
+        def one_output(value: Any, argument: str) -> list[Any]:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [metrics_mod.check(m, argument) for m in items if m is not None]
+
+        if metrics is None:
+            return None
+        if isinstance(metrics, dict):
+            return {k: one_output(v, f"metrics[{k!r}]") for k, v in metrics.items()}
+        if not isinstance(metrics, (list, tuple)):
+            raise KilnTypeError(f"Expected `metrics` argument to be a list, tuple, or dict. "
+                                f"Received instead: metrics={metrics!r} of type "
+                                f"{type(metrics).__name__}")
+        if any(isinstance(m, (list, tuple)) for m in metrics):
+            return [one_output(v, f"metrics[{i}]") for i, v in enumerate(metrics)]
+        return one_output(metrics, "metrics")
+
+    @staticmethod
+    def _check_loss_weights(loss_weights: Any) -> None:
+        values = (loss_weights.values() if isinstance(loss_weights, dict) else
+                  loss_weights if isinstance(loss_weights, (list, tuple)) else
+                  [] if loss_weights is None else [loss_weights])
+        for w in values:
+            if isinstance(w, bool) or not isinstance(w, (int, float, np.number)) \
+                    or not np.isfinite(w):
+                raise KilnValueError(f"Expected loss_weights to be numbers (one, a list, or a "
+                                     f"dict by output name). Received: "
+                                     f"loss_weights={loss_weights!r}")
+
+    def _outputs_spec(self, args: dict[str, Any] | None = None) -> list[_Output]:
+        args = args or self._compile_args
+        names = self.output_names
+        losses = _per_output(args["loss"], names, "loss")
+        weights = _per_output(args["loss_weights"], names, "loss_weights")
+        metrics = args["metrics"]
+        if metrics is None:
+            per_metrics: list[Any] = [[] for _ in names]
+        elif isinstance(metrics, dict):
+            per_metrics = [m or [] for m in _per_output(metrics, names, "metrics")]
+        elif len(names) == 1 and metrics and not isinstance(metrics[0], list):
+            per_metrics = [metrics]
+        elif metrics and not all(isinstance(m, list) for m in metrics) and len(names) > 1:
+            raise KilnValueError(f"For a model with multiple outputs, when providing the "
+                                 f"`metrics` argument as a list, it should have as many entries "
+                                 f"as the model has outputs ({names}), each a list of metrics. "
+                                 f"Received: metrics={metrics!r}")
+        else:
+            per_metrics = _per_output(metrics, names, "metrics")
+        outputs = []
+        for name, tensor, loss, weight, mets in zip(names, self._outputs, losses, weights,
+                                                    per_metrics):
+            if mets and loss is None:
+                raise KilnValueError(f"Metrics were given for output {name!r}, which has no "
+                                     f"loss and so no target. Received: metrics={metrics!r}")
+            outputs.append(_Output(name, tensor, loss, 1.0 if weight is None else float(weight),
+                                   list(mets)))
+        return outputs
+
+    def _require_compiled(self, method: str) -> None:
+        if not self.compiled:
+            raise KilnValueError(f"You must call `compile()` before using the model "
+                                 f"(model.{method}).")
+        given = list(self.loss.values()) if isinstance(self.loss, dict) else \
+            self.loss if isinstance(self.loss, list) else [self.loss]
+        if all(loss is None for loss in given):
+            raise KilnValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+
+    # -- data ----------------------------------------------------------------------------
+    def _dataset(self, x: Any, y: Any = None, sample_weight: Any = None,
+                 class_weight: Any = None, targets: bool = True,
+                 where: tuple[str, str, str] = ("x", "y", "sample_weight")) -> Dataset:
+        """Check and cast everything before any step; builds an unbuilt Sequential from x."""
+        x_arg, y_arg, w_arg = where
+        built = bool(self._inputs)
+        in_names = self.input_names if built else ["input"]
+        xs = [(label, data_mod.to_array(raw, label))
+              for label, raw in data_mod.structure(x, in_names, x_arg)]
+        groups: dict[str, list[tuple[str, np.ndarray]]] = {x_arg: xs, y_arg: [], w_arg: []}
+        ys: dict[str, tuple[str, np.ndarray]] = {}
+        if targets:
+            if y is None:
+                raise KilnValueError(f"Expected {y_arg} (the targets) for a model compiled with "
+                                     f"a loss. Received: {y_arg}=None")
+            out_names = self.output_names if built else ["output"]
+            # outputs without a loss need no target (None in a list, absent from a dict)
+            needed = ([o.name for o in self._outputs_spec() if o.loss is not None] if built
+                      else out_names)
+            if isinstance(y, dict):
+                out_names = [n for n in out_names if n in needed or n in y]
+            for (label, raw), name in zip(data_mod.structure(y, out_names, y_arg), out_names):
+                if raw is not None or name in needed:
+                    ys[name] = (label, data_mod.to_array(raw, label))
+            groups[y_arg] = list(ys.values())
+            if sample_weight is not None:
+                groups[w_arg] = [(w_arg, data_mod.check_sample_weight(sample_weight, w_arg))]
+        size = data_mod.check_cardinality(groups)
+        if size == 0:
+            raise KilnValueError(f"Expected at least one sample. Received: "
+                                 f"{x_arg}.shape={xs[0][1].shape}")
+        if not built:
+            self.build((None, *xs[0][1].shape[1:]))
+        feed = {}
+        for (label, array), name, tensor in zip(xs, self.input_names, self._inputs):
+            feed[name] = data_mod.check_input(array, tensor.shape, numpy_dtype(tensor.dtype),
+                                              label, name, self.name)
+        if not targets:
+            return Dataset(feed, size)
+        if not built:
+            ys = {self.output_names[0]: ys["output"]}
+        outputs = self._outputs_spec()
+        single = len(outputs) == 1
+        for out in outputs:
+            if out.loss is not None:
+                label, array = ys[out.name]
+                feed["y" if single else f"y.{out.name}"] = data_mod.check_target(
+                    array, out.loss, out.name, out.shape, out.dtype, label)
+        weights = groups[w_arg][0][1] if groups[w_arg] else None
+        if class_weight is not None:
+            if not single:
+                raise KilnValueError("class_weight is only supported for models with a single "
+                                     f"output. Received: class_weight={class_weight!r}")
+            cw = data_mod.class_weights(class_weight, ys[outputs[0].name][1])
+            weights = cw if weights is None else weights * cw
+        if weights is not None:
+            feed["sample_weight"] = weights
+        return Dataset(feed, size)
+
+    # -- graphs and the executable -------------------------------------------------------
+    def _reset_graphs(self) -> None:
+        self._graphs: dict[str, Any] = {}
+        self._graph_keys: dict[str, Any] = {}
+        self._graph_structure: Any = None
+        self._executable: Any = None
+        self._bound: list[tuple[str, np.ndarray]] = []
+
+    @staticmethod
+    def _key(data: Dataset) -> tuple:
+        """What a step graph depends on in the data: each fed array's dtype and shape."""
+        return tuple(sorted((name, str(a.dtype), a.shape[1:]) for name, a in data.feed.items()))
+
+    def _specs(self, data: Dataset) -> tuple[list[LossSpec], list[MetricSpec]]:
+        outputs = self._outputs_spec()
+        single = len(outputs) == 1
+        loss_specs, metric_specs, taken = [], [], set()
+        self.metric_directions = {}
+        for out in outputs:
+            if out.loss is None:
+                continue
+            target = data.feed["y" if single else f"y.{out.name}"]
+            loss_specs.append(LossSpec(out.name, out.loss.ir, out.weight,
+                                       TensorType(("N", *target.shape[1:]), str(target.dtype))))
+            for identifier in out.metrics:
+                metric = metrics_mod.get(identifier, target.shape, out.shape)
+                name = metric.name
+                while (name if single else f"{out.name}_{name}") in taken | {"loss"}:
+                    name += "_1"
+                log_name = name if single else f"{out.name}_{name}"
+                taken.add(log_name)
+                self.metric_directions[log_name] = metric.direction
+                metric_specs.append(MetricSpec(out.name, name, metric.ir))
+        return loss_specs, metric_specs
+
+    def _runtime(self, wanted: dict[str, Dataset | None]) -> Any:
+        """The executable with the entries of `wanted` built for these data's dtypes and
+        shapes (entry name -> the data it will run on)."""
+        if self._graph_structure is not self._records:
+            self._reset_graphs()
+            self._graph_structure = self._records
+        built: dict[str, Any] = {}
+        train_initial = None
+        for entry, data in wanted.items():
+            key = self._key(data)
+            if entry in self._graphs and self._graph_keys[entry] == key:
+                continue
+            if entry == "predict":
+                built[entry] = (self.forward_graph(training=False, name="predict").graph, key)
+                continue
+            losses, metrics = self._specs(data)
+            weighted = "sample_weight" in data.feed
+            if entry == "test_step":
+                forward = self.forward_graph(training=False, name="forward").graph
+                built[entry] = (build_eval_step(forward, losses, metrics, weighted,
+                                                name="test_step"), key)
+            else:
+                forward = self.forward_graph(training=True, name="forward")
+                names = self.state_names()
+                trainable = [names[id(v)] for v in self.trainable_weights
+                             if v.type.is_float] if self.trainable else []
+                step = build_train_step(forward.graph, losses, self.optimizer.rule(), metrics,
+                                        trainable=trainable, sample_weight=weighted,
+                                        name="train_step")
+                built[entry] = (step.graph, key)
+                train_initial = step.initial_state
+        arrays = self._state_arrays()
+        stale = any(arrays.get(name) is not array for name, array in self._bound)
+        if not built and self._executable is not None and not stale:
+            return self._executable
+        if train_initial is not None:
+            self.optimizer.bind_state(train_initial)
+            arrays = self._state_arrays()
+        for entry, (graph, key) in built.items():
+            self._graphs[entry], self._graph_keys[entry] = graph, key
+        state = {}
+        for graph in self._graphs.values():
+            for value in graph.state:
+                if value.name not in arrays:
+                    raise KilnValueError(f"model {self.name!r}: no array for the graph state "
+                                         f"{value.name!r}")
+                state[value.name] = arrays[value.name]
+        self._bound = list(state.items())
+        self._executable = create_executable(self._backend or get_backend(), self._graphs, state)
+        return self._executable
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """Every array a step may hold as state, by state name: the model's variables (their
+        own arrays), the optimizer's arrays, the random key."""
+        names = self.state_names()
+        arrays = {names[id(v)]: v.value for v in self.variables}
+        if self.optimizer is not None:
+            arrays.update(self.optimizer.state)
+        if self._seed is None:
+            self._seed = np.array(int(rng().integers(0, 2**62)), np.int64)
+        arrays[SEED_STATE] = self._seed
+        return arrays
+
+    # -- fit -----------------------------------------------------------------------------
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
+            verbose: Any = "auto", callbacks: Sequence[Any] | None = None,
+            validation_split: float = 0.0, validation_data: Any = None,
+            shuffle: bool | str = True, class_weight: dict | None = None,
+            sample_weight: Any = None, initial_epoch: int = 0,
+            validation_batch_size: int | None = None, validation_freq: int = 1) -> History:
+        """Train for `epochs` epochs of `batch_size` (32) samples; returns a History whose
+        `history` holds each epoch's loss and metrics (val_* with validation data)."""
+        self._require_compiled("fit")
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+        epochs = data_mod.check_positive_int(epochs, "epochs", False, allow_zero=True)
+        initial_epoch = data_mod.check_positive_int(initial_epoch, "initial_epoch", False, True)
+        validation_batch_size = data_mod.check_positive_int(
+            validation_batch_size, "validation_batch_size") or batch_size
+        validation_freq = data_mod.check_positive_int(validation_freq, "validation_freq", False)
+        verbose = _check_verbose(verbose)
+        if isinstance(validation_split, bool) or not isinstance(
+                validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise KilnValueError(f"`validation_split` must be in [0, 1). "
+                                 f"Received: validation_split={validation_split!r}")
+        if shuffle not in (True, False, "batch"):
+            raise KilnValueError(f"Expected shuffle to be True, False or 'batch'. "
+                                 f"Received: shuffle={shuffle!r}")
+        train = self._dataset(x, y, sample_weight, class_weight)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise KilnValueError("When passing a `validation_data` argument, it must contain "
+                                     "either 2 items (x_val, y_val), or 3 items (x_val, y_val, "
+                                     "val_sample_weights). Received: validation_data of type "
+                                     f"{type(validation_data).__name__}")
+            vx, vy, *vw = validation_data
+            val = self._dataset(vx, vy, vw[0] if vw else None, where=(
+                "validation_data[0]", "validation_data[1]", "validation_data[2]"))
+        elif validation_split:
+            train, val = train.split(validation_split)
+        exe = self._runtime({"train_step": train, **({"test_step": val} if val else {})})
+
+        steps = train.steps(batch_size)
+        cbs = CallbackList(callbacks, self, add_history=True, add_progbar=verbose != 0,
+                           verbose=verbose, epochs=epochs, steps=steps)
+        self.stop_training = False
+        cbs.on_train_begin()
+        logs: dict[str, float] | None = None
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            mean = _Mean()
+            for step, (feed, size) in enumerate(train.batches(batch_size, shuffle, rng())):
+                cbs.on_train_batch_begin(step)
+                mean.add(exe.run("train_step", feed), size)
+                cbs.on_train_batch_end(step, mean.result())
+                if self.stop_training:
+                    break
+            epoch_logs = mean.result()
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._test_loop(exe, val, validation_batch_size, cbs)
+                epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            logs = epoch_logs
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        self.history = cbs.history
+        return self.history
+
+    # -- evaluate and predict ------------------------------------------------------------
+    def _test_loop(self, exe: Any, data: Dataset, batch_size: int,
+                   cbs: CallbackList) -> dict[str, float]:
+        cbs.on_test_begin()
+        mean = _Mean()
+        for step, (feed, size) in enumerate(data.batches(batch_size)):
+            cbs.on_test_batch_begin(step)
+            mean.add(exe.run("test_step", feed), size)
+            cbs.on_test_batch_end(step, mean.result())
+        logs = mean.result()
+        cbs.on_test_end(logs)
+        return logs
+
+    def _ordered(self, logs: dict[str, float]) -> Any:
+        """Keras's order: loss, the compiled metrics, then the other logs (per-output
+        losses) sorted; one value alone is returned as a scalar."""
+        names = ["loss", *self.metric_directions]
+        values = [logs[n] for n in names if n in logs]
+        values += [logs[k] for k in sorted(logs) if k not in names]
+        return values[0] if len(values) == 1 else values
+
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
+                 verbose: Any = "auto", sample_weight: Any = None,
+                 callbacks: Sequence[Any] | None = None, return_dict: bool = False) -> Any:
+        """The loss (and metrics) over the data: a scalar, [loss, *metrics], or a dict."""
+        self._require_compiled("evaluate")
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+        verbose = _check_verbose(verbose)
+        data = self._dataset(x, y, sample_weight)
+        exe = self._runtime({"test_step": data})
+        cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
+                           verbose=verbose, epochs=1, steps=data.steps(batch_size))
+        logs = self._test_loop(exe, data, batch_size, cbs)
+        return logs if return_dict else self._ordered(logs)
+
+    def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto",
+                callbacks: Sequence[Any] | None = None) -> Any:
+        """The model's outputs for x: an array, or a list / dict for several outputs."""
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+        verbose = _check_verbose(verbose)
+        data = self._dataset(x, targets=False)
+        exe = self._runtime({"predict": data})
+        cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
+                           verbose=verbose, epochs=1, steps=data.steps(batch_size))
+        cbs.on_predict_begin()
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for step, (feed, _) in enumerate(data.batches(batch_size)):
+            cbs.on_predict_batch_begin(step)
+            out = exe.run("predict", feed)
+            for name in parts:
+                parts[name].append(np.array(out[name], copy=True))
+            cbs.on_predict_batch_end(step, {"outputs": out})
+        cbs.on_predict_end()
+        return self._structured({k: np.concatenate(v) for k, v in parts.items()})
+
+    def _structured(self, outputs: dict[str, np.ndarray]) -> Any:
+        if self._output_keys is not None:
+            return dict(outputs)
+        values = [outputs[name] for name in self.output_names]
+        return values[0] if len(values) == 1 and self._single_output else values
+
+    # -- one batch -----------------------------------------------------------------------
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: dict | None = None, return_dict: bool = False) -> Any:
+        """One optimizer step on exactly this batch; returns its loss and metrics."""
+        self._require_compiled("train_on_batch")
+        data = self._dataset(x, y, sample_weight, class_weight)
+        out = self._runtime({"train_step": data}).run("train_step", data.feed)
+        logs = {k: float(out[k]) for k in sorted(out)}
+        return logs if return_dict else self._ordered(logs)
+
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                      return_dict: bool = False) -> Any:
+        self._require_compiled("test_on_batch")
+        data = self._dataset(x, y, sample_weight)
+        out = self._runtime({"test_step": data}).run("test_step", data.feed)
+        logs = {k: float(out[k]) for k in sorted(out)}
+        return logs if return_dict else self._ordered(logs)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        data = self._dataset(x, targets=False)
+        out = self._runtime({"predict": data}).run("predict", data.feed)
+        return self._structured({k: np.array(v, copy=True) for k, v in out.items()})
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def metrics_names(self) -> list[str]:
+        return ["loss", *self.metric_directions]
+
+    def summary(self, line_length: int | None = None, positions: Sequence[float] | None = None,
+                print_fn: Any = None) -> None:
+        """Print Keras 3's table of layers, output shapes and parameter counts."""
+        from kiln.frontends.keras.summary import print_summary
+
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn)

@@ -120,6 +120,6 @@ class ReferenceExecutable:
         for key, array in outputs.items():  # an output that is updated state keeps its value
             if any(array is s for s in updated):
                 outputs[key] = array.copy()
-        for name, value in graph.updates:
+        for name, _ in graph.updates:
             self.state[name][...] = new_state[name]
         return outputs

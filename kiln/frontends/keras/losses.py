@@ -1,0 +1,293 @@
+"""Keras-facing losses: classes (MeanSquaredError, ...), functions (mean_squared_error, mse, ...)
+and name resolution for `compile(loss=...)`.
+
+A loss knows how to emit its per-sample value as IR (`Loss.ir(b, y_true, y_pred)`, from
+kiln.ir.training.losses); the training step reduces it as Keras's "sum_over_batch_size".
+Called on arrays, a loss computes its value eagerly through the reference runtime: a class
+instance returns the reduced scalar, a function the per-sample values, as in Keras.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from kiln.ir import GraphBuilder, KilnTypeError, KilnValueError, TensorType, Value
+from kiln.ir.training import losses as ir_losses
+
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
+
+
+def _as_array(value: Any, float_dtype: bool) -> np.ndarray:
+    array = np.asarray(value)
+    if float_dtype and array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float32)
+    if array.dtype == np.bool_:
+        array = array.astype(np.float32)
+    return array
+
+
+def run_eager(fn: Callable[[Any, Value, Value], Value], y_true: Any, y_pred: Any) -> np.ndarray:
+    """Emit `fn` on two inputs typed like the arrays and run it with the reference runtime."""
+    from kiln.runtimes.reference import run_graph
+
+    pred = _as_array(y_pred, float_dtype=True)
+    true = _as_array(y_true, float_dtype=False)
+    b = GraphBuilder("eager")
+    t = b.input("y_true", TensorType(true.shape, str(true.dtype)))
+    p = b.input("y_pred", TensorType(pred.shape, str(pred.dtype)))
+    b.output(fn(b, t, p), "out")
+    return run_graph(b.build(), {"y_true": true, "y_pred": pred})[0]["out"]
+
+
+def _to_float(b: Any, y_true: Value, y_pred: Value) -> Value:
+    y_true = ir_losses.match_rank(b, y_true, y_pred)
+    if y_true.type.dtype != y_pred.type.dtype:
+        y_true = b.cast(y_true, dtype=y_pred.type.dtype)
+    return y_true
+
+
+class Loss:
+    """Base of the losses. Subclasses (yours too) override `ir(b, y_true, y_pred)` to emit the
+    per-sample loss as IR with the builder `b`.
+
+    `sparse` marks losses whose targets are integer class labels (the trainer checks them
+    against the number of classes); `same_shape` marks losses whose targets have the
+    prediction's shape (checked before training starts)."""
+
+    sparse = False
+    same_shape = True
+
+    def __init__(self, name: str | None = None, reduction: str | None = "sum_over_batch_size",
+                 dtype: str | None = None):
+        if reduction not in REDUCTIONS:
+            raise KilnValueError(f"Invalid value for argument `reduction`. Expected one of "
+                                 f"{list(REDUCTIONS)}. Received: reduction={reduction!r}")
+        self.name = name or _snake(type(self).__name__)
+        self.reduction = reduction
+        self.dtype = dtype
+
+    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
+        raise NotImplementedError(f"{type(self).__name__}.ir")
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> np.ndarray:
+        values = run_eager(self.ir, y_true, y_pred)
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, values.dtype)
+            values = values * w.reshape(w.shape + (1,) * (values.ndim - w.ndim))
+        if self.reduction in ("none", None):
+            return values
+        if self.reduction == "sum":
+            return values.sum(dtype=values.dtype)
+        return values.sum(dtype=values.dtype) / values.dtype.type(max(values.size, 1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "reduction": self.reduction}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class LossFunctionWrapper(Loss):
+    """A loss made from an IR builder function `fn(b, y_true, y_pred, **kwargs)`."""
+
+    def __init__(self, fn: Callable[..., Value], name: str | None = None,
+                 reduction: str | None = "sum_over_batch_size", **kwargs: Any):
+        super().__init__(name=name or fn.__name__, reduction=reduction)
+        self.fn = fn
+        self.fn_kwargs = kwargs
+
+    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
+        return self.fn(b, y_true, y_pred, **self.fn_kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.fn_kwargs}
+
+
+class MeanSquaredError(LossFunctionWrapper):
+    """mean(square(y_true - y_pred), axis=-1)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_squared_error", dtype: str | None = None):
+        super().__init__(ir_losses.mean_squared_error, name, reduction)
+
+
+class MeanAbsoluteError(LossFunctionWrapper):
+    """mean(abs(y_true - y_pred), axis=-1)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_absolute_error", dtype: str | None = None):
+        super().__init__(ir_losses.mean_absolute_error, name, reduction)
+
+
+def _check_smoothing(value: Any, owner: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise KilnValueError(f"{owner}: expected label_smoothing in [0, 1]. "
+                             f"Received: label_smoothing={value!r}")
+    return float(value)
+
+
+def _check_axis(axis: Any, owner: str) -> None:
+    if axis != -1:
+        raise KilnValueError(f"{owner}: kiln supports the class axis -1 only. "
+                             f"Received: axis={axis!r}")
+
+
+class BinaryCrossentropy(Loss):
+    """-mean(y*log(p) + (1-y)*log(1-p), axis=-1), p clipped to [1e-7, 1-1e-7]; with
+    from_logits=True, the stable form on logits. label_smoothing moves targets toward 0.5."""
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: str | None = "sum_over_batch_size",
+                 name: str = "binary_crossentropy", dtype: str | None = None):
+        super().__init__(name, reduction)
+        _check_axis(axis, "BinaryCrossentropy")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = _check_smoothing(label_smoothing, "BinaryCrossentropy")
+
+    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
+        if self.label_smoothing:
+            y_true = _to_float(b, y_true, y_pred)
+            y_true = b.add(b.mul(y_true, 1.0 - self.label_smoothing), 0.5 * self.label_smoothing)
+        return ir_losses.binary_crossentropy(b, y_true, y_pred, from_logits=self.from_logits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
+
+
+class CategoricalCrossentropy(Loss):
+    """-sum(y * log(p), axis=-1), p normalized and clipped; from_logits=True uses
+    log_softmax. label_smoothing moves one-hot targets toward 1/num_classes."""
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: str | None = "sum_over_batch_size",
+                 name: str = "categorical_crossentropy", dtype: str | None = None):
+        super().__init__(name, reduction)
+        _check_axis(axis, "CategoricalCrossentropy")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = _check_smoothing(label_smoothing, "CategoricalCrossentropy")
+
+    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
+        if self.label_smoothing:
+            y_true = _to_float(b, y_true, y_pred)
+            classes = y_pred.type.shape[-1]
+            y_true = b.add(b.mul(y_true, 1.0 - self.label_smoothing),
+                           self.label_smoothing / classes)
+        return ir_losses.categorical_crossentropy(b, y_true, y_pred, from_logits=self.from_logits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Categorical crossentropy with integer class labels (shape of y_pred without its last
+    axis, or with a last axis of 1)."""
+
+    sparse = True
+    same_shape = False
+
+    def __init__(self, from_logits: bool = False, ignore_class: int | None = None,
+                 reduction: str | None = "sum_over_batch_size",
+                 name: str = "sparse_categorical_crossentropy", dtype: str | None = None):
+        super().__init__(name, reduction)
+        if ignore_class is not None:
+            raise KilnValueError("SparseCategoricalCrossentropy: ignore_class is not supported "
+                                 f"by kiln yet. Received: ignore_class={ignore_class!r}")
+        self.from_logits = bool(from_logits)
+
+    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
+        return ir_losses.sparse_categorical_crossentropy(b, y_true, y_pred,
+                                                         from_logits=self.from_logits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.from_logits}
+
+
+# -- functions: per-sample values on arrays, and usable as `compile(loss=fn)` -------------
+def mean_squared_error(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.mean_squared_error, y_true, y_pred)
+
+
+def mean_absolute_error(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.mean_absolute_error, y_true, y_pred)
+
+
+def binary_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
+                        label_smoothing: float = 0.0, axis: int = -1) -> np.ndarray:
+    return BinaryCrossentropy(from_logits, label_smoothing, axis, reduction="none")(y_true, y_pred)
+
+
+def categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
+                             label_smoothing: float = 0.0, axis: int = -1) -> np.ndarray:
+    return CategoricalCrossentropy(from_logits, label_smoothing, axis,
+                                   reduction="none")(y_true, y_pred)
+
+
+def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
+                                    ignore_class: int | None = None,
+                                    axis: int = -1) -> np.ndarray:
+    _check_axis(axis, "sparse_categorical_crossentropy")
+    return SparseCategoricalCrossentropy(from_logits, ignore_class,
+                                         reduction="none")(y_true, y_pred)
+
+
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+
+_CLASSES: dict[str, type[Loss]] = {
+    "mean_squared_error": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
+            **{cls.__name__: name for name, cls in _CLASSES.items()}}
+_FUNCTIONS = {mean_squared_error: "mean_squared_error", mean_absolute_error: "mean_absolute_error",
+              binary_crossentropy: "binary_crossentropy",
+              categorical_crossentropy: "categorical_crossentropy",
+              sparse_categorical_crossentropy: "sparse_categorical_crossentropy"}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def get(identifier: Any, argument: str = "loss") -> Loss | None:
+    """A loss from a name ("mse", "binary_crossentropy", ...), a kiln.losses function, a
+    class or an instance. `argument` names the argument in errors."""
+    if identifier is None or isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        name = _ALIASES.get(identifier, identifier)
+        if name not in _CLASSES:
+            raise KilnValueError(f"Could not interpret loss identifier: {identifier!r}. Expected "
+                                 f"one of {sorted({*_CLASSES, 'mse', 'mae'})}. "
+                                 f"Received: {argument}={identifier!r}")
+        loss = _CLASSES[name]()
+        loss.name = identifier if identifier in _CLASSES or identifier in ("mse", "mae") \
+            else name
+        return loss
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if callable(identifier) and identifier in _FUNCTIONS:
+        loss = _CLASSES[_FUNCTIONS[identifier]]()
+        loss.name = identifier.__name__
+        return loss
+    raise KilnTypeError(f"Could not interpret loss identifier: expected a loss name, a "
+                        f"kiln.losses function, or a kiln.losses.Loss (subclass it and define "
+                        f"`ir(b, y_true, y_pred)` for a custom loss). "
+                        f"Received: {argument}={identifier!r}")
+
+
+__all__ = [
+    "MAE", "MSE", "BinaryCrossentropy", "CategoricalCrossentropy", "Loss",
+    "LossFunctionWrapper", "MeanAbsoluteError", "MeanSquaredError",
+    "SparseCategoricalCrossentropy", "binary_crossentropy", "categorical_crossentropy", "get",
+    "mae", "mean_absolute_error", "mean_squared_error", "mse", "sparse_categorical_crossentropy",
+]

@@ -1,0 +1,202 @@
+"""Keras-facing optimizers: SGD, RMSprop, Adam, Adagrad with Keras 3's arguments and defaults.
+
+An optimizer holds its configuration and, once a model has built its training step, the
+arrays of its state (`optimizer.iterations`, `optimizer.learning_rate`, one slot per parameter
+and kind). The compiled step updates those very arrays in place, so `learning_rate` written
+here (by a callback, say) takes effect on the next step without a recompile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.ir import KilnTypeError, KilnValueError
+from kiln.ir.training import ITERATIONS, LEARNING_RATE
+from kiln.ir.training import optimizers as rules
+
+# Keras arguments kiln's update rules do not implement yet, with their Keras defaults: any
+# other value is refused.
+_UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None,
+                "weight_decay": None, "use_ema": False, "ema_momentum": 0.99,
+                "ema_overwrite_frequency": None, "loss_scale_factor": None,
+                "gradient_accumulation_steps": None}
+
+
+def _learning_rate(value: Any, owner: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not np.isfinite(value) or value < 0:
+        raise KilnValueError(f"{owner}: expected learning_rate to be a non-negative float. "
+                             f"Received: learning_rate={value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base of the Keras-facing optimizers; subclasses name their update rule and its fields."""
+
+    rule_class: type[rules.UpdateRule] = rules.UpdateRule
+    fields: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float, name: str | None = None, lr: float | None = None,
+                 **kwargs: Any):
+        cls = type(self).__name__
+        for key, value in kwargs.items():
+            if key in _UNSUPPORTED:
+                if value != _UNSUPPORTED[key]:
+                    raise KilnValueError(f"{cls}: {key} is not supported by kiln yet. "
+                                         f"Received: {key}={value!r}")
+            else:
+                raise KilnTypeError(f"{cls}: unrecognized keyword argument {key!r}. "
+                                    f"Received: {key}={value!r}")
+        if lr is not None:  # Keras 2's spelling, as in the book
+            learning_rate = lr
+        self.name = name or self.rule_class.name
+        self._learning_rate = _learning_rate(learning_rate, cls)
+        self._state: dict[str, np.ndarray] = {}
+        self.rule()  # check the arguments now, not at the first fit
+
+    # -- the update rule and its state ---------------------------------------------------
+    def rule(self) -> rules.UpdateRule:
+        """The IR update rule with this optimizer's current settings."""
+        config = {key: getattr(self, key) for key in self.fields}
+        return self.rule_class(learning_rate=self._learning_rate, **config)
+
+    def bind_state(self, initial: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Take ownership of the state a training step needs: arrays already held under the
+        same name, shape and dtype are kept (a recompile continues where training stopped),
+        the others start from `initial`. Returns the arrays to hand to the executable."""
+        state = {}
+        for name, array in initial.items():
+            held = self._state.get(name)
+            if held is not None and held.shape == array.shape and held.dtype == array.dtype:
+                state[name] = held
+            else:
+                state[name] = np.array(array, copy=True)
+        state[LEARNING_RATE][...] = self._learning_rate
+        self._state = state
+        return state
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """The state arrays by their graph state name (empty until a model trains)."""
+        return dict(self._state)
+
+    @property
+    def built(self) -> bool:
+        return bool(self._state)
+
+    @property
+    def variables(self) -> list[np.ndarray]:
+        """The state arrays: iterations, learning_rate, then the slots (Keras 3's order)."""
+        return list(self._state.values())
+
+    def count_params(self) -> int:
+        return int(sum(array.size for array in self._state.values()))
+
+    @property
+    def iterations(self) -> int:
+        """How many steps this optimizer has applied."""
+        array = self._state.get(ITERATIONS)
+        return 0 if array is None else int(array)
+
+    @property
+    def learning_rate(self) -> float:
+        array = self._state.get(LEARNING_RATE)
+        return self._learning_rate if array is None else float(array)
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._learning_rate = _learning_rate(value, type(self).__name__)
+        array = self._state.get(LEARNING_RATE)
+        if array is not None:  # graph state: the next step reads it, no recompile
+            array[...] = self._learning_rate
+
+    # Keras 2's attribute name.
+    lr = learning_rate
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "learning_rate": self.learning_rate,
+                **{key: getattr(self, key) for key in self.fields}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} learning_rate={self.learning_rate}>"
+
+
+class SGD(Optimizer):
+    """Gradient descent with optional momentum and Nesterov momentum (Keras 3's rule:
+    `m = momentum*m - lr*g; w += m`)."""
+
+    rule_class = rules.SGD
+    fields = ("momentum", "nesterov")
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, name: str | None = None, **kwargs: Any):
+        self.momentum = momentum
+        self.nesterov = nesterov
+        super().__init__(learning_rate, name, **kwargs)
+
+
+class RMSprop(Optimizer):
+    """`v = rho*v + (1-rho)*g^2; w -= lr*g/sqrt(v + epsilon)` (Keras 3: epsilon inside the
+    root), with optional momentum and centering."""
+
+    rule_class = rules.RMSprop
+    fields = ("rho", "momentum", "epsilon", "centered")
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, name: str | None = None,
+                 **kwargs: Any):
+        self.rho, self.momentum, self.epsilon, self.centered = rho, momentum, epsilon, centered
+        super().__init__(learning_rate, name, **kwargs)
+
+
+class Adam(Optimizer):
+    """Keras 3's Adam: bias correction folded into the rate, epsilon outside the root."""
+
+    rule_class = rules.Adam
+    fields = ("beta_1", "beta_2", "epsilon", "amsgrad")
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, name: str | None = None,
+                 **kwargs: Any):
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, amsgrad
+        super().__init__(learning_rate, name, **kwargs)
+
+
+class Adagrad(Optimizer):
+    """`acc += g^2; w -= lr*g/sqrt(acc + epsilon)`, accumulators starting at 0.1."""
+
+    rule_class = rules.Adagrad
+    fields = ("initial_accumulator_value", "epsilon")
+
+    def __init__(self, learning_rate: float = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7, name: str | None = None, **kwargs: Any):
+        self.initial_accumulator_value = initial_accumulator_value
+        self.epsilon = epsilon
+        super().__init__(learning_rate, name, **kwargs)
+
+
+_BY_NAME: dict[str, type[Optimizer]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam,
+                                        "adagrad": Adagrad}
+
+
+def get(identifier: Any) -> Optimizer:
+    """An optimizer from its name ("rmsprop", "adam", ...; default settings) or itself."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    if isinstance(identifier, str):
+        raise KilnValueError(f"Could not interpret optimizer identifier: {identifier!r}. "
+                             f"Expected one of {sorted(_BY_NAME)} or an optimizer instance. "
+                             f"Received: optimizer={identifier!r}")
+    raise KilnTypeError(f"Could not interpret optimizer identifier: expected a name or a "
+                        f"kiln.optimizers.Optimizer. Received: optimizer={identifier!r}")
+
+
+__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "get"]
