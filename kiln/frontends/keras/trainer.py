@@ -272,6 +272,11 @@ class Trainer:
         self._executable: Any = None
         self._bound: list[tuple[str, np.ndarray]] = []
 
+    def compiled_graphs(self) -> dict[str, Any]:
+        """The step graphs built so far (train_step, test_step, predict), as IR before the
+        backend's passes: what `fit`, `evaluate` and `predict` run."""
+        return dict(getattr(self, "_graphs", {}))
+
     @staticmethod
     def _key(data: Dataset) -> tuple:
         """What a step graph depends on in the data: each fed array's dtype and shape."""

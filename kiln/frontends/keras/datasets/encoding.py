@@ -93,3 +93,28 @@ def to_categorical(x: Sequence[int] | np.ndarray, num_classes: int | None = None
     categorical = np.zeros((labels.size, num_classes))
     categorical[np.arange(labels.size), labels] = 1
     return categorical.reshape(tuple(input_shape) + (num_classes,))
+
+
+def pad_sequences(sequences: Sequence[Iterable[int]], maxlen: int | None = None,
+                  dtype: str = "int32", padding: str = "pre", truncating: str = "pre",
+                  value: float = 0.0) -> np.ndarray:
+    """Sequences of different lengths as one (n, maxlen) array, as `keras.utils.pad_sequences`:
+    shorter rows padded with `value` ("pre": at the start, "post": at the end), longer rows
+    cut ("pre": their start is dropped, "post": their end)."""
+    for name, given in (("padding", padding), ("truncating", truncating)):
+        if given not in ("pre", "post"):
+            raise KilnValueError(f"Expected {name} 'pre' or 'post'. Received: {name}={given!r}")
+    rows = [list(seq) for seq in sequences]
+    if maxlen is None:
+        maxlen = max((len(r) for r in rows), default=0)
+    if not isinstance(maxlen, numbers.Integral) or maxlen < 0:
+        raise KilnValueError(f"Expected maxlen to be an int >= 0. Received: maxlen={maxlen!r}")
+    out = np.full((len(rows), maxlen), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        kept = (row[-maxlen:] if truncating == "pre" else row[:maxlen]) if maxlen else []
+        if kept:
+            if padding == "pre":
+                out[i, maxlen - len(kept):] = kept
+            else:
+                out[i, :len(kept)] = kept
+    return out
