@@ -40,7 +40,9 @@ ARCHITECTURES = {
                                 L.AveragePooling2D(1), L.Flatten(),
                                 L.Dense(4, activation="softmax")]),
                 lambda n: rng.standard_normal((n, 9, 9, 2)).astype("float32"), "categorical"),
-    "batchnorm": (lambda L, S: S([L.Input(shape=(6,)), L.Dense(8),
+    # No bias before batch normalization: its gradient is float noise that Adam scales to
+    # full-size steps, in Keras as here, so it cannot be compared.
+    "batchnorm": (lambda L, S: S([L.Input(shape=(6,)), L.Dense(8, use_bias=False),
                                   L.BatchNormalization(), L.Activation("tanh"),
                                   L.Dense(4, activation="softmax")]),
                   lambda n: rng.standard_normal((n, 6)).astype("float32") * 3, "categorical"),
@@ -92,6 +94,4 @@ def test_training_steps_agree(name: str, optimizer: str) -> None:
         our_loss = float(np.ravel(ours.train_on_batch(x, y))[0])
         assert our_loss == pytest.approx(their_loss, rel=1e-4, abs=1e-6), f"step {step}"
     for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
-        # atol 1e-4: a bias feeding batch normalization has a gradient of float noise, which
-        # Adam scales up; every other weight agrees far tighter.
-        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
