@@ -18,7 +18,7 @@ from kiln.ir import Graph, KilnValueError
 
 BACKENDS = ("reference", "numba", "numba-cuda", "onnxruntime")
 # Backends whose runtime exists in this build; the others are refused with a clear error.
-AVAILABLE = ("reference",)
+AVAILABLE = ("reference", "numba", "onnxruntime")
 
 _default: dict[str, str | None] = {"backend": None}
 
@@ -54,6 +54,14 @@ def get_backend() -> str:
 def create_executable(backend: str | None, graphs: Mapping[str, Graph],
                       state: dict[str, np.ndarray]) -> Executable:
     backend = check_backend(backend) if backend else get_backend()
+    if backend == "numba":
+        from kiln.runtimes.numba import NumbaExecutable
+
+        return NumbaExecutable(graphs, state)
+    if backend == "onnxruntime":
+        from kiln.runtimes.onnxruntime import OnnxRuntimeExecutable
+
+        return OnnxRuntimeExecutable(graphs, state)
     from kiln.runtimes.reference import ReferenceExecutable
 
     return ReferenceExecutable(graphs, state)

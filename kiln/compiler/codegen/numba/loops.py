@@ -1,0 +1,316 @@
+"""Loop nests: elementwise kernels, reductions with their prologue and epilogue, and the
+epilogue of a GEMM. Every `fused` node, and every lone elementwise op or reduction, becomes
+one of these, with the IR line of each op it computes in a comment above its statement.
+
+Elementwise loops collapse adjacent axes that every operand either spans or broadcasts
+over, so a parameter update of any rank is one flat loop and a bias add two loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from kiln.compiler.codegen.numba.frame import Emitter, Ref
+from kiln.compiler.codegen.numba.scalar import SCALAR
+from kiln.compiler.codegen.numba.source import NP_TYPE, group, ir_line, product_text, typed
+from kiln.ir.errors import KilnValueError
+from kiln.ir.graph import Graph, Node
+from kiln.ir.types import Dim, TensorType, normalize_axes
+
+# compute(reads) -> results: emits the statements of one element, given the scalar names of
+# one element of each operand, and returns the scalar names of one element of each result.
+Compute = Callable[[list[str]], list[str]]
+
+
+def broadcast_index(shape: Sequence[Dim], space: Sequence[Dim], index: Sequence[str],
+                    ) -> list[str]:
+    """The index into an operand of `shape` broadcast (aligned right) into `space` at
+    `index`: 0 on the operand's size-1 axes."""
+    lead = len(space) - len(shape)
+    return ["0" if d == 1 else index[lead + a] for a, d in enumerate(shape)]
+
+
+def elementwise_loop(em: Emitter, space: Sequence[Dim], operands: Sequence[Ref],
+                     results: Sequence[Ref], compute: Compute) -> None:
+    """One loop nest over `space` reading each operand (broadcast into it) and writing each
+    result (of shape `space`) at every element."""
+    axes = [a for a, d in enumerate(space) if d != 1]
+    # Per operand and axis: does it span the axis (True) or broadcast over it (False)?
+    spans = []
+    for ref in operands:
+        lead = len(space) - len(ref.shape)
+        spans.append(tuple(a >= lead and ref.shape[a - lead] != 1 for a in axes))
+    groups: list[list[int]] = []
+    for k in range(len(axes)):
+        if groups and all(s[k] == s[groups[-1][-1]] for s in spans):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    extents = [product_text([em.dim(space[axes[k]]) for k in g]) for g in groups]
+    indices = [em.fresh("i") for _ in groups]
+    hoisted: list[str] = []
+    for ref, s in zip(operands, spans, strict=True):
+        if any(s):
+            hoisted.append("")
+        else:  # the same element everywhere: read once, before the loop
+            hoisted.append(em.fresh("s"))
+            em.w.line(f"{hoisted[-1]} = {ref.flat('0')}")
+    with em.w.loops(indices, extents):
+        names = []
+        for ref, s, name in zip(operands, spans, hoisted, strict=True):
+            if not name:
+                name = em.fresh("a")
+                em.w.line(f"{name} = {ref.flat(_flat_index(ref, space, axes, groups, s, indices))}")
+            names.append(name)
+        values = compute(names)
+        for ref, value in zip(results, values, strict=True):
+            full = [True] * len(axes)
+            em.w.line(f"{ref.flat(_flat_index(ref, space, axes, groups, full, indices))} = "
+                      f"{value}")
+
+
+def _flat_index(ref: Ref, space: Sequence[Dim], axes: Sequence[int], groups: list[list[int]],
+                spans: Sequence[bool], indices: Sequence[str]) -> str:
+    """The flat index into `ref` (broadcast into `space`) at the collapsed loop indices:
+    each group it spans contributes its index times the ref's stride after the group."""
+    lead = len(space) - len(ref.shape)
+    strides = ref.strides()
+    terms = []
+    for g, i in zip(groups, indices, strict=True):
+        if not spans[g[0]]:
+            continue
+        stride = strides[axes[g[-1]] - lead]
+        terms.append(i if stride == "1" else f"{i} * {group(stride)}")
+    return " + ".join(terms) if terms else "0"
+
+
+# -- scalar evaluation of a body -----------------------------------------------------------
+def scalar_constants(em: Emitter, body: Graph, env: dict[str, str]) -> None:
+    """The body's scalar constants as typed locals, before any loop."""
+    for node in body.nodes:
+        if node.op == "constant":
+            value, t = node.attr["value"], node.output.type
+            if t.rank != 0 or not isinstance(value, (bool, int, float)):
+                raise KilnValueError(f"numba codegen: expected only scalar constants in a "
+                                     f"kernel body. Received: {ir_line(node)}")
+            name = em.fresh(node.output.name)
+            em.w.line(f"{name} = {typed(value, t.dtype)}  # {ir_line(node)}")
+            env[node.output.name] = name
+
+
+def scalar_node(em: Emitter, node: Node, env: dict[str, str]) -> None:
+    """One elementwise op on scalars: its IR line, then its statement."""
+    if node.op not in SCALAR:
+        raise KilnValueError(f"numba codegen: expected elementwise ops in a kernel body. "
+                             f"Received: {ir_line(node)}")
+    em.w.comment(ir_line(node))
+    name = em.fresh(node.output.name)
+    em.w.line(f"{name} = {SCALAR[node.op](node, [env[v.name] for v in node.inputs])}")
+    env[node.output.name] = name
+
+
+def elementwise_kernel(em: Emitter, body: Graph, operands: Sequence[Ref],
+                       results: Sequence[Ref]) -> None:
+    """A body of elementwise ops over the shape of its results, one loop nest."""
+    env: dict[str, str] = {}
+    scalar_constants(em, body, env)
+    space = body.output_values[0].type.shape
+
+    def compute(reads: list[str]) -> list[str]:
+        env.update({v.name: r for v, r in zip(body.inputs, reads, strict=True)})
+        for node in body.nodes:
+            if node.op != "constant":
+                scalar_node(em, node, env)
+        return [env[v.name] for v in body.output_values]
+
+    elementwise_loop(em, space, operands, results, compute)
+
+
+# -- reductions ------------------------------------------------------------------------------
+REDUCE_INIT = {"sum": 0, "mean": 0, "prod": 1}
+
+
+def _accumulator(em: Emitter, node: Node) -> tuple[str, str]:
+    """(dtype, initial value) of a reduction's accumulator: float64 or int64 for sums and
+    products (as NumPy accumulates integers), the input's dtype for max and min."""
+    dtype = node.inputs[0].type.dtype
+    if node.op in REDUCE_INIT:
+        wide = "float64" if node.inputs[0].type.is_float else "int64"
+        return wide, typed(REDUCE_INIT[node.op], wide)
+    if dtype in ("int32", "int64"):
+        info = np.iinfo(dtype)
+        return dtype, typed(int(info.min if node.op == "max" else info.max), dtype)
+    return dtype, typed(float("-inf") if node.op == "max" else float("inf"), dtype)
+
+
+def _combine(node: Node, acc: str, value: str) -> list[str]:
+    """Statements folding `value` into the accumulator expression `acc` (NaN sticks in
+    max and min, as in NumPy)."""
+    if node.op in ("sum", "mean"):
+        return [f"{acc} += {value}"]
+    if node.op == "prod":
+        return [f"{acc} *= {value}"]
+    op = ">" if node.op == "max" else "<"
+    return [f"if {value} {op} {acc} or {value} != {value}:", f"    {acc} = {value}"]
+
+
+def _finalize(em: Emitter, node: Node, acc: str, count: str) -> str:
+    dtype = NP_TYPE[node.output.type.dtype]
+    if node.op == "mean":
+        return f"{dtype}({acc} / ({count}))"
+    return f"{dtype}({acc})"
+
+
+def reduction_kernel(em: Emitter, body: Graph, operands: Sequence[Ref], results: Sequence[Ref],
+                     aliased: bool) -> None:
+    """Reductions of one shape S over one set of axes, an elementwise prologue of shape S
+    they read, and an elementwise epilogue of the reduced shape R.
+
+    When the reduced axes are the last ones, one loop nest runs each kept index's
+    prologue and reduction (scalar accumulators) then its epilogue. Otherwise (or when a
+    result is written into a state the kernel also reads) the prologue runs over all of S,
+    accumulating into arena slots of their own, and the epilogue runs after it over R.
+    """
+    env: dict[str, str] = {}
+    scalar_constants(em, body, env)
+    reductions = [n for n in body.nodes if n.op in REDUCE_INIT or n.op in ("max", "min")]
+    first = reductions[0]
+    space = first.inputs[0].type.shape
+    axes = normalize_axes(first.attr["axes"], len(space), first.op)
+    keepdims = first.attr["keepdims"]
+    for n in reductions:
+        if (n.inputs[0].type.shape != space or n.attr["keepdims"] != keepdims
+                or normalize_axes(n.attr["axes"], len(space), n.op) != axes):
+            raise KilnValueError(f"numba codegen: expected the reductions of one kernel to "
+                                 f"share input shape and axes. Received: {ir_line(n)}")
+    reduced = first.output.type.shape
+    phase: dict[str, str] = {v.name: "input" for v in body.inputs}
+    for n in body.nodes:
+        if n.op == "constant":
+            phase[n.output.name] = "constant"
+        elif n in reductions:
+            phase[n.output.name] = "reduce"
+        else:
+            inputs = {phase[v.name] for v in n.inputs}
+            late = bool(inputs & {"reduce", "epilogue"})
+            if not late and n.output.type.shape == space:
+                phase[n.output.name] = "prologue"
+            elif n.output.type.shape == reduced:
+                phase[n.output.name] = "epilogue"
+            else:
+                raise KilnValueError(f"numba codegen: expected a reduction kernel's ops to "
+                                     f"have the input shape {list(space)} or the reduced "
+                                     f"shape {list(reduced)}. Received: {ir_line(n)}")
+    operand_of = dict(zip((v.name for v in body.inputs), operands, strict=True))
+    result_of = dict(zip((v.name for v in body.output_values), results, strict=True))
+    kept = [a for a in range(len(space)) if a not in axes]
+    count = product_text([em.dim(space[a]) for a in axes])
+    inner = list(axes) == list(range(len(kept), len(space))) and not aliased
+    accs = {n.output.name: em.fresh(f"acc_{n.output.name}") for n in reductions}
+    acc_refs: dict[str, Ref] = {}  # accumulators in the arena, when not scalars
+    kept_idx = [em.fresh("i") for _ in kept]
+    red_idx = [em.fresh("j") for _ in axes]
+    s_index = [""] * len(space)
+    for a, i in zip(kept, kept_idx, strict=True):
+        s_index[a] = i
+    for a, j in zip(axes, red_idx, strict=True):
+        s_index[a] = j
+    acc_index = [("0" if a in axes else s_index[a]) for a in range(len(space))]
+    r_index = acc_index if keepdims else kept_idx
+    extents = [em.dim(d) for d in space]
+
+    def read(name: str, index: Sequence[str], phase_space: Sequence[Dim]) -> str:
+        ref = operand_of[name]
+        value = em.fresh("a")
+        em.w.line(f"{value} = {ref.at(broadcast_index(ref.shape, phase_space, index))}")
+        return value
+
+    def prologue() -> None:
+        local = dict(env)
+        for v in body.inputs:
+            if any(v in n.inputs for n in body.nodes if phase[n.output.name] in
+                   ("prologue", "reduce")):
+                local[v.name] = read(v.name, s_index, space)
+        for n in body.nodes:
+            if phase[n.output.name] == "prologue":
+                scalar_node(em, n, local)
+                if n.output.name in result_of:
+                    em.w.line(f"{result_of[n.output.name].at(s_index)} = "
+                              f"{local[n.output.name]}")
+            elif phase[n.output.name] == "reduce":
+                em.w.comment(ir_line(n))
+                target = accs[n.output.name] if inner else acc_refs[n.output.name].at(acc_index)
+                for line in _combine(n, target, local[n.inputs[0].name]):
+                    em.w.line(line)
+
+    def epilogue(finals: dict[str, str]) -> None:
+        local = dict(env)
+        local.update(finals)
+        for v in body.inputs:
+            if any(v in n.inputs for n in body.nodes if phase[n.output.name] == "epilogue"):
+                local[v.name] = read(v.name, r_index, reduced)
+        for n in body.nodes:
+            if phase[n.output.name] == "epilogue":
+                scalar_node(em, n, local)
+        for name, out in result_of.items():
+            if phase[name] in ("reduce", "epilogue"):
+                em.w.line(f"{out.at(r_index)} = {local[name]}")
+
+    def finals() -> dict[str, str]:
+        values = {}
+        for n in reductions:
+            acc = accs[n.output.name] if inner else acc_refs[n.output.name].at(acc_index)
+            value = em.fresh(n.output.name)
+            em.w.line(f"{value} = {_finalize(em, n, acc, count)}")
+            values[n.output.name] = value
+        return values
+
+    if inner:
+        with em.w.loops(kept_idx, [extents[a] for a in kept]):
+            for n in reductions:
+                em.w.line(f"{accs[n.output.name]} = {_accumulator(em, n)[1]}")
+            with em.w.loops(red_idx, [extents[a] for a in axes]):
+                prologue()
+            epilogue(finals())
+        return
+    acc_shape = tuple(1 if a in axes else d for a, d in enumerate(space))
+    for n in reductions:
+        dtype, init = _accumulator(em, n)
+        t = TensorType(acc_shape, dtype)
+        acc_refs[n.output.name] = em.slot_ref(em.new_slot(t), t)
+        k = em.fresh("k")
+        with em.w.loops([k], [acc_refs[n.output.name].size()]):
+            em.w.line(f"{acc_refs[n.output.name].flat(k)} = {init}")
+    with em.w.loops(s_index, extents):
+        prologue()
+    with em.w.loops(kept_idx, [extents[a] for a in kept]):
+        epilogue(finals())
+
+
+# -- GEMM epilogues --------------------------------------------------------------------------
+def gemm_epilogue(em: Emitter, body: Graph, product: Ref, operands: Sequence[Ref],
+                  results: Sequence[Ref]) -> None:
+    """The elementwise ops after a gemm kernel's matmul, whose result is in `product`; a
+    loop over the product's shape writing every result (the product too, unless `product`
+    is its own buffer)."""
+    matmul = body.nodes[0]
+    env: dict[str, str] = {}
+    scalar_constants(em, body, env)
+    used = [(v, e) for v, e in zip(body.inputs, operands, strict=True)
+            if any(v in n.inputs for n in body.nodes[1:])]
+    outs = [(v, r) for v, r in zip(body.output_values, results, strict=True)
+            if not (v == matmul.output and r == product)]
+    reads = [product] + [e for _, e in used]
+
+    def compute(names: list[str]) -> list[str]:
+        env[matmul.output.name] = names[0]
+        env.update({v.name: n for (v, _), n in zip(used, names[1:], strict=True)})
+        for node in body.nodes[1:]:
+            if node.op != "constant":
+                scalar_node(em, node, env)
+        return [env[v.name] for v, _ in outs]
+
+    if outs:
+        elementwise_loop(em, matmul.output.type.shape, reads, [r for _, r in outs], compute)

@@ -1,0 +1,163 @@
+"""The numba Executable: each entry point optimized (-O2), generated as one @njit driver,
+imported from the cache, and run on NumPy arrays with the state updated in place.
+
+Intermediates live in one byte arena per (entry point, symbol sizes), allocated at the first
+call with those sizes and reused after, so a training loop allocates only its outputs. An
+executable is not thread-safe: two concurrent calls of one entry point share its arena.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kiln.compiler.codegen.numba import GeneratedDriver, generate_driver, module_source
+from kiln.compiler.codegen.numba.driver import ALIGN
+from kiln.compiler.pass_manager import compile_graph
+from kiln.ir.errors import KilnValueError
+from kiln.ir.graph import Graph
+from kiln.ir.types import numpy_dtype
+from kiln.runtimes.numba import cache
+from kiln.runtimes.reference import bind_dims
+
+ARENAS_KEPT = 4  # arenas kept per entry point: a full batch, a last short batch, and more
+
+
+@dataclass
+class Entry:
+    """One compiled entry point."""
+
+    graph: Graph  # as given: names, types and order of inputs, state and outputs
+    optimized: Graph
+    driver: GeneratedDriver
+    function: Callable
+    module_path: str
+    constants: tuple[np.ndarray, ...]
+    arenas: OrderedDict = field(default_factory=OrderedDict)
+    calls: int = 0
+
+    def arena(self, dims: dict[str, int]) -> tuple[np.ndarray, ...]:
+        """The driver's trailing arguments for these symbol sizes: the arena in each dtype,
+        the slot offsets, the sizes."""
+        key = tuple(sorted(dims.items()))
+        if key in self.arenas:
+            self.arenas.move_to_end(key)
+            return self.arenas[key]
+        offsets, size = self.driver.slot_offsets(dims)
+        raw = np.empty(size + ALIGN, np.uint8)  # the arena starts on a cache line
+        start = -raw.ctypes.data % ALIGN
+        arena = raw[start:start + size]
+        self.arenas[key] = (*(arena.view(numpy_dtype(d)) for d in self.driver.arena_dtypes),
+                            offsets, *(dims[s] for s in self.driver.symbols))
+        while len(self.arenas) > ARENAS_KEPT:
+            self.arenas.popitem(last=False)
+        return self.arenas[key]
+
+
+class NumbaExecutable:
+    """Runs entry points through generated Numba code; `state` arrays change in place.
+
+    Args:
+        graphs: entry point name -> graph (as built; the executable optimizes it).
+        state: state name -> array, the arrays every call reads and updates in place.
+        level: the optimization level of the pass pipeline.
+    """
+
+    backend = "numba"
+
+    def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray],
+                 level: int = 2):
+        self.graphs = dict(graphs)
+        self.state = state
+        self.level = level
+        self.compile_seconds: dict[str, float] = {}  # passes, codegen and import per entry
+        self.entries = {name: self._build(name, graph) for name, graph in self.graphs.items()}
+
+    def _build(self, entry: str, graph: Graph) -> Entry:
+        start = time.perf_counter()
+        optimized, _ = compile_graph(graph, self.level)
+        driver = generate_driver(optimized)
+        source = module_source([driver], f"kiln: generated Numba driver of @{graph.name} "
+                                          f"(entry point {entry!r}).")
+        module = cache.load_module(source)
+        constants = tuple(np.array(c).reshape(-1) for c in driver.constants)
+        self.compile_seconds[entry] = time.perf_counter() - start
+        return Entry(graph, optimized, driver, getattr(module, driver.function),
+                     str(module.__file__), constants)
+
+    def source(self, entry: str) -> str:
+        """The generated source of an entry point's driver (for reading and debugging)."""
+        return self._entry(entry).driver.source
+
+    def _entry(self, entry: str) -> Entry:
+        if entry not in self.entries:
+            raise KilnValueError(f"no entry point {entry!r}; expected one of "
+                                 f"{sorted(self.entries)}")
+        return self.entries[entry]
+
+    def run(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+            ) -> dict[str, np.ndarray]:
+        e = self._entry(entry)
+        graph = e.graph
+        args = _input_arrays(graph, inputs)
+        missing = [v.name for v in graph.state if v.name not in self.state]
+        if missing:
+            raise KilnValueError(f"@{graph.name}: no value given for state %{missing[0]}")
+        state = [self.state[v.name] for v in graph.state]
+        dims = bind_dims((*graph.inputs, *graph.state), (*args, *state), f"@{graph.name}")
+        updated = {name for name, _ in graph.updates}
+        passed, write_back = [], []
+        for v, array in zip(graph.state, state, strict=True):
+            if v.name in updated and not array.flags.writeable:
+                raise KilnValueError(f"@{graph.name}: state %{v.name} is updated in place, "
+                                     f"but its array is read-only")
+            if not array.flags.c_contiguous:  # run on a contiguous copy, then write it back
+                copy = np.ascontiguousarray(array)
+                write_back.append((array, copy))
+                array = copy
+            passed.append(array.reshape(-1))
+        try:
+            results = e.function(*(a.reshape(-1) for a in args), *passed, *e.constants,
+                                 *e.arena(dims))
+        except (IndexError, ValueError) as err:
+            raise KilnValueError(f"@{graph.name} (entry point {entry!r}): {err}") from None
+        except Exception as err:
+            err.add_note(f"in the generated driver {e.module_path}")
+            raise
+        for array, copy in write_back:
+            array[...] = copy
+        e.calls += 1
+        return {name: flat.reshape(v.type.resolve(dims))
+                for (name, v), flat in zip(graph.outputs, results, strict=True)}
+
+
+def _input_arrays(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                  ) -> list[np.ndarray]:
+    """The inputs in the graph's order, as C-contiguous writeable arrays; names checked."""
+    if isinstance(inputs, Mapping):
+        names = [v.name for v in graph.inputs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise KilnValueError(f"@{graph.name}: no value given for input %{missing[0]}; "
+                                 f"expected inputs {names}")
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise KilnValueError(f"@{graph.name}: unknown input {unknown[0]!r}; expected "
+                                 f"inputs {names}")
+        arrays = [inputs[n] for n in names]
+    else:
+        arrays = list(inputs)
+        if len(arrays) != len(graph.inputs):
+            raise KilnValueError(f"@{graph.name}: expected {len(graph.inputs)} inputs. "
+                                 f"Received: {len(arrays)}")
+    result = []
+    for a in arrays:
+        a = np.asarray(a)
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            a = np.array(a, order="C")
+        result.append(a)
+    return result

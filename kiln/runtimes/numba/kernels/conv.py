@@ -1,0 +1,256 @@
+"""conv2d and its two gradients (NHWC images, HWIO kernels), two ways: im2col + one BLAS GEMM,
+and direct loops. `k_conv2d`, `k_conv2d_grad_input` and `k_conv2d_grad_filter` are the faster
+of the two at the convnet benchmark's layers, im2col (timings in the package docstring).
+
+Geometry, shared by every kernel: output row i, kernel row p read input row
+`i * stride_h - pad_top + p * dilation_h` (columns alike); rows outside [0, H) are zero
+padding. Output sizes come from the arrays' shapes.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_WORK
+
+# conv2d_grad_filter_direct sums this many per-slice partial kernels (any count is exact;
+# enough to balance the threads of these machines).
+GRAD_FILTER_SLICES = 8
+
+
+# -- im2col and col2im ---------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False)
+def _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """Rows of `cols` for image b: row (b, i, j) holds the window at (i, j), (p, q, c) order."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    zero = cols.dtype.type(0)
+    for i in range(oh):
+        for j in range(ow):
+            row = (b * oh + i) * ow + j
+            for p in range(kh):
+                y = i * sh - pt + p * dh
+                for q in range(kw):
+                    z = j * sw - pl + q * dw
+                    base = (p * kw + q) * c
+                    if 0 <= y < h and 0 <= z < w:
+                        for ch in range(c):
+                            cols[row, base + ch] = x[b, y, z, ch]
+                    else:
+                        for ch in range(c):
+                            cols[row, base + ch] = zero
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def im2col(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """cols[(b*oh + i)*ow + j, (p*kw + q)*C + c] = padded x at the window (i, j), tap (p, q)."""
+    n = x.shape[0]
+    if cols.size < PARALLEL_MIN_WORK:
+        for b in range(n):
+            _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    else:
+        for b in prange(n):
+            _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    dx[b] = 0
+    for i in range(oh):
+        for j in range(ow):
+            row = (b * oh + i) * ow + j
+            for p in range(kh):
+                y = i * sh - pt + p * dh
+                if y < 0 or y >= h:
+                    continue
+                for q in range(kw):
+                    z = j * sw - pl + q * dw
+                    if z < 0 or z >= w:
+                        continue
+                    base = (p * kw + q) * c
+                    for ch in range(c):
+                        dx[b, y, z, ch] += cols[row, base + ch]
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def col2im(cols, dx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """The adjoint of im2col: dx = 0, then each cols entry added back where it was read from."""
+    n = dx.shape[0]
+    if cols.size < PARALLEL_MIN_WORK:
+        for b in range(n):
+            _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    else:
+        for b in prange(n):
+            _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _is_pointwise(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
+    """A 1x1 kernel that reads every pixel once in place: x itself is the im2col matrix."""
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
+        and oh == h and ow == w
+
+
+@numba.njit(cache=True, fastmath=False)
+def _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    n, h, w, c = x.shape
+    if _is_pointwise(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
+        return x.reshape(n * h * w, c)
+    cols = np.empty((n * oh * ow, kh * kw * c), x.dtype)
+    im2col(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    return cols
+
+
+# -- im2col + GEMM ---------------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False)
+def k_conv2d_im2col(x, w, out, sh, sw, pt, pl, dh, dw):
+    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O]."""
+    kh, kw, c, o = w.shape
+    n, oh, ow = out.shape[0], out.shape[1], out.shape[2]
+    cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    np.dot(cols, w.reshape(kh * kw * c, o), out.reshape(n * oh * ow, o))
+
+
+@numba.njit(cache=True, fastmath=False)
+def k_conv2d_grad_input_im2col(dy, w, dx, sh, sw, pt, pl, dh, dw):
+    """dx = col2im(dy2d @ w2d.T)."""
+    kh, kw, c, o = w.shape
+    n, oh, ow = dy.shape[0], dy.shape[1], dy.shape[2]
+    h, wd = dx.shape[1], dx.shape[2]
+    w2d = w.reshape(kh * kw * c, o)
+    if _is_pointwise(kh, kw, sh, sw, pt, pl, h, wd, oh, ow):
+        np.dot(dy.reshape(n * oh * ow, o), w2d.T, dx.reshape(n * h * wd, c))
+        return
+    dcols = np.empty((n * oh * ow, kh * kw * c), dy.dtype)
+    np.dot(dy.reshape(n * oh * ow, o), w2d.T, dcols)
+    col2im(dcols, dx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@numba.njit(cache=True, fastmath=False)
+def k_conv2d_grad_filter_im2col(x, dy, dwk, sh, sw, pt, pl, dh, dw):
+    """dw2d[KH*KW*C, O] = cols.T @ dy2d."""
+    kh, kw, c, o = dwk.shape
+    n, oh, ow = dy.shape[0], dy.shape[1], dy.shape[2]
+    cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    np.dot(cols.T, dy.reshape(n * oh * ow, o), dwk.reshape(kh * kw * c, o))
+
+
+# -- direct loops ----------------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False)
+def _conv_image(x, w, out, b, sh, sw, pt, pl, dh, dw):
+    h, wd, c = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, o = w.shape[0], w.shape[1], w.shape[3]
+    oh, ow = out.shape[1], out.shape[2]
+    out[b] = 0
+    for i in range(oh):
+        for j in range(ow):
+            for p in range(kh):
+                y = i * sh - pt + p * dh
+                if y < 0 or y >= h:
+                    continue
+                for q in range(kw):
+                    z = j * sw - pl + q * dw
+                    if z < 0 or z >= wd:
+                        continue
+                    for ch in range(c):
+                        v = x[b, y, z, ch]
+                        for k in range(o):
+                            out[b, i, j, k] += v * w[p, q, ch, k]
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def k_conv2d_direct(x, w, out, sh, sw, pt, pl, dh, dw):
+    """out = conv2d(x, w), one image per task; the innermost loop runs over output channels."""
+    n = x.shape[0]
+    if out.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_WORK:
+        for b in range(n):
+            _conv_image(x, w, out, b, sh, sw, pt, pl, dh, dw)
+    else:
+        for b in prange(n):
+            _conv_image(x, w, out, b, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _grad_input_image(dy, wt, dx, b, sh, sw, pt, pl, dh, dw):
+    """Image b of dx, scattering each dy pixel back; wt is w as (KH, KW, O, C)."""
+    h, wd, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    kh, kw, o = wt.shape[0], wt.shape[1], wt.shape[2]
+    oh, ow = dy.shape[1], dy.shape[2]
+    dx[b] = 0
+    for i in range(oh):
+        for j in range(ow):
+            for p in range(kh):
+                y = i * sh - pt + p * dh
+                if y < 0 or y >= h:
+                    continue
+                for q in range(kw):
+                    z = j * sw - pl + q * dw
+                    if z < 0 or z >= wd:
+                        continue
+                    for k in range(o):
+                        g = dy[b, i, j, k]
+                        for ch in range(c):
+                            dx[b, y, z, ch] += g * wt[p, q, k, ch]
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def k_conv2d_grad_input_direct(dy, w, dx, sh, sw, pt, pl, dh, dw):
+    """dx = conv2d_grad_input(dy, w), one image per task."""
+    n = dy.shape[0]
+    wt = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
+    if dy.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_WORK:
+        for b in range(n):
+            _grad_input_image(dy, wt, dx, b, sh, sw, pt, pl, dh, dw)
+    else:
+        for b in prange(n):
+            _grad_input_image(dy, wt, dx, b, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _grad_filter_images(x, dy, part, start, stop, sh, sw, pt, pl, dh, dw):
+    """part (KH, KW, C, O) += the kernel gradient of images [start, stop)."""
+    h, wd, c = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, o = part.shape[0], part.shape[1], part.shape[3]
+    oh, ow = dy.shape[1], dy.shape[2]
+    for b in range(start, stop):
+        for i in range(oh):
+            for j in range(ow):
+                for p in range(kh):
+                    y = i * sh - pt + p * dh
+                    if y < 0 or y >= h:
+                        continue
+                    for q in range(kw):
+                        z = j * sw - pl + q * dw
+                        if z < 0 or z >= wd:
+                            continue
+                        for ch in range(c):
+                            v = x[b, y, z, ch]
+                            for k in range(o):
+                                part[p, q, ch, k] += v * dy[b, i, j, k]
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def k_conv2d_grad_filter_direct(x, dy, dwk, sh, sw, pt, pl, dh, dw):
+    """dw = conv2d_grad_filter(x, dy): one partial sum per batch slice, then their total."""
+    n = x.shape[0]
+    dwk[...] = 0
+    if dy.size * dwk.shape[0] * dwk.shape[1] * dwk.shape[2] < PARALLEL_MIN_WORK:
+        _grad_filter_images(x, dy, dwk, 0, n, sh, sw, pt, pl, dh, dw)
+        return
+    slices = min(n, GRAD_FILTER_SLICES)
+    kh, kw, c, o = dwk.shape
+    parts = np.zeros((slices, kh, kw, c, o), dwk.dtype)
+    for s in prange(slices):
+        _grad_filter_images(x, dy, parts[s], s * n // slices, (s + 1) * n // slices,
+                            sh, sw, pt, pl, dh, dw)
+    for s in range(slices):
+        dwk += parts[s]
+
+
+# -- the defaults: im2col + GEMM was faster for every op at both convnet layers (even at one
+# input channel, where its GEMM is thin), so the public names are the im2col kernels.
+k_conv2d = k_conv2d_im2col
+k_conv2d_grad_input = k_conv2d_grad_input_im2col
+k_conv2d_grad_filter = k_conv2d_grad_filter_im2col
