@@ -36,6 +36,42 @@ DEFAULT_LEVEL = 2
 DumpSelection = Iterable[str] | Literal["all"] | None
 
 
+@dataclass(frozen=True)
+class CompileOptions:
+    """How a backend compiles its entry points: the -O level of the pass pipeline, and where
+    (if anywhere) the pass manager dumps IR. Dumps of entry point E go to `dump_dir/E/`.
+
+    `dump_after` is a pass name, a list of them, or "all"; with `dump_dir` alone every stage
+    is dumped.
+    """
+
+    level: int = DEFAULT_LEVEL
+    dump_dir: str | None = None
+    dump_after: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in PIPELINES:
+            raise KilnValueError(f"optimization level: expected one of "
+                                 f"{', '.join(map(str, sorted(PIPELINES)))}. "
+                                 f"Received: level={self.level!r}")
+        if self.dump_after not in (None, "all"):
+            names = ((self.dump_after,) if isinstance(self.dump_after, str)
+                     else tuple(self.dump_after))
+            for name in names:
+                if name not in PASSES:
+                    raise KilnValueError(f"dump_after: expected a pass among "
+                                         f"{', '.join(sorted(PASSES))} or 'all'. "
+                                         f"Received: {name!r}")
+
+    def compile(self, entry: str, graph: Graph) -> tuple[Graph, PassStats]:
+        """`graph` (entry point `entry`) through this pipeline, dumping where asked."""
+        dump_dir = str(Path(self.dump_dir) / entry) if self.dump_dir is not None else None
+        return compile_graph(graph, self.level, dump_dir=dump_dir, dump_after=self.dump_after)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"level": self.level}
+
+
 def pipeline_for(level: int = DEFAULT_LEVEL) -> list[str]:
     """The passes of -O`level`: 0 only what codegen needs, 1 the cleanups, 2 also fusion."""
     if level not in PIPELINES:

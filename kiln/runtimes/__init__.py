@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir import Graph, KilnValueError
 
 BACKENDS = ("reference", "numba", "numba-cuda", "onnxruntime")
@@ -28,6 +29,8 @@ class Executable(Protocol):
     state: dict[str, np.ndarray]
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def optimized(self, entry: str) -> Graph: ...
 
 
 def check_backend(name: str) -> str:
@@ -52,16 +55,19 @@ def get_backend() -> str:
 
 
 def create_executable(backend: str | None, graphs: Mapping[str, Graph],
-                      state: dict[str, np.ndarray]) -> Executable:
+                      state: dict[str, np.ndarray],
+                      options: CompileOptions | None = None) -> Executable:
+    """An executable of `backend` (default: get_backend()) running `graphs`, compiled with
+    `options` (pass level and IR dumps), over the `state` arrays it updates in place."""
     backend = check_backend(backend) if backend else get_backend()
     if backend == "numba":
         from kiln.runtimes.numba import NumbaExecutable
 
-        return NumbaExecutable(graphs, state)
+        return NumbaExecutable(graphs, state, options)
     if backend == "onnxruntime":
         from kiln.runtimes.onnxruntime import OnnxRuntimeExecutable
 
-        return OnnxRuntimeExecutable(graphs, state)
+        return OnnxRuntimeExecutable(graphs, state, compile_options=options)
     from kiln.runtimes.reference import ReferenceExecutable
 
-    return ReferenceExecutable(graphs, state)
+    return ReferenceExecutable(graphs, state, options)

@@ -26,6 +26,7 @@ from kiln.frontends.keras.seeding import rng
 from kiln.ir import KilnTypeError, KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
 from kiln.ir.types import numpy_dtype
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.runtimes import check_backend, create_executable, get_backend
 
 SEED_STATE = LoweringContext.SEED_STATE
@@ -98,6 +99,8 @@ class Trainer:
         self.metric_directions: dict[str, str] = {}
         self._compile_args: dict[str, Any] = {}
         self._backend: str | None = None
+        # The pass level and IR dumps of the backend's compiler (kiln compile -O, --dump-ir).
+        self.compile_options = CompileOptions()
         self._seed: np.ndarray | None = None  # the random key, drawn when first needed
         self._reset_graphs()
 
@@ -352,7 +355,8 @@ class Trainer:
                                          f"{value.name!r}")
                 state[value.name] = arrays[value.name]
         self._bound = list(state.items())
-        self._executable = create_executable(self._backend or get_backend(), self._graphs, state)
+        self._executable = create_executable(self._backend or get_backend(), self._graphs, state,
+                                             self.compile_options)
         return self._executable
 
     def _state_arrays(self) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from kiln.compiler.codegen.numba import GeneratedDriver, generate_driver, module_source
 from kiln.compiler.codegen.numba.driver import ALIGN
-from kiln.compiler.pass_manager import compile_graph
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
@@ -64,22 +64,22 @@ class NumbaExecutable:
     Args:
         graphs: entry point name -> graph (as built; the executable optimizes it).
         state: state name -> array, the arrays every call reads and updates in place.
-        level: the optimization level of the pass pipeline.
+        options: the pass pipeline's level and IR dumps (default: -O2, no dumps).
     """
 
     backend = "numba"
 
     def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray],
-                 level: int = 2):
+                 options: CompileOptions | None = None):
         self.graphs = dict(graphs)
         self.state = state
-        self.level = level
+        self.options = options or CompileOptions()
         self.compile_seconds: dict[str, float] = {}  # passes, codegen and import per entry
         self.entries = {name: self._build(name, graph) for name, graph in self.graphs.items()}
 
     def _build(self, entry: str, graph: Graph) -> Entry:
         start = time.perf_counter()
-        optimized, _ = compile_graph(graph, self.level)
+        optimized, _ = self.options.compile(entry, graph)
         driver = generate_driver(optimized)
         source = module_source([driver], f"kiln: generated Numba driver of @{graph.name} "
                                           f"(entry point {entry!r}).")
@@ -88,6 +88,10 @@ class NumbaExecutable:
         self.compile_seconds[entry] = time.perf_counter() - start
         return Entry(graph, optimized, driver, getattr(module, driver.function),
                      str(module.__file__), constants)
+
+    def optimized(self, entry: str) -> Graph:
+        """The entry point's graph after the pass pipeline (what the driver computes)."""
+        return self._entry(entry).optimized
 
     def source(self, entry: str) -> str:
         """The generated source of an entry point's driver (for reading and debugging)."""

@@ -32,7 +32,7 @@ import onnx
 import onnxruntime as ort
 
 from kiln.compiler.codegen.onnx import EmittedModel, emit_model
-from kiln.compiler.pass_manager import DEFAULT_LEVEL, compile_graph
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir import Graph
 from kiln.ir.errors import KilnValueError
 from kiln.ir.types import numpy_dtype
@@ -76,29 +76,34 @@ class OnnxRuntimeExecutable:
     """Runs entry points with onnxruntime, updating `state`'s arrays in place after each call.
 
     Args:
-        graphs: entry name -> graph, as written (compiled here at -O`level`).
+        graphs: entry name -> graph, as written (compiled here with `compile_options`).
         state: state name -> array; the arrays are read and updated in place.
-        level: the optimization level of the kiln pipeline before emission.
+        compile_options: the kiln pass pipeline's level and IR dumps before emission.
         threads: intra-op threads (default: the cores this process may use).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray], *,
-                 level: int = DEFAULT_LEVEL, threads: int | None = None,
+                 compile_options: CompileOptions | None = None, threads: int | None = None,
                  options: ort.SessionOptions | None = None):
         self.graphs = dict(graphs)
         self.state = state
         self.options = options or session_options(threads)
-        self._entries = {name: self._compile(graph, level) for name, graph in graphs.items()}
+        self.compile_options = compile_options or CompileOptions()
+        self._entries = {name: self._compile(name, graph) for name, graph in graphs.items()}
+
+    def optimized(self, entry: str) -> Graph:
+        """The entry point's graph after kiln's pass pipeline (what the ONNX model computes)."""
+        return self._entries[entry].graph
 
     @property
     def models(self) -> dict[str, onnx.ModelProto]:
         """Entry name -> its onnx.ModelProto (what the artifact stores)."""
         return {name: entry.emitted.model for name, entry in self._entries.items()}
 
-    def _compile(self, graph: Graph, level: int) -> _Entry:
-        compiled, _ = compile_graph(graph, level)
+    def _compile(self, name: str, graph: Graph) -> _Entry:
+        compiled, _ = self.compile_options.compile(name, graph)
         emitted = emit_model(compiled)
         session = ort.InferenceSession(emitted.model.SerializeToString(), self.options,
                                        providers=["CPUExecutionProvider"])

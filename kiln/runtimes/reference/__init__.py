@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir import Graph, Value
 from kiln.ir.errors import KilnTypeError, KilnValueError
 from kiln.ir.registry import RefContext, get_op
@@ -102,9 +103,19 @@ class ReferenceExecutable:
 
     backend = "reference"
 
-    def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray]):
+    def __init__(self, graphs: Mapping[str, Graph], state: dict[str, np.ndarray],
+                 options: CompileOptions | None = None):
         self.graphs = dict(graphs)
         self.state = state
+        self.options = options or CompileOptions()
+        self._optimized: dict[str, Graph] = {}
+
+    def optimized(self, entry: str) -> Graph:
+        """The entry point after the pass pipeline. The reference runtime interprets graphs
+        as written (it is the oracle the passes are tested against); this is for reading."""
+        if entry not in self._optimized:
+            self._optimized[entry], _ = self.options.compile(entry, self.graphs[entry])
+        return self._optimized[entry]
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
             ) -> dict[str, np.ndarray]:
