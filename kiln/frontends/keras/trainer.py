@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.pass_manager import CompileOptions
 from kiln.frontends.keras import data as data_mod
 from kiln.frontends.keras import losses as losses_mod
 from kiln.frontends.keras import metrics as metrics_mod
@@ -26,7 +27,6 @@ from kiln.frontends.keras.seeding import rng
 from kiln.ir import KilnTypeError, KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
 from kiln.ir.types import numpy_dtype
-from kiln.compiler.pass_manager import CompileOptions
 from kiln.runtimes import check_backend, create_executable, get_backend
 
 SEED_STATE = LoweringContext.SEED_STATE
