@@ -1,7 +1,9 @@
 """The book's examples with `keras` replaced by `kiln`: the seed's Sequential and functional
 models (RMSprop(lr=0.001), mse, accuracy, batch 128, 10 epochs), the shapes of sections 3.4-3.6
 (binary, 46-class and regression) on learnable generated data, a convnet on real digits and an
-LSTM, each trained end to end through compiled graphs on the model's backend."""
+LSTM, each trained end to end through compiled graphs on every CPU backend that compiles:
+numba (the default) and onnxruntime. The reference runtime is the oracle the backends are
+tested against op by op; these tests are about whole models training."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from kiln import layers, models, optimizers
 from kiln.datasets import synthetic
 from kiln.utils import pad_sequences, set_random_seed, to_categorical
 
-BACKEND = None  # the default backend; backend issues run these same tests on theirs
+
+@pytest.fixture(params=["numba", "onnxruntime"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 def _mnist_like(n: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -22,37 +27,37 @@ def _mnist_like(n: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, to_categorical(np.argmax(x @ rng.standard_normal((784, 10)), axis=1), 10)
 
 
-def _compile_and_fit_the_seed_way(model: models.Model) -> dict:
+def _compile_and_fit_the_seed_way(model: models.Model, backend: str) -> dict:
     x, y = _mnist_like()
     model.compile(optimizer=optimizers.RMSprop(lr=0.001), loss="mse", metrics=["accuracy"],
-                  backend=BACKEND)
+                  backend=backend)
     history = model.fit(x, y, batch_size=128, epochs=10, verbose=0)
     return history.history
 
 
-def test_the_seeds_sequential_model() -> None:
+def test_the_seeds_sequential_model(backend: str) -> None:
     set_random_seed(1)
     model = models.Sequential()
     model.add(layers.Dense(32, activation="relu", input_shape=(784,)))
     model.add(layers.Dense(10, activation="softmax"))
-    history = _compile_and_fit_the_seed_way(model)
+    history = _compile_and_fit_the_seed_way(model, backend)
     assert sorted(history) == ["accuracy", "loss"] and len(history["loss"]) == 10
     assert history["loss"][-1] < history["loss"][0] * 0.6
     assert history["accuracy"][-1] > 0.6
 
 
-def test_the_seeds_functional_model() -> None:
+def test_the_seeds_functional_model(backend: str) -> None:
     set_random_seed(1)
     input_tensor = layers.Input(shape=(784,))
     x = layers.Dense(32, activation="relu")(input_tensor)
     output_tensor = layers.Dense(10, activation="softmax")(x)
     model = models.Model(inputs=input_tensor, outputs=output_tensor)
-    history = _compile_and_fit_the_seed_way(model)
+    history = _compile_and_fit_the_seed_way(model, backend)
     assert history["loss"][-1] < history["loss"][0] * 0.6
     assert history["accuracy"][-1] > 0.6
 
 
-def test_binary_classification_section_3_4() -> None:
+def test_binary_classification_section_3_4(backend: str) -> None:
     set_random_seed(2)
     (train_data, train_labels), (test_data, test_labels) = synthetic.imdb_like(
         num_samples=3000, num_words=2000, maxlen=120)
@@ -65,7 +70,7 @@ def test_binary_classification_section_3_4() -> None:
     model.add(layers.Dense(16, activation="relu"))
     model.add(layers.Dense(1, activation="sigmoid"))
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"],
-                  backend=BACKEND)
+                  backend=backend)
     history = model.fit(x_train[400:], y_train[400:], epochs=4, batch_size=128,
                         validation_data=(x_train[:400], y_train[:400]), verbose=0)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.history)
@@ -76,7 +81,7 @@ def test_binary_classification_section_3_4() -> None:
 
 
 @pytest.mark.parametrize("labels", ["one_hot", "sparse"])
-def test_multiclass_classification_section_3_5(labels: str) -> None:
+def test_multiclass_classification_section_3_5(labels: str, backend: str) -> None:
     set_random_seed(3)
     (train_data, train_labels), (test_data, test_labels) = synthetic.reuters_like(
         num_samples=3000, num_words=2000)
@@ -93,7 +98,7 @@ def test_multiclass_classification_section_3_5(labels: str) -> None:
         layers.Dense(64, activation="relu"),
         layers.Dense(46, activation="softmax"),
     ])
-    model.compile(optimizer="rmsprop", loss=loss, metrics=["accuracy"], backend=BACKEND)
+    model.compile(optimizer="rmsprop", loss=loss, metrics=["accuracy"], backend=backend)
     history = model.fit(x_train, y_train, epochs=10, batch_size=128, validation_split=0.2,
                         verbose=0)
     assert history.history["val_loss"][-1] < history.history["val_loss"][0]
@@ -102,7 +107,7 @@ def test_multiclass_classification_section_3_5(labels: str) -> None:
     assert model.predict(x_test[:3], verbose=0).sum(axis=1) == pytest.approx(1.0, rel=1e-5)
 
 
-def test_regression_section_3_6() -> None:
+def test_regression_section_3_6(backend: str) -> None:
     set_random_seed(4)
     (train_data, train_targets), (test_data, test_targets) = synthetic.boston_like(
         num_samples=500)
@@ -114,7 +119,7 @@ def test_regression_section_3_6() -> None:
         layers.Dense(64, activation="relu"),
         layers.Dense(1),
     ])
-    model.compile(optimizer="rmsprop", loss="mse", metrics=["mae"], backend=BACKEND)
+    model.compile(optimizer="rmsprop", loss="mse", metrics=["mae"], backend=backend)
     history = model.fit(train_data, train_targets, epochs=40, batch_size=16, verbose=0)
     assert sorted(history.history) == ["loss", "mae"]
     _, test_mae = model.evaluate(test_data, test_targets, verbose=0)
@@ -122,7 +127,7 @@ def test_regression_section_3_6() -> None:
     assert test_mae < 0.6 * baseline, (test_mae, baseline)
 
 
-def test_a_convnet_trains_on_real_digits() -> None:
+def test_a_convnet_trains_on_real_digits(backend: str) -> None:
     pytest.importorskip("sklearn")
     from kiln.datasets import digits
 
@@ -138,13 +143,13 @@ def test_a_convnet_trains_on_real_digits() -> None:
         layers.Dense(10, activation="softmax"),
     ])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], backend=BACKEND)
+                  metrics=["accuracy"], backend=backend)
     model.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.9, accuracy
 
 
-def test_an_lstm_trains_on_sequences() -> None:
+def test_an_lstm_trains_on_sequences(backend: str) -> None:
     set_random_seed(6)
     (x_train, y_train), (x_test, y_test) = synthetic.imdb_like(
         num_samples=1200, num_words=500, maxlen=40)
@@ -156,7 +161,7 @@ def test_an_lstm_trains_on_sequences() -> None:
         layers.Dense(1, activation="sigmoid"),
     ])
     model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="binary_crossentropy",
-                  metrics=["accuracy"], backend=BACKEND)
+                  metrics=["accuracy"], backend=backend)
     history = model.fit(x_train, y_train.astype("float32"), epochs=10, batch_size=32,
                         verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.5
