@@ -7,11 +7,12 @@ run by a backend (kiln.runtimes).
 
 from kiln import callbacks, datasets, layers, losses, metrics, models, optimizers, utils
 from kiln.ir.errors import KilnError
+from kiln.models import load_model
 from kiln.runtimes import get_backend, set_backend
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KilnError", "__version__", "callbacks", "datasets", "get_backend", "layers", "losses",
-    "metrics", "models", "optimizers", "set_backend", "utils",
+    "load_model", "metrics", "models", "optimizers", "set_backend", "utils",
 ]

@@ -304,7 +304,8 @@ class ModelCheckpoint(Callback):
     "ckpt/{epoch:02d}-{val_loss:.2f}.weights.npz". With save_weights_only=True the file is a
     NumPy .npz whose members arr_0, arr_1, ... are `model.get_weights()` in order (load with
     `np.load(path)` and `model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])`).
-    Whole-model checkpoints need `model.save`; until kiln has it they are refused.
+    Otherwise the path must end in `.kiln`: each save writes a whole-model artifact
+    (`model.save`: config, weights, optimizer state) that `kiln.models.load_model` reads.
     """
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
@@ -313,17 +314,15 @@ class ModelCheckpoint(Callback):
                  initial_value_threshold: float | None = None):
         super().__init__()
         filepath = os.fspath(filepath)
-        from kiln.frontends.keras.model import Model
-
         if save_weights_only and not filepath.endswith(".npz"):
             raise KilnValueError("When using save_weights_only=True in ModelCheckpoint, the "
                                  "filepath provided must end in `.npz` (NumPy weights format, "
                                  f"e.g. `.weights.npz`). Received: filepath={filepath!r}")
-        if not save_weights_only and not hasattr(Model, "save"):
-            raise KilnValueError("ModelCheckpoint: saving the whole model needs model.save, "
-                                 "which this version of kiln does not have yet; pass "
-                                 "save_weights_only=True with a `.weights.npz` filepath. "
-                                 f"Received: save_weights_only={save_weights_only!r}")
+        if not save_weights_only and not filepath.endswith(".kiln"):
+            raise KilnValueError("The filepath provided must end in `.kiln` (kiln's model "
+                                 "artifact) when using save_weights_only=False in "
+                                 "ModelCheckpoint, or in `.npz` with save_weights_only=True. "
+                                 f"Received: filepath={filepath!r}")
         if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq <= 0):
             raise KilnValueError(f"Unrecognized save_freq: {save_freq!r}. Expected save_freq "
                                  f"to be 'epoch' or a positive integer. "

@@ -33,7 +33,12 @@ class Initializer:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments (what `type(self)(**config)` needs)."""
         return dict(vars(self))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Initializer:
+        return cls(**config)
 
 
 class Zeros(Initializer):
@@ -102,6 +107,10 @@ class VarianceScaling(Initializer):
             raise KilnValueError(f"Expected distribution in truncated_normal, untruncated_normal, "
                                  f"uniform. Received: distribution={distribution!r}")
         self.scale, self.mode, self.distribution = scale, mode, distribution
+
+    def get_config(self) -> dict[str, Any]:
+        # The named variants (GlorotUniform, HeNormal, ...) fix their arguments.
+        return super().get_config() if type(self) is VarianceScaling else {}
 
     def sample(self, shape):  # noqa: ANN001, ANN201
         fan_in, fan_out = compute_fans(shape)
@@ -185,8 +194,28 @@ ALL: dict[str, type[Initializer]] = {
 }
 
 
+_BY_CLASS = {cls.__name__: cls for cls in ALL.values()}
+
+
+def serialize(initializer: Any) -> Any:
+    """What a layer's get_config holds for an initializer: its name as given, or for an
+    Initializer {"class_name": ..., "config": ...} (Keras's form); other callables as they
+    are (a saved model refuses them, naming the layer)."""
+    if isinstance(initializer, Initializer):
+        return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    return initializer
+
+
 def get(identifier: Any) -> Callable[[tuple[int, ...], str], np.ndarray]:
-    """An initializer from a name ("glorot_uniform"), an Initializer, or a callable."""
+    """An initializer from a name ("glorot_uniform"), an Initializer, a callable, or a
+    serialized {"class_name": ..., "config": ...} (as get_config writes it)."""
+    if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+        cls = _BY_CLASS.get(identifier["class_name"])
+        if cls is None:
+            raise KilnValueError(f"Unknown initializer class {identifier['class_name']!r}; "
+                                 f"expected one of {sorted(_BY_CLASS)}. "
+                                 f"Received: initializer={identifier!r}")
+        return cls.from_config(dict(identifier.get("config") or {}))
     if isinstance(identifier, str):
         key = identifier if identifier in ALL else \
             "".join("_" + c.lower() if c.isupper() else c for c in identifier).lstrip("_")

@@ -93,6 +93,9 @@ class BinaryAccuracy(MeanMetricWrapper):
                                  f"Received: threshold={threshold!r}")
         super().__init__(ir_metrics.binary_accuracy, name, dtype, threshold=float(threshold))
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "threshold": self.fn_kwargs["threshold"]}
+
 
 class CategoricalAccuracy(MeanMetricWrapper):
     """argmax(y_true, -1) == argmax(y_pred, -1)."""

@@ -7,6 +7,7 @@ lowered it inlines its own calls, so shared layers and nested models share their
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,34 @@ class Model(Trainer, Layer):
 
     def count_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.weights))
+
+    # -- saving (kiln.frontends.keras.saving does the work) ------------------------------
+    def save(self, filepath: str | os.PathLike, *, backend: str | None = None) -> None:
+        """Write the model as a `.kiln` artifact: config, weights, optimizer state, and the
+        IR of each entry point as written and as optimized for `backend` (default: the
+        compile backend) with `self.compile_options`. Load it with kiln.models.load_model."""
+        from kiln.frontends.keras.saving import save_model
+
+        save_model(self, filepath, backend=backend)
+
+    def export(self, filepath: str | os.PathLike, format: str = "onnx") -> None:
+        """Write the inference model for other runtimes; format "onnx": a standalone ONNX
+        model (weights inside) that onnxruntime runs without kiln."""
+        from kiln.frontends.keras.saving import export_model
+
+        export_model(self, filepath, format)
+
+    def get_config(self) -> dict[str, Any]:
+        from kiln.frontends.keras.saving import functional_config
+
+        return functional_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None,
+                    ) -> Model:
+        from kiln.frontends.keras.saving import functional_from_config
+
+        return functional_from_config(config, custom_objects, cls)
 
 
 def _unique(variables: list[Variable]) -> list[Variable]:

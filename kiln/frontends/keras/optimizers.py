@@ -77,6 +77,13 @@ class Optimizer:
         self._state = state
         return state
 
+    def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take saved state arrays (a loaded model's): the next training step's bind_state
+        keeps them, so training continues where it stopped, learning rate included."""
+        self._state = {name: np.array(array, copy=True) for name, array in arrays.items()}
+        if LEARNING_RATE in self._state:
+            self._learning_rate = float(self._state[LEARNING_RATE])
+
     @property
     def state(self) -> dict[str, np.ndarray]:
         """The state arrays by their graph state name (empty until a model trains)."""

@@ -88,4 +88,13 @@ class Sequential(Model):
         self._set_graph(self._input_layer.output, x)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "layers": [type(layer).__name__ for layer in self._stack]}
+        from kiln.frontends.keras.saving import sequential_config
+
+        return sequential_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None,
+                    ) -> Sequential:
+        from kiln.frontends.keras.saving import sequential_from_config
+
+        return sequential_from_config(config, custom_objects, cls)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontends.keras import activations
+from kiln.frontends.keras import activations, initializers
 from kiln.frontends.keras.layer import Layer
 from kiln.frontends.keras.layers.core import _data_format
 from kiln.ir import KilnTypeError, KilnValueError
@@ -154,8 +154,8 @@ class Conv2D(Layer):
                 "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate, "groups": self.groups,
                 "activation": activations.name_of(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class _Pooling2D(Layer):

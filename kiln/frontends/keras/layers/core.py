@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from kiln.frontends.keras import activations
+from kiln.frontends.keras import activations, initializers
 from kiln.frontends.keras.layer import KerasTensor, Layer, _shape_arg
 from kiln.ir import KilnTypeError, KilnValueError
 from kiln.ir.types import canonical_dtype
@@ -89,7 +89,9 @@ class Dense(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
-                "activation": activations.name_of(self.activation), "use_bias": self.use_bias}
+                "activation": activations.name_of(self.activation), "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class Activation(Layer):

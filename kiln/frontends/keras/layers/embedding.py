@@ -73,5 +73,5 @@ class Embedding(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "input_dim": self.input_dim,
                 "output_dim": self.output_dim,
-                "embeddings_initializer": self.embeddings_initializer,
+                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
                 "mask_zero": self.mask_zero}

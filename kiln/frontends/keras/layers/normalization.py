@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.frontends.keras import initializers
 from kiln.frontends.keras.layer import Layer
 from kiln.ir import KilnTypeError, KilnValueError
 
@@ -122,8 +123,10 @@ class BatchNormalization(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
                 "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
-                "beta_initializer": self.beta_initializer,
-                "gamma_initializer": self.gamma_initializer,
-                "moving_mean_initializer": self.moving_mean_initializer,
-                "moving_variance_initializer": self.moving_variance_initializer,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "moving_mean_initializer": initializers.serialize(
+                    self.moving_mean_initializer),
+                "moving_variance_initializer": initializers.serialize(
+                    self.moving_variance_initializer),
                 "synchronized": self.synchronized}

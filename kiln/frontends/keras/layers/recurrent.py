@@ -259,17 +259,14 @@ class RNNBase(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "activation": activations.name_of(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": _init_name(self.kernel_initializer),
-                "recurrent_initializer": _init_name(self.recurrent_initializer),
-                "bias_initializer": _init_name(self.bias_initializer),
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
                 "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout,
                 "seed": self.seed, "return_sequences": self.return_sequences,
                 "return_state": self.return_state, "go_backwards": self.go_backwards,
                 "stateful": self.stateful, "unroll": self.unroll}
 
-
-def _init_name(init: Any) -> Any:
-    return init if isinstance(init, str) else type(init).__name__
 
 
 def _reverse_time(b: GraphBuilder, ys: Value) -> Value:
@@ -399,7 +396,8 @@ class LSTM(RNNBase):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(),
                 "recurrent_activation": activations.name_of(self.recurrent_activation),
-                "unit_forget_bias": self.unit_forget_bias}
+                "unit_forget_bias": self.unit_forget_bias, "use_cudnn": self.use_cudnn,
+                "implementation": self.implementation}
 
 
 class GRU(RNNBase):
@@ -503,7 +501,8 @@ class GRU(RNNBase):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(),
                 "recurrent_activation": activations.name_of(self.recurrent_activation),
-                "reset_after": self.reset_after}
+                "reset_after": self.reset_after, "use_cudnn": self.use_cudnn,
+                "implementation": self.implementation}
 
 
 def _implementation(value: Any, layer: Layer) -> int:
