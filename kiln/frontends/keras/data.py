@@ -190,14 +190,30 @@ class Dataset:
     def batches(self, batch_size: int, shuffle: bool | str = False,
                 rng: np.random.Generator | None = None,
                 ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-        """(feed, batch size) per step; the last batch may be short."""
+        """(feed, batch size) per step; the last batch may be short.
+
+        In order, a batch is a view of the data (no copy). Shuffled, the samples are drawn
+        once per epoch as an index permutation and gathered into buffers allocated once:
+        a batch's arrays are overwritten by the next batch's."""
         starts = list(range(0, self.size, batch_size))
         order = None
         if shuffle == "batch" and rng is not None:
             starts = [starts[i] for i in rng.permutation(len(starts))]
         elif shuffle and rng is not None:
             order = rng.permutation(self.size)
+        if order is None:
+            for start in starts:
+                stop = min(start + batch_size, self.size)
+                yield {k: v[start:stop] for k, v in self.feed.items()}, stop - start
+            return
+        # A fresh allocation per batch costs page faults (the buffers are often above
+        # malloc's mmap threshold); np.take into a kept buffer does not. The indices are a
+        # permutation, so mode="clip" (unbuffered) changes nothing.
+        buffers = {k: np.empty((min(batch_size, self.size), *v.shape[1:]), v.dtype)
+                   for k, v in self.feed.items()}
         for start in starts:
             stop = min(start + batch_size, self.size)
-            index = slice(start, stop) if order is None else order[start:stop]
-            yield {k: v[index] for k, v in self.feed.items()}, stop - start
+            index = order[start:stop]
+            n = stop - start
+            yield {k: np.take(v, index, axis=0, out=buffers[k][:n], mode="clip")
+                   for k, v in self.feed.items()}, n

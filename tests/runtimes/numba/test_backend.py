@@ -377,3 +377,39 @@ def test_state_is_updated_in_place_even_when_not_contiguous() -> None:
                                              r"read-only"):
         w.flags.writeable = False
         exe.run("tiny", GOOD)
+
+
+# -- the fast path of run ----------------------------------------------------------------------
+def test_the_fast_path_sees_replaced_state_and_odd_inputs() -> None:
+    """run checks inputs in full only when its fast path declines: a state array replaced
+    between calls, or one made read-only, and inputs that are strided, read-only, lists or
+    of another dtype must behave as on the first call."""
+    exe = NumbaExecutable({"tiny": _tiny()}, {"w": np.ones((5, 3), np.float32)})
+    ref = ReferenceExecutable({"tiny": _tiny()}, {"w": np.ones((5, 3), np.float32)})
+    for _ in range(2):  # the second call takes the fast path
+        np.testing.assert_allclose(exe.run("tiny", GOOD)["y"], ref.run("tiny", GOOD)["y"])
+    replaced = np.full((5, 3), 2.0, np.float32)
+    exe.state["w"], ref.state["w"] = replaced, replaced.copy()
+    np.testing.assert_allclose(exe.run("tiny", GOOD)["y"], ref.run("tiny", GOOD)["y"])
+    np.testing.assert_array_equal(replaced, ref.state["w"])  # updated in place
+    storage = np.arange(12, dtype=np.float32).reshape(2, 6)
+    frozen = GOOD["ids"].copy()
+    frozen.flags.writeable = False
+    for feed in ({"ids": frozen, "x": storage[:, ::2]}, {"ids": [0, 4], "x": GOOD["x"]}):
+        np.testing.assert_allclose(exe.run("tiny", feed)["y"], ref.run("tiny", feed)["y"])
+    with pytest.raises(KilnTypeError, match=r"%x expected dtype float32"):
+        exe.run("tiny", {**GOOD, "x": np.zeros((2, 3))})
+    exe.state["w"].flags.writeable = False
+    with pytest.raises(KilnValueError, match=r"state %w is updated in place"):
+        exe.run("tiny", GOOD)
+
+
+def test_a_transpose_read_by_matmuls_is_a_view_even_when_its_slot_is_shared() -> None:
+    """The plan may give a transpose the slot of a later value that turns out a view (the
+    input's transpose in an MLP's gradient): generated twice, the driver knows it is one."""
+    model, graph, state = _model_step("mlp")
+    exe = NumbaExecutable({"train_step": graph}, state)
+    source = exe.source("train_step")
+    start = source.index("= transpose(%dense.relu)")
+    end = source.index("\n    # %", start)
+    assert "for " not in source[start:end]  # no copy loop after the transpose's IR line

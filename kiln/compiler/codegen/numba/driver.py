@@ -25,7 +25,12 @@ import numpy as np
 
 from kiln.compiler.codegen.numba.frame import DTYPE_SHORT, Emitter, Frame, Ref, Root
 from kiln.compiler.codegen.numba.source import ir_line, tuple_text
-from kiln.compiler.passes.plan_buffers import plan_buffers, read_buffer_plan, value_bytes
+from kiln.compiler.passes.plan_buffers import (
+    BufferPlan,
+    plan_buffers,
+    read_buffer_plan,
+    value_bytes,
+)
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import TensorType
@@ -81,12 +86,28 @@ def emit_nodes(em: Emitter, frame: Frame) -> None:
 
 
 def generate_driver(graph: Graph) -> GeneratedDriver:
-    """The driver of `graph` (optimized, with its buffer plan; planned here if it has none)."""
+    """The driver of `graph` (optimized, with its buffer plan; planned here if it has none).
+
+    Generated twice: the buffer plan does not know which values become views, so the first
+    generation assumes every value writes its slot; the second knows that the first's
+    views never do, which lets more values be views (a transpose that a later view shares
+    a slot with, say). The second is kept only if its views include the first's (it
+    assumed those never write)."""
     plan = read_buffer_plan(graph)
     if plan is None:
         graph = plan_buffers(graph)
         plan = read_buffer_plan(graph)
         assert plan is not None
+    driver, views = _generate(graph, plan, frozenset())
+    if views:
+        second, more = _generate(graph, plan, frozenset(views))
+        if more >= views:  # else a value the second assumed a view wrote its slot
+            driver = second
+    return driver
+
+
+def _generate(graph: Graph, plan: BufferPlan, views: frozenset[str],
+              ) -> tuple[GeneratedDriver, set[str]]:
     em = Emitter()
     function = em.fresh(graph.name)
     em.w.level = 1
@@ -102,7 +123,7 @@ def generate_driver(graph: Graph) -> GeneratedDriver:
     for v in graph.state:
         args.append(em.fresh(v.name))
         bound[v.name] = (em.ref(args[-1], v.type), ("state", v.name))
-    frame = Frame.top(em, graph, plan, bound)
+    frame = Frame.top(em, graph, plan, bound, views)
     emit_nodes(em, frame)
     results = []
     if graph.outputs:
@@ -123,8 +144,11 @@ def generate_driver(graph: Graph) -> GeneratedDriver:
         *em.checks.lines,
     ]
     source = "\n".join(head) + "\n" + em.w.text()
+    # Scalar expressions may call the library's float32 math (K.exp32, ...) too.
+    uses_kernels = em.uses_kernels or "K." in source
     return GeneratedDriver(graph, function, source, tuple(em.constants), arena_dtypes,
-                           tuple(em.dims), tuple(tuple(s) for s in em.slots), em.uses_kernels)
+                           tuple(em.dims), tuple(tuple(s) for s in em.slots),
+                           uses_kernels), frame.views
 
 
 def _write_updates(em: Emitter, frame: Frame, graph: Graph) -> None:

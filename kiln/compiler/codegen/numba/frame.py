@@ -59,18 +59,32 @@ class Ref:
     dims: tuple[str, ...]  # the same as source expressions
     dtype: str
     transposed: bool = False
+    # Element strides when not row-major (a split's part seen in place: its rows are the
+    # source's). Such a Ref is only read element by element, through `at` and `element`.
+    strided: tuple[str, ...] | None = None
 
     def with_shape(self, shape: Sequence[Dim], dims: Sequence[str]) -> Ref:
-        assert not self.transposed
+        assert not self.transposed and self.strided is None
         return Ref(self.base, self.offset, tuple(shape), tuple(dims), self.dtype)
 
     def strides(self) -> list[str]:
+        if self.strided is not None:
+            return list(self.strided)
         return [product_text(list(self.dims[k + 1:])) for k in range(len(self.dims))]
 
-    def flat(self, index: str) -> str:
-        """The element at flat (row-major) position `index`."""
+    def element(self, position: str) -> str:
+        """The element at `position`, an offset computed from `strides()`."""
         assert not self.transposed
-        return f"{self.base}[{plus(self.offset, index)}]"
+        position = plus(self.offset, position)
+        return f"{self.base}[{position if position.isdigit() else f'np.uint64({position})'}]"
+
+    def flat(self, index: str) -> str:
+        """The element at flat (row-major) position `index`. The position is cast to an
+        unsigned integer: a signed one makes Numba wrap negative indices, a select per
+        access that hides the affine address from LLVM, so no loop over the arena (where
+        every value shares one base array) vectorized."""
+        assert self.strided is None
+        return self.element(index)
 
     def position(self, index: Sequence[str]) -> str:
         """The flat (row-major) position of a multi-dimensional index ("0" allowed)."""
@@ -83,13 +97,14 @@ class Ref:
 
     def at(self, index: Sequence[str]) -> str:
         """The element at a multi-dimensional index."""
-        return self.flat(self.position(index))
+        return self.element(self.position(index))
 
     def size(self) -> str:
         return product_text(list(self.dims))
 
     def span(self) -> str:
         """A 1-D view of the elements."""
+        assert self.strided is None
         if self.offset == "0":
             return f"{self.base}[:{self.size()}]"
         return f"{self.base}[{self.offset}:{plus(self.offset, self.size())}]"
@@ -206,11 +221,14 @@ class Frame:
         self.writes = writes
         self.ranges = live_ranges(graph)
         self.index = -1  # the node being generated
+        self.views: set[str] = set()  # values bound to storage other than their own slot
         self.is_top = False  # the entry point's own level (not a nested body)
 
     @staticmethod
     def top(em: Emitter, graph: Graph, plan: BufferPlan, bound: dict[str, tuple[Ref, Root]],
-            ) -> Frame:
+            views: frozenset[str] = frozenset()) -> Frame:
+        """The entry point's frame. `views`: values known to become views (found by a
+        first generation), whose slots are therefore never written by their definition."""
         types = {v.name: v.type for v in graph.values()}
         defined = {o.name: i for i, node in enumerate(graph.nodes) for o in node.outputs}
         slot_of: dict[str, int] = {}
@@ -220,7 +238,8 @@ class Frame:
             em.slots.append([types[n] for n in names])
             for n in names:
                 slot_of[n] = base + k
-                writes.setdefault(("slot", base + k), []).append(defined[n])
+                if n not in views:
+                    writes.setdefault(("slot", base + k), []).append(defined[n])
         in_place = {}
         for state, value in plan.in_place:
             root = ("state", state)
@@ -256,6 +275,11 @@ class Frame:
     def bind(self, v: Value, ref: Ref, root: Root) -> None:
         self.refs[v.name], self.roots[v.name] = ref, root
 
+    def bind_view(self, v: Value, ref: Ref, root: Root) -> None:
+        """v is another value's storage (or an argument): its own slot is never written."""
+        self.bind(v, ref, root)
+        self.views.add(v.name)
+
     def output(self, v: Value) -> Ref:
         """Where a node writes its result v."""
         if v.name in self.in_place:
@@ -271,7 +295,8 @@ class Frame:
         shape when that stays valid, else a copy."""
         src = self.read(source)
         if self.view_is_safe(v, source):
-            self.bind(v, src.with_shape(v.type.shape, self.em.dims_of(v.type)), self.root(source))
+            self.bind_view(v, src.with_shape(v.type.shape, self.em.dims_of(v.type)),
+                           self.root(source))
         else:
             self.em.copy(self.output(v), src)
 

@@ -44,7 +44,9 @@ def elementwise_loop(em: Emitter, space: Sequence[Dim], operands: Sequence[Ref],
         spans.append(tuple(a >= lead and ref.shape[a - lead] != 1 for a in axes))
     groups: list[list[int]] = []
     for k in range(len(axes)):
-        if groups and all(s[k] == s[groups[-1][-1]] for s in spans):
+        if (groups and all(s[k] == s[groups[-1][-1]] for s in spans)
+                and all(_contiguous(ref, space, axes[groups[-1][-1]], axes[k])
+                        for ref in (*operands, *results))):
             groups[-1].append(k)
         else:
             groups.append([k])
@@ -56,19 +58,33 @@ def elementwise_loop(em: Emitter, space: Sequence[Dim], operands: Sequence[Ref],
             hoisted.append("")
         else:  # the same element everywhere: read once, before the loop
             hoisted.append(em.fresh("s"))
-            em.w.line(f"{hoisted[-1]} = {ref.flat('0')}")
+            em.w.line(f"{hoisted[-1]} = {ref.element('0')}")
     with em.w.loops(indices, extents):
         names = []
         for ref, s, name in zip(operands, spans, hoisted, strict=True):
             if not name:
                 name = em.fresh("a")
-                em.w.line(f"{name} = {ref.flat(_flat_index(ref, space, axes, groups, s, indices))}")
+                em.w.line(f"{name} = "
+                          f"{ref.element(_flat_index(ref, space, axes, groups, s, indices))}")
             names.append(name)
         values = compute(names)
         for ref, value in zip(results, values, strict=True):
             full = [True] * len(axes)
             em.w.line(f"{ref.flat(_flat_index(ref, space, axes, groups, full, indices))} = "
                       f"{value}")
+
+
+def _contiguous(ref: Ref, space: Sequence[Dim], a: int, b: int) -> bool:
+    """Whether axes a < b of `space` (every axis between them of size 1) may share one
+    loop index for `ref`: always for a row-major Ref; for a strided one, when stepping
+    axis a is stepping b by its extent."""
+    if ref.strided is None:
+        return True
+    lead = len(space) - len(ref.shape)
+    if a < lead or b < lead:
+        return True  # broadcast axes: the ref does not move along them
+    strides = ref.strides()
+    return strides[a - lead] == product_text([strides[b - lead], ref.dims[b - lead]])
 
 
 def _flat_index(ref: Ref, space: Sequence[Dim], axes: Sequence[int], groups: list[list[int]],

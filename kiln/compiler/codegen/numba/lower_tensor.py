@@ -52,7 +52,7 @@ def lower_constant(em: Emitter, frame: Frame, node: Node) -> None:
         if v.name in frame.in_place:
             em.copy(frame.output(v), arg)
         else:
-            frame.bind(v, arg, ("arg", arg.base))
+            frame.bind_view(v, arg, ("arg", arg.base))
         return
     fill(em, frame.output(v), typed(value, v.type.dtype))
 
@@ -114,7 +114,7 @@ def lower_transpose(em: Emitter, frame: Frame, node: Node) -> None:
     src = frame.read(x)
     if (perm == (1, 0) and not src.transposed and _only_matmuls_read(frame, y)
             and frame.view_is_safe(y, x)):
-        frame.bind(y, Ref(src.base, src.offset, y.type.shape, tuple(em.dims_of(y.type)),
+        frame.bind_view(y, Ref(src.base, src.offset, y.type.shape, tuple(em.dims_of(y.type)),
                           y.type.dtype, transposed=True), frame.root(x))
         return
     out = frame.output(y)
@@ -146,9 +146,32 @@ def lower_concat(em: Emitter, frame: Frame, node: Node) -> None:
         start += x.type.shape[axis]
 
 
+def _only_elementwise_read(frame: Frame, v: Value) -> bool:
+    """Whether every reader of v reads it element by element in one elementwise loop (an
+    elementwise op, or an elementwise kernel), and v is no output of the graph."""
+    graph = frame.graph
+    if any(o.name == v.name for o in (*graph.output_values, *(u for _, u in graph.updates))):
+        return False
+    return all(node.op in SCALAR or (node.op == "fused" and node.attr["kind"] == "elementwise")
+               for node in graph.nodes if any(o.name == v.name for o in node.inputs))
+
+
 def lower_split(em: Emitter, frame: Frame, node: Node) -> None:
+    """Copies of the parts; a part that only elementwise loops read is a strided view of
+    the source (the gates of a recurrent cell, split from one GEMM's result each step)."""
     x = node.inputs[0]
     axis, src, start = node.attr["axis"] % x.type.rank, frame.read(x), 0
+    if (not src.transposed and src.strided is None
+            and all(_only_elementwise_read(frame, o) and frame.view_is_safe(o, x)
+                    for o in node.outputs)):
+        strides = src.strides()
+        for o in node.outputs:
+            offset = src.position(["0"] * axis + [str(start)] + ["0"] * (x.type.rank - axis - 1))
+            frame.bind_view(o, Ref(src.base, plus(src.offset, offset), o.type.shape,
+                                   tuple(em.dims_of(o.type)), o.type.dtype,
+                                   strided=tuple(strides)), frame.root(x))
+            start += o.type.shape[axis]
+        return
     for o in node.outputs:
         out = frame.output(o)
 

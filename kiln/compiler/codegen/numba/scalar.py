@@ -47,7 +47,20 @@ def _binary(template: str) -> ScalarFn:
     return lambda node, a: _cast(node, template.format(x=a[0], y=a[1]))
 
 
+def _float32_or(fast: str, template: str) -> ScalarFn:
+    """float32: the kernel library's vectorizable version (a libm call per element keeps
+    a loop scalar); other dtypes: NumPy's."""
+    def emit(node: Node, a: Sequence[str]) -> str:
+        if _dtype(node) == "float32":
+            return fast.format(x=a[0])
+        return _cast(node, template.format(x=a[0]))
+
+    return emit
+
+
 def _sigmoid(node: Node, a: Sequence[str]) -> str:
+    if _dtype(node) == "float32":
+        return f"K.sigmoid32({a[0]})"
     # As the reference: exp of a non-positive number only, stable in both tails.
     x, one = a[0], _c(node, 1)
     e = f"np.exp(-abs({x}))"
@@ -124,13 +137,13 @@ def _cast_op(node: Node, a: Sequence[str]) -> str:
 SCALAR: dict[str, ScalarFn] = {
     "neg": _unary("-{x}"),
     "abs": _unary("abs({x})"),
-    "exp": _unary("np.exp({x})"),
+    "exp": _float32_or("K.exp32({x})", "np.exp({x})"),
     "log": _unary("np.log({x})"),
     "log1p": _unary("np.log1p({x})"),
     "sqrt": _unary("np.sqrt({x})"),
     "rsqrt": lambda node, a: _cast(node, f"{_c(node, 1)} / np.sqrt({a[0]})"),
     "square": _unary("{x} * {x}"),
-    "tanh": _unary("np.tanh({x})"),
+    "tanh": _float32_or("K.tanh32({x})", "np.tanh({x})"),
     "sigmoid": _sigmoid,
     "relu": _relu,
     "elu": _elu,

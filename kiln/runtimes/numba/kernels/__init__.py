@@ -44,6 +44,9 @@ The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel 
     k_scatter_add(updates[A,M,I], indices[M], out[A,S,I])  reshaping; IndexError outside [0,S)
     k_one_hot(indices[A,I], out[A,D,I])                   any out dtype; outside [0,D) -> 0
 
+    exp32(x), sigmoid32(x), tanh32(x)          float32 scalars, inlined into generated loops
+                                               (vectorizable; libm's calls keep loops scalar)
+
     k_uniform(key, out, low, high, stream)     key: int64 array of one element; out: any rank,
     k_normal(key, out, mean, stddev, stream)   float32 or float64 (bernoulli: bool), filled
     k_bernoulli(key, out, p, stream)           in row-major order; kiln.ir.ops.random's bits
@@ -75,6 +78,7 @@ from kiln.runtimes.numba.kernels.conv import (
     k_conv2d_grad_input_im2col,
     k_conv2d_im2col,
 )
+from kiln.runtimes.numba.kernels.fastmath32 import exp32, sigmoid32, tanh32
 from kiln.runtimes.numba.kernels.indexing import k_gather, k_one_hot, k_scatter_add
 from kiln.runtimes.numba.kernels.linalg import (
     k_matmul_2d,
@@ -106,6 +110,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER ==
 _launch_threads()
 
 __all__ = [
+    "exp32",
     "k_avg_pool2d",
     "k_avg_pool2d_grad",
     "k_bernoulli",
@@ -131,4 +136,6 @@ __all__ = [
     "k_scatter_add",
     "k_softmax_lastaxis",
     "k_uniform",
+    "sigmoid32",
+    "tanh32",
 ]
