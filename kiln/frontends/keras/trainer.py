@@ -78,6 +78,21 @@ def _per_output(value: Any, names: list[str], argument: str) -> list[Any]:
     return [value] * len(names)
 
 
+def _to_host(exe: Any) -> None:
+    """Bring the state arrays up to date with a device-resident executable's (numba-cuda);
+    host backends update them in place and have nothing to do."""
+    sync = getattr(exe, "sync_state", None)
+    if sync is not None:
+        sync()
+
+
+def _to_device(exe: Any) -> None:
+    """Send state arrays changed on the host (set_weights, a callback) to the device."""
+    load = getattr(exe, "load_state", None)
+    if load is not None:
+        load()
+
+
 def _check_verbose(verbose: Any) -> int:
     if verbose == "auto":
         return 1
@@ -85,6 +100,13 @@ def _check_verbose(verbose: Any) -> int:
         raise KilnValueError(f"Expected verbose to be 'auto', 0, 1 or 2. "
                              f"Received: verbose={verbose!r}")
     return int(verbose)
+
+
+def _watches_batches(cbs: CallbackList) -> bool:
+    """Whether a callback may act on each batch. Only History is known not to (a user's
+    callback may answer any hook, even through __getattr__), and with History alone (fit
+    with verbose=0 and no callbacks) the loop need not call the batch hooks."""
+    return any(type(cb) is not History for cb in cbs.callbacks)
 
 
 class Trainer:
@@ -341,6 +363,7 @@ class Trainer:
         arrays = self._state_arrays()
         stale = any(arrays.get(name) is not array for name, array in self._bound)
         if not built and self._executable is not None and not stale:
+            _to_device(self._executable)
             return self._executable
         if train_initial is not None:
             self.optimizer.bind_state(train_initial)
@@ -413,26 +436,36 @@ class Trainer:
         steps = train.steps(batch_size)
         cbs = CallbackList(callbacks, self, add_history=True, add_progbar=verbose != 0,
                            verbose=verbose, epochs=epochs, steps=steps)
+        hooks = _watches_batches(cbs)
         self.stop_training = False
         cbs.on_train_begin()
         logs: dict[str, float] | None = None
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             mean = _Mean()
-            for step, (feed, size) in enumerate(train.batches(batch_size, shuffle, rng())):
-                cbs.on_train_batch_begin(step)
-                mean.add(exe.run("train_step", feed), size)
-                cbs.on_train_batch_end(step, mean.result())
-                if self.stop_training:
-                    break
+            batches = train.batches(batch_size, shuffle, rng())
+            if hooks:
+                for step, (feed, size) in enumerate(batches):
+                    cbs.on_train_batch_begin(step)
+                    mean.add(exe.run("train_step", feed), size)
+                    cbs.on_train_batch_end(step, mean.result())
+                    if self.stop_training:
+                        break
+            else:  # no callback watches batches: the loop is the step alone
+                run, add = exe.run, mean.add
+                for feed, size in batches:
+                    add(run("train_step", feed), size)
             epoch_logs = mean.result()
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._test_loop(exe, val, validation_batch_size, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+            _to_host(exe)  # callbacks may read or set weights
             cbs.on_epoch_end(epoch, epoch_logs)
+            _to_device(exe)
             logs = epoch_logs
             if self.stop_training:
                 break
+        _to_host(exe)
         cbs.on_train_end(logs)
         self.history = cbs.history
         return self.history
@@ -504,7 +537,9 @@ class Trainer:
         """One optimizer step on exactly this batch; returns its loss and metrics."""
         self._require_compiled("train_on_batch")
         data = self._dataset(x, y, sample_weight, class_weight)
-        out = self._runtime({"train_step": data}).run("train_step", data.feed)
+        exe = self._runtime({"train_step": data})
+        out = exe.run("train_step", data.feed)
+        _to_host(exe)
         logs = {k: float(out[k]) for k in sorted(out)}
         return logs if return_dict else self._ordered(logs)
 
