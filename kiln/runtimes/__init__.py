@@ -19,7 +19,7 @@ from kiln.ir import Graph, KilnValueError
 
 BACKENDS = ("reference", "numba", "numba-cuda", "onnxruntime")
 # Backends whose runtime exists in this build; the others are refused with a clear error.
-AVAILABLE = ("reference", "numba", "onnxruntime")
+AVAILABLE = ("reference", "numba", "numba-cuda", "onnxruntime")
 
 _default: dict[str, str | None] = {"backend": None}
 
@@ -64,6 +64,10 @@ def create_executable(backend: str | None, graphs: Mapping[str, Graph],
         from kiln.runtimes.numba import NumbaExecutable
 
         return NumbaExecutable(graphs, state, options)
+    if backend == "numba-cuda":
+        from kiln.runtimes.numba_cuda import NumbaCudaExecutable
+
+        return NumbaCudaExecutable(graphs, state, options)
     if backend == "onnxruntime":
         from kiln.runtimes.onnxruntime import OnnxRuntimeExecutable
 

@@ -25,6 +25,13 @@ def _numba() -> set[str]:
     return set(LOWERINGS)
 
 
+def _numba_cuda() -> set[str]:
+    # Launchers of ops (the "fused:gemm" entry is the fused gemm kind, not an op).
+    from kiln.runtimes.numba_cuda.ops import LAUNCHERS
+
+    return {name for name in LAUNCHERS if name in OPS}
+
+
 def _onnxruntime() -> set[str]:
     from kiln.compiler.codegen.onnx import LOWERINGS
 
@@ -35,6 +42,7 @@ def _onnxruntime() -> set[str]:
 TABLES: dict[str, Callable[[], set[str]]] = {
     "reference": _reference,
     "numba": _numba,
+    "numba-cuda": _numba_cuda,
     "onnxruntime": _onnxruntime,
 }
 

@@ -1,0 +1,153 @@
+"""Elementwise ops as scalar expressions for CUDA kernels: one element of a node's output from
+one element of each operand.
+
+The math functions are the names the generated module imports (`exp`, `log`, ...): Python's
+`math` functions, which Numba's CUDA target lowers to libdevice in the operand's precision,
+or NumPy's when the CUDA simulator runs the kernel as Python (where `math.log(0.0)` raises
+instead of giving -inf). Numbers are typed literals (np.float32(0.5)): an untyped Python
+float would widen a float32 kernel to float64. int32 results are cast back, since Numba
+widens int32 arithmetic to int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from kiln.compiler.codegen.numba.source import NP_TYPE, typed
+from kiln.ir.graph import Node
+from kiln.ir.ops.elementwise import SELU_ALPHA, SELU_SCALE
+from kiln.ir.types import canonical_dtype
+
+ScalarFn = Callable[[Node, Sequence[str]], str]
+
+# The functions a kernel module imports, from `math` on a GPU and from NumPy in the simulator.
+MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "tanh", "pow")
+
+
+def _dtype(node: Node) -> str:
+    return node.outputs[0].type.dtype
+
+
+def _cast(node: Node, expr: str) -> str:
+    if _dtype(node) == "int32":
+        return f"np.int32({expr})"
+    return f"({expr})"
+
+
+def _c(node: Node, value: float) -> str:
+    return typed(value, _dtype(node))
+
+
+def _unary(template: str) -> ScalarFn:
+    return lambda node, a: _cast(node, template.format(x=a[0]))
+
+
+def _binary(template: str) -> ScalarFn:
+    return lambda node, a: _cast(node, template.format(x=a[0], y=a[1]))
+
+
+def _sigmoid(node: Node, a: Sequence[str]) -> str:
+    # As the reference: exp of a non-positive number only, stable in both tails.
+    x, one = a[0], _c(node, 1)
+    e = f"exp(-abs({x}))"
+    return f"({one} / ({one} + {e}) if {x} >= {_c(node, 0)} else {e} / ({one} + {e}))"
+
+
+def _relu(node: Node, a: Sequence[str]) -> str:
+    zero = _c(node, 0)
+    return f"({a[0]} if not {a[0]} < {zero} else {zero})"  # NaN stays NaN, as np.maximum
+
+
+def _elu(node: Node, a: Sequence[str]) -> str:
+    alpha = _c(node, node.attr["alpha"])
+    return f"({a[0]} if {a[0]} > {_c(node, 0)} else {alpha} * expm1({a[0]}))"
+
+
+def _selu(node: Node, a: Sequence[str]) -> str:
+    scale, alpha = _c(node, SELU_SCALE), _c(node, SELU_ALPHA)
+    return f"({scale} * ({a[0]} if {a[0]} > {_c(node, 0)} else {alpha} * expm1({a[0]})))"
+
+
+def _softplus(node: Node, a: Sequence[str]) -> str:
+    # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), as np.logaddexp(0, x) computes it.
+    x, zero = a[0], _c(node, 0)
+    return f"(({x} if {x} > {zero} else {zero}) + log1p(exp(-abs({x}))))"
+
+
+def _sign(node: Node, a: Sequence[str]) -> str:
+    x = a[0]
+    one, zero = _c(node, 1), _c(node, 0)
+    nan = f"{x} if {x} != {x} else " if node.outputs[0].type.is_float else ""
+    return f"({one} if {x} > {zero} else (-{one} if {x} < {zero} else ({nan}{zero})))"
+
+
+def _bound(value: float, dtype: str) -> str | None:
+    """A clip bound in x's dtype (saturated to an int dtype's range); None when infinite
+    for a float, which bounds nothing."""
+    if dtype in ("int32", "int64"):
+        info = np.iinfo(dtype)
+        return typed(int(min(max(value, info.min), info.max)), dtype)
+    if np.isinf(value):
+        return None
+    return typed(value, dtype)
+
+
+def _clip(node: Node, a: Sequence[str]) -> str:
+    x, dtype = a[0], _dtype(node)
+    low, high = _bound(node.attr["min"], dtype), _bound(node.attr["max"], dtype)
+    expr = x  # np.clip is minimum(maximum(x, min), max): the upper bound wins if min > max
+    if low is not None:
+        expr = f"({low} if {expr} < {low} else {expr})"
+    if high is not None:
+        expr = f"({high} if {expr} > {high} else {expr})"
+    return expr
+
+
+def _select(op: str) -> ScalarFn:
+    # np.maximum / np.minimum: NaN in either operand gives NaN.
+    return lambda node, a: f"({a[0]} if {a[0]} {op} {a[1]} or {a[0]} != {a[0]} else {a[1]})"
+
+
+def _cast_op(node: Node, a: Sequence[str]) -> str:
+    target = canonical_dtype(node.attr["dtype"])
+    if target == "bool":
+        return f"({a[0]} != 0)"
+    return f"{NP_TYPE[target]}({a[0]})"
+
+
+SCALAR: dict[str, ScalarFn] = {
+    "neg": _unary("-{x}"),
+    "abs": _unary("abs({x})"),
+    "exp": _unary("exp({x})"),
+    "log": _unary("log({x})"),
+    "log1p": _unary("log1p({x})"),
+    "sqrt": _unary("sqrt({x})"),
+    "rsqrt": lambda node, a: f"({_c(node, 1)} / sqrt({a[0]}))",
+    "square": _unary("{x} * {x}"),
+    "tanh": _unary("tanh({x})"),
+    "sigmoid": _sigmoid,
+    "relu": _relu,
+    "elu": _elu,
+    "selu": _selu,
+    "softplus": _softplus,
+    "sign": _sign,
+    "reciprocal": lambda node, a: f"({_c(node, 1)} / {a[0]})",
+    "clip": _clip,
+    "add": _binary("{x} + {y}"),
+    "sub": _binary("{x} - {y}"),
+    "mul": _binary("{x} * {y}"),
+    "div": _binary("{x} / {y}"),
+    "pow": _binary("pow({x}, {y})"),
+    "maximum": _select(">="),
+    "minimum": _select("<="),
+    "equal": lambda node, a: f"({a[0]} == {a[1]})",
+    "less": lambda node, a: f"({a[0]} < {a[1]})",
+    "greater": lambda node, a: f"({a[0]} > {a[1]})",
+    "logical_and": lambda node, a: f"({a[0]} and {a[1]})",
+    "logical_or": lambda node, a: f"({a[0]} or {a[1]})",
+    "logical_not": lambda node, a: f"(not {a[0]})",
+    "where": lambda node, a: f"({a[1]} if {a[0]} else {a[2]})",
+    "cast": _cast_op,
+}

@@ -1,0 +1,106 @@
+"""Launchers of `fused` and `scan`. A fused elementwise or reduction region runs its generated
+kernel (kiln.compiler.codegen.cuda); a fused gemm goes to the GEMM launcher ("fused:gemm",
+ops/linalg.py). A scan is a host loop over the steps launching the body's nodes, with the
+carries kept on the device in the result arrays and each step's ys copied into place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba import cuda
+
+from kiln.compiler.codegen.cuda import fused_kernel
+from kiln.compiler.codegen.numba.source import ir_line
+from kiln.ir.errors import KilnValueError
+from kiln.ir.graph import Node
+from kiln.ir.types import numpy_dtype
+from kiln.runtimes.numba_cuda.context import Launcher, RunContext
+from kiln.runtimes.numba_cuda.interpreter import bind_shapes, launchers, run_nodes
+from kiln.runtimes.numba_cuda.launch import MAX_THREADS, copy, launch_generated, row
+
+
+def _memo(ctx: RunContext, key: tuple, node: Node, make: Any) -> Any:
+    """ctx.memo[key] for this very node (an id can be reused once a node is freed)."""
+    held = ctx.memo.get(key)
+    if held is None or held[0] is not node:
+        held = ctx.memo[key] = (node, make())
+    return held[1]
+
+
+def launch_fused(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
+    kind = node.attr["kind"]
+    if kind == "gemm":
+        gemm = launchers().get("fused:gemm")
+        if gemm is None:
+            raise KilnValueError(f"backend 'numba-cuda' has no launcher for fused gemm "
+                                 f"kernels; expected one for {ir_line(node)}")
+        gemm(ctx, node, inputs, outputs)
+        return
+    assert node.body is not None
+    body = node.body
+    kernel = _memo(ctx, ("fused", id(node)), node, lambda: fused_kernel(
+        body, kind, f"generated CUDA kernel of fused {kind} %{node.outputs[0].name}",
+        MAX_THREADS))
+    launch_generated(ctx, node, kernel, inputs, outputs)
+
+
+def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
+    body = node.body
+    assert body is not None
+    num_carry, num_seq = node.attr["num_carry"], node.attr["num_seq"]
+    carries, seqs = inputs[:num_carry], inputs[num_carry:num_carry + num_seq]
+    consts = inputs[num_carry + num_seq:]
+    length = seqs[0].shape[0]
+    shapes = [tuple(a.shape) for a in carries] + [tuple(s.shape[1:]) for s in seqs] + \
+        [tuple(a.shape) for a in consts]
+    dims = bind_shapes(body.inputs, shapes)
+    step_ctx = RunContext(ctx.stream, dims, memo=ctx.memo, pool=ctx.pool,
+                          error_flag=ctx.error_flag, error_sites=ctx.error_sites)
+    buffers = _memo(ctx, ("scan", id(node), tuple(sorted(dims.items()))), node,
+                    lambda: _body_buffers(node, dims))
+    final, ys = outputs[:num_carry], outputs[num_carry:]
+    for out, init in zip(final, carries, strict=True):
+        copy(ctx, out, init)
+    names = [v.name for v in body.inputs]
+    carry_names, seq_names = names[:num_carry], names[num_carry:num_carry + num_seq]
+    const_names = names[num_carry + num_seq:]
+    results = body.output_values
+    steps = range(length - 1, -1, -1) if node.attr["reverse"] else range(length)
+    for t in steps:
+        env: dict[str, Any] = dict(zip(carry_names, final, strict=True))
+        env.update(zip(seq_names, (row(s, t) for s in seqs), strict=True))
+        env.update(zip(const_names, consts, strict=True))
+        run_nodes(step_ctx, body, env, lambda v: buffers[v.name])
+        for y, value in zip(ys, results[num_carry:], strict=True):
+            copy(ctx, row(y, t), env[value.name])
+        # A new carry that is a body input (a carry passed through or swapped) is read from a
+        # snapshot, since the carries are overwritten in place below.
+        sources = []
+        for j, value in enumerate(results[:num_carry]):
+            if value.name in names:
+                snap = buffers[("snapshot", j)]
+                copy(ctx, snap, env[value.name])
+                sources.append(snap)
+            else:
+                sources.append(env[value.name])
+        for out, source in zip(final, sources, strict=True):
+            copy(ctx, out, source)
+
+
+def _body_buffers(node: Node, dims: dict[str, int]) -> dict[str, Any]:
+    """One device array per value a step computes, and a snapshot per carry, reused by every
+    step and every call with these sizes."""
+    body = node.body
+    assert body is not None
+    buffers = {}
+    for n in body.nodes:
+        for v in n.outputs:
+            buffers[v.name] = cuda.device_array(v.type.resolve(dims), numpy_dtype(v.type.dtype))
+    for j, v in enumerate(body.output_values[:node.attr["num_carry"]]):
+        buffers[("snapshot", j)] = cuda.device_array(v.type.resolve(dims),
+                                                     numpy_dtype(v.type.dtype))
+    return buffers
+
+
+LAUNCHERS: dict[str, Launcher] = {"fused": launch_fused, "scan": launch_scan}

@@ -1,0 +1,112 @@
+"""Every CUDA kernel the numba-cuda backend runs compiles for a real GPU: the kernels kiln
+generates for the test models' train steps, the movement kernels, and every hand-written one
+(tests/runtimes/numba_cuda/kernels.py enumerates them all, with the signatures they are
+launched with). cuda.compile_ptx for compute capability 9.0 needs no GPU or driver, only
+numba-cuda with the CUDA toolkit wheels, and catches the typing errors the simulator lets
+through (a float64 constant in a float32 kernel, an unsupported function). Read off the PTX
+too: float32 kernels do no float64 arithmetic, and the uniform draws use no fused
+multiply-add (their spec rounds the product and the sum separately).
+
+compile_ptx needs numba.cuda in real mode: a process running the simulator skips this file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kiln.compiler.pass_manager import compile_graph
+from kiln.ir.training import RMSprop
+from tests.models import convnet, lstm, mlp
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    pytest.skip("compile_ptx needs the real CUDA target, not the simulator",
+                allow_module_level=True)
+cuda = pytest.importorskip("numba.cuda")
+pytest.importorskip("cuda.bindings", reason="compile_ptx needs numba-cuda's CUDA bindings")
+
+from tests.runtimes.numba_cuda.kernels import (  # noqa: E402 - after the skips
+    KernelCase,
+    generated_kernels,
+    library_kernels,
+    library_modules,
+    movement_kernels,
+)
+
+CC = (9, 0)
+MODELS = {"mlp": mlp, "convnet": convnet, "lstm": lstm}
+# float32 kernels that must not do float64 arithmetic (the others accumulate in float64 on
+# purpose: col2im, pooling gradients, softmax's max and sum, the normal draw)
+NO_F64 = ("gemm.gemm[float32]", "gemm.epilogue[float32]")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compute_capability() -> Iterator[None]:
+    """Without a GPU, the device functions a kernel calls are compiled for the current
+    device's compute capability, which numba asks the driver for: they are told 9.0 too
+    (the kernel's own target)."""
+    from numba.cuda import dispatcher
+
+    class _Device:
+        compute_capability = CC
+
+    saved = dispatcher.get_current_device
+    if not cuda.is_available():
+        dispatcher.get_current_device = lambda: _Device
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = saved
+
+
+def _compile(case: KernelCase) -> str:
+    try:
+        ptx, _ = cuda.compile_ptx(case.function, case.signature, cc=CC)
+    except Exception as err:
+        raise AssertionError(f"{case.name} ({case.signature}) does not compile: {err}") from err
+    assert ".target sm_90" in ptx and ".entry" in ptx, case.name
+    return ptx
+
+
+SEEN: set[str] = set()  # kernel sources compiled already (the models share many kernels)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_generated_kernel_of_a_train_step_compiles_to_ptx(name: str) -> None:
+    model = MODELS[name]()
+    graph, _ = compile_graph(model.train_step(RMSprop(0.01)).graph)
+    before = len(SEEN)
+    cases = list(generated_kernels(graph, SEEN))
+    assert len(SEEN) - before == len(cases) and len(list(generated_kernels(graph))) >= 5
+    for case in cases:
+        ptx = _compile(case)
+        if "float32" in case.signature and "float64" not in case.signature:
+            assert ".f64" not in ptx, f"{case.name}: float64 arithmetic in a float32 kernel"
+
+
+def test_movement_kernels_compile_to_ptx() -> None:
+    for case in movement_kernels():
+        _compile(case)
+
+
+def test_every_hand_written_kernel_compiles_to_ptx() -> None:
+    cases = library_kernels()
+    names = [case.name for case in cases]
+    assert len(set(names)) == len(names), "a kernel case is listed twice"
+    for module in library_modules():  # every module of the library lists its kernels
+        assert any(n.startswith(f"{module}.") for n in names), module
+    for case in cases:
+        ptx = _compile(case)
+        if case.name in NO_F64:
+            assert ".f64" not in ptx, f"{case.name}: float64 arithmetic in a float32 kernel"
+        if case.name.startswith("random.uniform"):
+            assert "fma." not in ptx, f"{case.name}: a fused multiply-add breaks the spec"
+
+
+def test_the_library_modules_are_the_kernel_files() -> None:
+    folder = Path(__file__).resolve().parents[3] / "kiln" / "runtimes" / "numba_cuda" / "kernels"
+    files = {p.stem for p in folder.glob("*.py")} - {"__init__", "arrays"}
+    assert set(library_modules()) == files
