@@ -51,7 +51,7 @@ def set_backend(name: str) -> None:
 def get_backend() -> str:
     if _default["backend"] is not None:
         return _default["backend"]
-    return check_backend(os.environ.get("KILN_BACKEND", "reference"))
+    return check_backend(os.environ.get("KILN_BACKEND", "numba"))
 
 
 def create_executable(backend: str | None, graphs: Mapping[str, Graph],
