@@ -1,0 +1,105 @@
+"""JAX's side: the same three models as pure functions over kiln's weights (Keras layout:
+NHWC convolutions, HWIO kernels, gates i, f, c, o), the training step and predict under
+jax.jit, RMSprop written out as Keras 3 defines it (epsilon inside the root).
+
+The step donates the parameters and the optimizer state so XLA may update them in place,
+as kiln does; the LSTM runs its 100 steps with lax.scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from benchmarks.models import EPSILON, LEARNING_RATE, RHO
+
+Params = list  # the weights in Keras's get_weights() order
+
+
+def _pool(x: jax.Array) -> jax.Array:
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _conv(x: jax.Array, k: jax.Array, b: jax.Array) -> jax.Array:
+    y = lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu(y + b)
+
+
+def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
+    if name == "mlp":
+        return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
+    if name == "convnet":
+        h = _pool(_conv(x, p[0], p[1]))
+        h = _pool(_conv(h, p[2], p[3]))
+        return h.reshape(h.shape[0], -1) @ p[4] + p[5]
+    emb, kernel, recurrent, bias, w, b = p
+    xs = jnp.swapaxes(emb[x] @ kernel + bias, 0, 1)  # time-major input projections
+
+    def cell(carry: tuple[jax.Array, jax.Array], xw: jax.Array):  # noqa: ANN202
+        h, c = carry
+        i, f, g, o = jnp.split(xw + h @ recurrent, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return (jax.nn.sigmoid(o) * jnp.tanh(c), c), None
+
+    zeros = jnp.zeros((x.shape[0], recurrent.shape[0]), jnp.float32)
+    (h, _), _ = lax.scan(cell, (zeros, zeros), xs)
+    return h @ w + b
+
+
+def loss(name: str, p: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    z = logits(name, p, x)
+    if name == "lstm":
+        return -jnp.mean(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
+    return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(z), axis=-1))
+
+
+def probabilities(name: str, p: Params, x: jax.Array) -> jax.Array:
+    z = logits(name, p, x)
+    return jax.nn.sigmoid(z) if name == "lstm" else jax.nn.softmax(z, axis=-1)
+
+
+class JaxPeer:
+    """One model's jitted train step and predict; params and RMSprop state kept here."""
+
+    def __init__(self, name: str, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
+        self.name = name
+        self.params = [jnp.asarray(w) for w in weights]
+        self.velocity = [jnp.zeros_like(w) for w in self.params]
+        self.x, self.y = jax.device_put(x), jax.device_put(y)
+
+        def step(params: Params, velocity: Params, x: jax.Array, y: jax.Array):  # noqa: ANN202
+            value, grads = jax.value_and_grad(lambda q: loss(name, q, x, y))(params)
+            velocity = [RHO * v + (1 - RHO) * g * g for v, g in zip(velocity, grads)]
+            params = [w - LEARNING_RATE * g / jnp.sqrt(v + EPSILON)
+                      for w, g, v in zip(params, grads, velocity)]
+            return params, velocity, value
+
+        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._predict = jax.jit(lambda p, x: probabilities(name, p, x))
+
+    def step(self) -> jax.Array:
+        self.params, self.velocity, value = self._step(self.params, self.velocity, self.x,
+                                                       self.y)
+        return value.block_until_ready()
+
+    def train(self) -> Callable[[], object]:
+        return self.step
+
+    def loss(self) -> float:
+        return float(self.step())
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._predict(self.params, x))
+
+    def predict_jit(self, x: np.ndarray) -> Callable[[], object]:
+        fn = self._predict
+
+        def call() -> jax.Array:  # reads self.params each call: they move after a step
+            return fn(self.params, x).block_until_ready()
+
+        return call

@@ -1,0 +1,110 @@
+"""The three benchmark models: their shapes, initial weights and data, in Keras's layout.
+
+Weights are drawn once from a seed (Glorot-uniform kernels, small random biases so that a
+wrong bias mapping shows in the correctness check) and every framework gets a copy,
+converted to its own layout by its module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODELS = ("mlp", "convnet", "lstm")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    batch: int  # the training batch size
+    x_shape: tuple[int, ...]  # one sample
+    x_dtype: str
+    outputs: int  # classes (softmax) or 1 (sigmoid)
+    loss: str  # the Keras loss name
+
+
+SPECS = {
+    "mlp": Spec("mlp", 128, (784,), "float32", 10, "categorical_crossentropy"),
+    "convnet": Spec("convnet", 64, (28, 28, 1), "float32", 10, "categorical_crossentropy"),
+    "lstm": Spec("lstm", 128, (100,), "int32", 1, "binary_crossentropy"),
+}
+VOCAB, EMBED, UNITS = 10000, 32, 32  # the LSTM's embedding and cell sizes
+LEARNING_RATE, RHO, EPSILON = 0.001, 0.9, 1e-7  # Keras's RMSprop defaults
+
+
+def _glorot(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
+            fan_out: int) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+
+def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.uniform(-0.05, 0.05, n).astype(np.float32)
+
+
+def weights(name: str, seed: int = 0) -> list[np.ndarray]:
+    """The model's weights in Keras 3's get_weights() order and layout."""
+    rng = np.random.default_rng(seed)
+    if name == "mlp":
+        return [_glorot(rng, (784, 512), 784, 512), _bias(rng, 512),
+                _glorot(rng, (512, 10), 512, 10), _bias(rng, 10)]
+    if name == "convnet":  # kernels HWIO, the dense kernel over the NHWC flatten (5*5*64)
+        return [_glorot(rng, (3, 3, 1, 32), 9, 9 * 32), _bias(rng, 32),
+                _glorot(rng, (3, 3, 32, 64), 9 * 32, 9 * 64), _bias(rng, 64),
+                _glorot(rng, (1600, 10), 1600, 10), _bias(rng, 10)]
+    if name == "lstm":  # gates in Keras's order i, f, c, o
+        # Embeddings drawn wider than Keras's +-0.05 so that the LSTM's output moves with
+        # its weights and the correctness check can see a wrong gate or bias mapping.
+        return [rng.uniform(-1.0, 1.0, (VOCAB, EMBED)).astype(np.float32),
+                _glorot(rng, (EMBED, 4 * UNITS), EMBED, 4 * UNITS),
+                _glorot(rng, (UNITS, 4 * UNITS), UNITS, 4 * UNITS), _bias(rng, 4 * UNITS),
+                _glorot(rng, (UNITS, 1), UNITS, 1), _bias(rng, 1)]
+    raise ValueError(f"expected a model name in {MODELS}. Received: name={name!r}")
+
+
+def data(name: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """n samples shaped like the model's data (MNIST-like pixels in [0, 1), one-hot labels;
+    word indices below 10,000 and 0/1 labels for the LSTM)."""
+    spec = SPECS[name]
+    rng = np.random.default_rng(seed)
+    if name == "lstm":
+        x = rng.integers(0, VOCAB, (n, *spec.x_shape)).astype(np.int32)
+        y = rng.integers(0, 2, (n, 1)).astype(np.float32)
+        return x, y
+    x = rng.random((n, *spec.x_shape), dtype=np.float32)
+    y = np.eye(spec.outputs, dtype=np.float32)[rng.integers(0, spec.outputs, n)]
+    return x, y
+
+
+def blas_floor(name: str, batch: int, repeats: int = 50) -> dict[str, float] | None:
+    """Speed of light of the MLP step: its five matrix products alone (forward 2, backward 3;
+    the input's gradient is not needed) with numpy's BLAS into preallocated outputs."""
+    if name != "mlp":
+        return None
+    import time
+
+    rng = np.random.default_rng(2)
+    x = rng.random((batch, 784), dtype=np.float32)
+    w1, w2 = weights("mlp")[0], weights("mlp")[2]
+    h, logits = np.empty((batch, 512), np.float32), np.empty((batch, 10), np.float32)
+    dw2, dh, dw1 = (np.empty((512, 10), np.float32), np.empty((batch, 512), np.float32),
+                    np.empty((784, 512), np.float32))
+
+    def products() -> None:
+        np.dot(x, w1, out=h)
+        np.dot(h, w2, out=logits)
+        np.dot(h.T, logits, out=dw2)
+        np.dot(logits, w2.T, out=dh)
+        np.dot(x.T, dh, out=dw1)
+
+    for _ in range(5):
+        products()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        products()
+        times.append(time.perf_counter() - start)
+    flops = 2 * batch * (2 * 784 * 512 + 3 * 512 * 10)
+    return {"median": float(np.median(times)), "min": float(np.min(times)),
+            "gflops_at_min": flops / float(np.min(times)) / 1e9}

@@ -1,0 +1,238 @@
+"""PyTorch's side: the same three models as torch modules with kiln's initial weights copied
+in, trained eagerly and through torch.compile, and exported to ONNX for onnxruntime.
+
+Written the way a PyTorch user writes them: logits out of the module, the fused
+cross-entropy-with-logits losses, torch.optim.RMSprop with Keras's rho and epsilon. The
+convnet runs in torch's native NCHW layout (the input transposed once, before timing).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.models import EMBED, EPSILON, LEARNING_RATE, RHO, UNITS, VOCAB
+from benchmarks.threads import THREADS
+
+torch.set_num_threads(THREADS)
+try:
+    torch.set_num_interop_threads(1)
+except RuntimeError:  # already set in this process (the pool exists once work has run)
+    pass
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(784, 512), nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3)
+        self.fc = nn.Linear(1600, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+class LSTMNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, EMBED)
+        self.lstm = nn.LSTM(EMBED, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(self.embedding(x))
+        return self.fc(h[-1])
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def build(name: str, weights: list[np.ndarray]) -> nn.Module:
+    """The torch module of `name` holding kiln's (Keras-layout) weights."""
+    with torch.no_grad():
+        if name == "mlp":
+            m: nn.Module = MLP()
+            w1, b1, w2, b2 = weights
+            pairs = [(m.fc1.weight, w1.T), (m.fc1.bias, b1), (m.fc2.weight, w2.T),
+                     (m.fc2.bias, b2)]
+        elif name == "convnet":
+            m = ConvNet()
+            k1, b1, k2, b2, w, b = weights
+            # Keras flattens (h, w, c); torch flattens (c, h, w): reorder the dense rows.
+            w_t = w.reshape(5, 5, 64, 10).transpose(2, 0, 1, 3).reshape(1600, 10).T
+            pairs = [(m.conv1.weight, k1.transpose(3, 2, 0, 1)), (m.conv1.bias, b1),
+                     (m.conv2.weight, k2.transpose(3, 2, 0, 1)), (m.conv2.bias, b2),
+                     (m.fc.weight, w_t), (m.fc.bias, b)]
+        else:
+            m = LSTMNet()
+            emb, kernel, recurrent, bias, w, b = weights
+            # Keras's gate order i, f, c, o is torch's i, f, g, o; torch has two biases.
+            pairs = [(m.embedding.weight, emb), (m.lstm.weight_ih_l0, kernel.T),
+                     (m.lstm.weight_hh_l0, recurrent.T), (m.lstm.bias_ih_l0, bias),
+                     (m.lstm.bias_hh_l0, np.zeros_like(bias)), (m.fc.weight, w.T),
+                     (m.fc.bias, b)]
+        for param, value in pairs:
+            param.copy_(_t(value))
+    return m
+
+
+def inputs(name: str, x: np.ndarray) -> torch.Tensor:
+    """x in torch's layout: NCHW for the convnet, int64 indices for the LSTM."""
+    if name == "convnet":
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    if name == "lstm":
+        return torch.from_numpy(x.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name == "lstm":
+        return F.binary_cross_entropy_with_logits
+    return F.cross_entropy  # one-hot targets are class probabilities to it
+
+
+def probabilities(name: str, logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if name == "lstm" else torch.softmax(logits, -1)
+
+
+class TorchPeer:
+    """One torch model trained by one optimizer on one fixed batch."""
+
+    def __init__(self, name: str, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
+        self.name = name
+        self.model = build(name, weights)
+        self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=LEARNING_RATE,
+                                             alpha=RHO, eps=EPSILON)
+        self.x, self.y = inputs(name, x), torch.from_numpy(y)
+        criterion = loss_fn(name)
+        model, optimizer, xt, yt = self.model, self.optimizer, self.x, self.y
+
+        def step() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(xt), yt)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        self.step = step
+
+    def train_eager(self) -> Callable[[], object]:
+        return self.step
+
+    def train_compiled(self) -> Callable[[], object]:
+        """The whole step (forward, loss, backward, optimizer) under one torch.compile; it
+        splits at backward() into the forward/backward graph and the optimizer's graph."""
+        return torch.compile(self.step)
+
+    def loss(self) -> float:
+        return float(self.step())
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return probabilities(self.name, self.model(inputs(self.name, x))).numpy()
+
+    def predict_eager(self, x: np.ndarray) -> Callable[[], object]:
+        model, name = self.model.eval(), self.name
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode():
+                return probabilities(name, model(inputs(name, x)))
+
+        return call
+
+    def predict_compiled(self, x: np.ndarray) -> Callable[[], object]:
+        """A compiled predict for this batch size alone (dynamic=False: one graph per size)."""
+        model, name = self.model.eval(), self.name
+        compiled = torch.compile(lambda t: probabilities(name, model(t)), dynamic=False)
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode():
+                return compiled(inputs(name, x))
+
+        return call
+
+    def onnx_session(self) -> tuple[object, str]:
+        """An onnxruntime session on torch.onnx.export of the predict function (batch dim
+        dynamic), with the session options kiln's onnxruntime backend uses; and which
+        exporter made it."""
+        import onnxruntime as ort
+
+        from benchmarks.threads import THREADS
+
+        name = self.name
+        model = self.model.eval()
+
+        class Predict(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return probabilities(name, self.inner(x))
+
+        wrapper = Predict().eval()
+        example = inputs(name, np.zeros((2, *self._sample_shape()), self._dtype()))
+        data, exporter = _export(wrapper, example)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return session, exporter
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        return {"mlp": (784,), "convnet": (28, 28, 1), "lstm": (100,)}[self.name]
+
+    def _dtype(self) -> type:
+        return np.int32 if self.name == "lstm" else np.float32
+
+
+def onnx_call(session: object, name: str, x: np.ndarray) -> Callable[[], object]:
+    """One session.run on x already in torch's layout (what a user of the export feeds)."""
+    xt = inputs(name, x).numpy()
+    input_name = session.get_inputs()[0].name  # type: ignore[attr-defined]
+    return lambda: session.run(None, {input_name: xt})  # type: ignore[attr-defined]
+
+
+def _export(module: nn.Module, example: torch.Tensor) -> tuple[bytes, str]:
+    """The ONNX bytes of `module` with a dynamic batch: the dynamo exporter when onnxscript
+    is installed, else the legacy TorchScript exporter."""
+    import warnings
+
+    errors = []
+    try:
+        import onnxscript  # noqa: F401
+
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (example,), dynamo=True,
+                                        input_names=["x"], output_names=["y"],
+                                        dynamic_shapes=({0: batch},), verbose=False)
+        return program.model_proto.SerializeToString(), "torch.onnx.export(dynamo=True)"
+    except Exception as err:  # noqa: BLE001 - fall back to the legacy exporter, keep why
+        errors.append(f"{type(err).__name__}: {err}"[:200])
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                          opset_version=18)
+    return buffer.getvalue(), f"torch.onnx.export(dynamo=False) (dynamo failed: {errors[0]})"
