@@ -27,6 +27,7 @@ import pytest
 from kiln.ir import GraphBuilder, TensorType
 from kiln.ir.ops.nn import window
 from kiln.runtimes.numba import kernels as K
+from kiln.runtimes.numba.kernels import conv as conv_kernels
 from kiln.runtimes.numba.kernels.random import bits, stream_base
 from kiln.runtimes.reference import run_graph
 
@@ -97,8 +98,13 @@ CONV_CASES = [
     ((1, 4, 4, 2), (3, 3, 2, 2), (3, 3), "same", (1, 1)),
     ((2, 3, 4, 4), (1, 1, 4, 3), (1, 1), "valid", (1, 1)),  # pointwise: no im2col copy
     ((8, 12, 12, 8), (3, 3, 8, 16), (1, 1), "same", (1, 1)),  # large: threaded branches
+    # One input channel: the columns are built transposed (forward and filter gradient).
+    ((3, 9, 8, 1), (3, 2, 1, 5), (1, 1), "valid", (1, 1)),
+    ((2, 7, 6, 1), (3, 3, 1, 4), (2, 1), "same", (1, 2)),  # padded rows and columns
+    ((2, 4, 5, 1), (1, 1, 1, 3), (1, 1), "valid", (1, 1)),  # pointwise stays pointwise
 ]
-CONV_IDS = ["valid", "same-stride21", "same-dilated", "same-stride33", "pointwise", "large"]
+CONV_IDS = ["valid", "same-stride21", "same-dilated", "same-stride33", "pointwise", "large",
+            "one-channel", "one-channel-same-stride21-dilated", "one-channel-pointwise"]
 
 
 def conv_geometry(case) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -136,6 +142,23 @@ def test_conv2d_and_its_gradients(case, dtype, impl) -> None:
     assert_close(dw, expected, dtype)
 
 
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_transposed_columns_are_im2col_transposed(case) -> None:
+    """im2col_t (used at few channels) holds exactly im2col's matrix, transposed, at any
+    channel count and geometry (padded cells zero)."""
+    xs, ws = case[0], case[1]
+    (n, oh, ow, _), geometry = conv_geometry(case)
+    sh, sw, pt, pl, dh, dw = geometry
+    x = data(xs, np.float32, 1)
+    k = ws[0] * ws[1] * xs[3]
+    cols = np.full((n * oh * ow, k), np.nan, np.float32)
+    cols_t = np.full((k, n * oh * ow), np.nan, np.float32)
+    args = (ws[0], ws[1], sh, sw, pt, pl, dh, dw, oh, ow)
+    conv_kernels.im2col(x, cols, *args)
+    conv_kernels.im2col_t(x, cols_t, *args)
+    np.testing.assert_array_equal(cols_t, cols.T)
+
+
 def test_conv2d_defaults_are_the_im2col_kernels() -> None:
     assert K.k_conv2d is K.k_conv2d_im2col
     assert K.k_conv2d_grad_input is K.k_conv2d_grad_input_im2col
@@ -149,6 +172,10 @@ POOL_CASES = [
     ((2, 5, 7, 2), (3, 3), (2, 2), "same"),
     ((1, 6, 5, 2), (2, 3), (1, 2), "same"),
     ((1, 4, 5, 3), (3, 3), (1, 1), "same"),  # overlapping windows
+    # Windows that tile the image (stride = pool, no padding before): the gradient's fast path.
+    ((2, 6, 4, 3), (2, 2), None, "valid"),  # exactly tiled
+    ((2, 8, 5, 2), (3, 2), None, "valid"),  # a row and a column past the last window
+    ((1, 5, 5, 2), (2, 2), None, "same"),  # padding after only: not tiled, general path
 ]
 
 
@@ -205,6 +232,25 @@ def test_max_pool_padded_cells_and_nan_follow_the_reference() -> None:
     np.testing.assert_array_equal(dx, reference("max_pool2d_grad", x, dy, **attrs))
     K.k_max_pool2d_select(x, g, out, *geometry)
     np.testing.assert_array_equal(out, reference("max_pool2d_select", x, g, **attrs))
+
+
+def test_max_pool_grad_of_tiling_windows_is_bit_exact_with_nan_ties_and_signed_zero() -> None:
+    """The tiled fast path (stride = pool): NaN first in a window wins, a later NaN never
+    does, ties go to the first cell, -0.0 gradients come out as the reference's 0 + -0.0, and
+    cells past the last window are zero."""
+    xs, attrs = (2, 5, 7, 3), {"pool_size": (2, 3), "strides": None, "padding": "valid"}
+    out_shape, geometry = pool_geometry(xs, (2, 3), None, "valid")
+    x = tied(xs, np.float64, 5)
+    x[0, 0, 0, 0] = np.nan  # first cell of window (0, 0)
+    x[0, 1, 4, 1] = np.nan  # a later cell of window (0, 1)
+    x[1, 4, 6, 2] = 99.0  # in no window
+    dy = data(out_shape, np.float64, 6)
+    dy[0, 0, 1, 2] = -0.0
+    dx = np.full(xs, np.nan)
+    K.k_max_pool2d_grad(x, dy, dx, *geometry)
+    expected = reference("max_pool2d_grad", x, dy, **attrs)
+    np.testing.assert_array_equal(dx, expected)
+    assert not np.signbit(dx[expected == 0]).any()
 
 
 # -- softmax ---------------------------------------------------------------------------------
@@ -344,6 +390,7 @@ def test_normal_matches_within_an_ulp(dtype, shape) -> None:
 ONE_THREAD = """
 import numpy as np, sys
 from kiln.runtimes.numba import kernels as K
+from kiln.runtimes.numba.kernels import conv as conv_kernels
 rng = np.random.default_rng(0)
 x = rng.standard_normal((8, 12, 12, 8)); w = rng.standard_normal((3, 3, 8, 16))
 conv = np.empty((8, 12, 12, 16)); K.k_conv2d(x, w, conv, 1, 1, 1, 1, 1, 1)
@@ -373,6 +420,7 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path) -> None:
 CALLER = """
 import numba
 from kiln.runtimes.numba import kernels as K
+from kiln.runtimes.numba.kernels import conv as conv_kernels
 
 @numba.njit(cache=True)
 def driver(x, out):

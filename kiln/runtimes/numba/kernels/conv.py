@@ -103,14 +103,65 @@ def _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     return cols
 
 
+# At this many input channels or fewer, the columns are built transposed (one row per tap,
+# one column per output pixel): each row is then written in long contiguous runs, where
+# im2col's rows hold C values per tap. At the convnet's first layer (C = 1, 64x28x28) that
+# took im2col from 1.1 ms to 0.28, and the filter gradient becomes one plain GEMM.
+TRANSPOSED_COLUMNS_MAX_C = 1
+
+
+@numba.njit(cache=True, fastmath=False)
+def im2col_t(x, cols_t, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """cols_t[(p*kw + q)*C + c, (b*oh + i)*ow + j] = padded x at window (i, j), tap (p, q):
+    im2col's matrix transposed."""
+    n, h, w, c = x.shape
+    zero = cols_t.dtype.type(0)
+    for p in range(kh):
+        for q in range(kw):
+            for ch in range(c):
+                row = cols_t[(p * kw + q) * c + ch]
+                for b in range(n):
+                    for i in range(oh):
+                        y = i * sh - pt + p * dh
+                        base = (b * oh + i) * ow
+                        if y < 0 or y >= h:
+                            for j in range(ow):
+                                row[base + j] = zero
+                            continue
+                        for j in range(ow):
+                            z = j * sw - pl + q * dw
+                            row[base + j] = x[b, y, z, ch] if 0 <= z < w else zero
+
+
+@numba.njit(cache=True, fastmath=False)
+def _columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    n, c = x.shape[0], x.shape[3]
+    cols_t = np.empty((kh * kw * c, n * oh * ow), x.dtype)
+    im2col_t(x, cols_t, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    return cols_t
+
+
+@numba.njit(cache=True, fastmath=False)
+def _few_channels(kh, kw, c, sh, sw, pt, pl, h, w, oh, ow):
+    return c <= TRANSPOSED_COLUMNS_MAX_C and not _is_pointwise(kh, kw, sh, sw, pt, pl, h, w,
+                                                                oh, ow)
+
+
 # -- im2col + GEMM ---------------------------------------------------------------------------
 @numba.njit(cache=True, fastmath=False)
 def k_conv2d_im2col(x, w, out, sh, sw, pt, pl, dh, dw):
-    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O]."""
+    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O] (cols built transposed
+    at few channels)."""
     kh, kw, c, o = w.shape
     n, oh, ow = out.shape[0], out.shape[1], out.shape[2]
+    w2d = w.reshape(kh * kw * c, o)
+    if _few_channels(kh, kw, c, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
+        # BLAS reads the transposed columns with a transpose flag, no copy.
+        np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, w2d,
+               out.reshape(n * oh * ow, o))
+        return
     cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    np.dot(cols, w.reshape(kh * kw * c, o), out.reshape(n * oh * ow, o))
+    np.dot(cols, w2d, out.reshape(n * oh * ow, o))
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -130,11 +181,16 @@ def k_conv2d_grad_input_im2col(dy, w, dx, sh, sw, pt, pl, dh, dw):
 
 @numba.njit(cache=True, fastmath=False)
 def k_conv2d_grad_filter_im2col(x, dy, dwk, sh, sw, pt, pl, dh, dw):
-    """dw2d[KH*KW*C, O] = cols.T @ dy2d."""
+    """dw2d[KH*KW*C, O] = cols.T @ dy2d (cols built transposed at few channels)."""
     kh, kw, c, o = dwk.shape
     n, oh, ow = dy.shape[0], dy.shape[1], dy.shape[2]
-    cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    np.dot(cols.T, dy.reshape(n * oh * ow, o), dwk.reshape(kh * kw * c, o))
+    dy2d, dw2d = dy.reshape(n * oh * ow, o), dwk.reshape(kh * kw * c, o)
+    # One np.dot per branch: the two column matrices differ in layout (C, F), which Numba
+    # would unify to a non-contiguous type that np.dot refuses.
+    if _few_channels(kh, kw, c, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
+        np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), dy2d, dw2d)
+    else:
+        np.dot(_columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, dy2d, dw2d)
 
 
 # -- direct loops ----------------------------------------------------------------------------

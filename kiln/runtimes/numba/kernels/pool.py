@@ -88,10 +88,53 @@ def _max_grad_image(x, dy, dx, b, ph, pw, sh, sw, pt, pl):
 
 
 @numba.njit(cache=True, fastmath=False)
+def _max_grad_tiled_image(x, dy, dx, b, ph, pw):
+    """_max_grad_image for windows that tile the image (stride = pool size, no padding
+    before, every window inside): each cell is in one window at most, so dx is written
+    once, in order, with no zeroing pass and no scatter. Same argmax as _window_argmax."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = dy.shape[1], dy.shape[2]
+    zero = dx.dtype.type(0)
+    best, arg = np.empty(c, x.dtype), np.empty(c, np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            y0, z0 = i * ph, j * pw
+            for ch in range(c):
+                best[ch] = x[b, y0, z0, ch]
+                arg[ch] = 0
+            for p in range(ph):
+                for q in range(pw):
+                    at = p * pw + q
+                    for ch in range(c):
+                        v = x[b, y0 + p, z0 + q, ch]
+                        better = v > best[ch]
+                        best[ch] = v if better else best[ch]
+                        arg[ch] = at if better else arg[ch]
+            for p in range(ph):
+                for q in range(pw):
+                    at = p * pw + q
+                    for ch in range(c):
+                        # zero + g, as the reference's scatter-add into zeros (-0.0 -> 0.0)
+                        g = zero + dy[b, i, j, ch]
+                        dx[b, y0 + p, z0 + q, ch] = g if arg[ch] == at else zero
+    # Cells in no window: the rows and columns past the last whole window.
+    for y in range(oh * ph, h):
+        dx[b, y] = zero
+    for y in range(oh * ph):
+        for z in range(ow * pw, w):
+            dx[b, y, z] = zero
+
+
+@numba.njit(cache=True, fastmath=False)
 def k_max_pool2d_grad(x, dy, dx, ph, pw, sh, sw, pt, pl):
     """dx[N, H, W, C]: each dy element added at its window's first maximum in x."""
+    tiled = (sh == ph and sw == pw and pt == 0 and pl == 0
+             and dy.shape[1] * ph <= x.shape[1] and dy.shape[2] * pw <= x.shape[2])
     for b in range(x.shape[0]):
-        _max_grad_image(x, dy, dx, b, ph, pw, sh, sw, pt, pl)
+        if tiled:
+            _max_grad_tiled_image(x, dy, dx, b, ph, pw)
+        else:
+            _max_grad_image(x, dy, dx, b, ph, pw, sh, sw, pt, pl)
 
 
 @numba.njit(cache=True, fastmath=False)
