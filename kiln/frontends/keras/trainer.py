@@ -296,6 +296,11 @@ class Trainer:
         self._graph_structure: Any = None
         self._executable: Any = None
         self._bound: list[tuple[str, np.ndarray]] = []
+        self._sources: list[tuple[str, Any, np.ndarray]] = []  # state name, Variable, array
+        # The per-call fast path: (entry, signatures of x, y, sample_weight) -> the FeedPlan
+        # and the executable it was made for, and each entry's log names in sorted order.
+        self._plans: dict[tuple, tuple[data_mod.FeedPlan, Any]] = {}
+        self._log_order: dict[str, tuple[list[str], list[int]]] = {}
 
     def compiled_graphs(self) -> dict[str, Any]:
         """The step graphs built so far (train_step, test_step, predict), as IR before the
@@ -360,6 +365,7 @@ class Trainer:
                                         name="train_step")
                 built[entry] = (step.graph, key)
                 train_initial = step.initial_state
+        names = self.state_names()
         arrays = self._state_arrays()
         stale = any(arrays.get(name) is not array for name, array in self._bound)
         if not built and self._executable is not None and not stale:
@@ -378,6 +384,10 @@ class Trainer:
                                          f"{value.name!r}")
                 state[value.name] = arrays[value.name]
         self._bound = list(state.items())
+        variables = {names[id(v)]: v for v in self.variables}
+        self._sources = [(name, variables.get(name), array) for name, array in self._bound]
+        self._plans.clear()
+        self._log_order.clear()
         self._executable = create_executable(self._backend or get_backend(), self._graphs, state,
                                              self.compile_options)
         return self._executable
@@ -393,6 +403,66 @@ class Trainer:
             self._seed = np.array(int(rng().integers(0, 2**62)), np.int64)
         arrays[SEED_STATE] = self._seed
         return arrays
+
+    def _fresh(self) -> bool:
+        """Whether every state array is still the one the executable was given (as
+        _state_arrays would find them: the seed, then the optimizer's, then the variables')."""
+        opt = self.optimizer.state if self.optimizer is not None else {}
+        for name, variable, array in self._sources:
+            now = (self._seed if name == SEED_STATE else opt[name] if name in opt else
+                   variable.value if variable is not None else None)
+            if now is not array:
+                return False
+        return True
+
+    def _data(self, entry: str, x: Any, y: Any = None, sample_weight: Any = None,
+              class_weight: Any = None) -> tuple[Any, Dataset]:
+        """The executable and the checked data for one call of `entry`: through the FeedPlan
+        of arguments of this kind when one was made (value checks and casts only), else the
+        full checks, after which a plan is made for the next call."""
+        targets = entry != "predict"
+        key = (entry, data_mod.signature(x), data_mod.signature(y),
+               data_mod.signature(sample_weight))
+        found = self._plans.get(key) if class_weight is None else None
+        if found is not None:
+            plan, exe = found
+            if (exe is self._executable and self._graph_structure is self._records
+                    and self._fresh()):
+                got = plan.apply((x, y, sample_weight))
+                if got is not None:
+                    _to_device(exe)
+                    return exe, Dataset(*got)
+        data = self._dataset(x, y, sample_weight, class_weight, targets=targets)
+        exe = self._runtime({entry: data})
+        if class_weight is None:
+            self._remember(key, exe, x, y, sample_weight, targets)
+        return exe, data
+
+    def _remember(self, key: tuple, exe: Any, x: Any, y: Any, sample_weight: Any,
+                  targets: bool) -> None:
+        inputs = [(n, numpy_dtype(t.dtype)) for n, t in zip(self.input_names, self._inputs)]
+        args = (x, y, sample_weight) if targets else (x, None, None)
+        plan = data_mod.plan_for(args, inputs, self._outputs_spec() if targets else [],
+                                 self.output_names)
+        if plan is not None:
+            if len(self._plans) >= 16:  # arguments of ever new kinds: keep the latest
+                self._plans.clear()
+            self._plans[key] = (plan, exe)
+
+    def _logs(self, entry: str, out: dict[str, Any], return_dict: bool) -> Any:
+        """A step's outputs as train/test_on_batch return them: a dict of floats by sorted
+        name, or Keras's order (see _ordered); the ordering is worked out once per entry."""
+        order = self._log_order.get(entry)
+        if order is None or len(order[0]) != len(out):
+            keys = sorted(out)
+            ordered = self._ordered({k: i for i, k in enumerate(keys)})
+            order = self._log_order[entry] = (keys, ordered if isinstance(ordered, list)
+                                              else [ordered])
+        keys, positions = order
+        values = [float(out[k]) for k in keys]
+        if return_dict:
+            return dict(zip(keys, values))
+        return values[positions[0]] if len(positions) == 1 else [values[i] for i in positions]
 
     # -- fit -----------------------------------------------------------------------------
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
@@ -510,8 +580,7 @@ class Trainer:
         """The model's outputs for x: an array, or a list / dict for several outputs."""
         batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
         verbose = _check_verbose(verbose)
-        data = self._dataset(x, targets=False)
-        exe = self._runtime({"predict": data})
+        exe, data = self._data("predict", x)
         cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
                            verbose=verbose, epochs=1, steps=data.steps(batch_size))
         cbs.on_predict_begin()
@@ -536,25 +605,21 @@ class Trainer:
                        class_weight: dict | None = None, return_dict: bool = False) -> Any:
         """One optimizer step on exactly this batch; returns its loss and metrics."""
         self._require_compiled("train_on_batch")
-        data = self._dataset(x, y, sample_weight, class_weight)
-        exe = self._runtime({"train_step": data})
+        exe, data = self._data("train_step", x, y, sample_weight, class_weight)
         out = exe.run("train_step", data.feed)
         _to_host(exe)
-        logs = {k: float(out[k]) for k in sorted(out)}
-        return logs if return_dict else self._ordered(logs)
+        return self._logs("train_step", out, return_dict)
 
     def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                       return_dict: bool = False) -> Any:
         self._require_compiled("test_on_batch")
-        data = self._dataset(x, y, sample_weight)
-        out = self._runtime({"test_step": data}).run("test_step", data.feed)
-        logs = {k: float(out[k]) for k in sorted(out)}
-        return logs if return_dict else self._ordered(logs)
+        exe, data = self._data("test_step", x, y, sample_weight)
+        return self._logs("test_step", exe.run("test_step", data.feed), return_dict)
 
     def predict_on_batch(self, x: Any) -> Any:
-        data = self._dataset(x, targets=False)
-        out = self._runtime({"predict": data}).run("predict", data.feed)
-        return self._structured({k: np.array(v, copy=True) for k, v in out.items()})
+        exe, data = self._data("predict", x)
+        out = exe.run("predict", data.feed)
+        return self._structured({k: v.copy() for k, v in out.items()})
 
     # -- reading -------------------------------------------------------------------------
     @property

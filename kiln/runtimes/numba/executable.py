@@ -7,7 +7,8 @@ executable is not thread-safe: two concurrent calls of one entry point share its
 
 `run` costs a few microseconds of Python on its fast path (a dict of C-contiguous writeable
 arrays of the declared dtypes, the same state arrays as the call before, checked by identity
-and kept as flat views); anything else takes the full checks, which also raise the errors.
+and kept as flat views, input shapes checked once per tuple of shapes and remembered with the
+driver's other arguments); anything else takes the full checks, which also raise the errors.
 """
 
 from __future__ import annotations
@@ -44,16 +45,23 @@ class Entry:
     arenas: OrderedDict = field(default_factory=OrderedDict)
     calls: int = 0
     # The fast path of `run` (see NumbaExecutable.run): per input, its name, dtype and
-    # shape; the state arrays last checked (by identity) with their flat views.
+    # shape; the state arrays last checked (by identity, as (name, array) pairs) with their
+    # flat views; and per tuple of input shapes already checked, the driver's arguments
+    # after the inputs (state, constants, arena) and the outputs' shapes.
     inputs: tuple[tuple[str, np.dtype, tuple], ...] = ()
-    bound_state: tuple[np.ndarray, ...] | None = None
+    names: tuple[str, ...] = ()  # the inputs' names, in the driver's order
+    outputs: tuple[str, ...] = ()
+    bound: tuple[tuple[str, np.ndarray], ...] | None = None
     bound_flat: tuple[np.ndarray, ...] = ()
     bound_dims: dict[str, int] = field(default_factory=dict)
     updated: tuple[np.ndarray, ...] = ()  # the bound state arrays written in place
+    by_shapes: dict[tuple, tuple[tuple, tuple, tuple]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.inputs = tuple((v.name, numpy_dtype(v.type.dtype), v.type.shape)
                             for v in self.graph.inputs)
+        self.names = tuple(name for name, _, _ in self.inputs)
+        self.outputs = tuple(name for name, _ in self.graph.outputs)
 
     def arena(self, dims: dict[str, int]) -> tuple:
         """The driver's trailing arguments for these symbol sizes (the arena in each dtype,
@@ -73,7 +81,28 @@ class Entry:
                              offsets, *key), shapes)
         while len(self.arenas) > ARENAS_KEPT:
             self.arenas.popitem(last=False)
+            self.by_shapes.clear()  # it may hold the arena given back
         return self.arenas[key]
+
+    def shapes_checked(self, shapes: tuple) -> tuple[tuple, tuple, tuple] | None:
+        """For inputs of these shapes (already of the right dtypes and ranks) with the bound
+        state: the driver's arguments after the inputs, the outputs' shapes and the arena's
+        key; None where a shape contradicts the declared ones (the full checks raise)."""
+        dims = dict(self.bound_dims)
+        for (_, _, declared_shape), shape in zip(self.inputs, shapes):
+            for declared, actual in zip(declared_shape, shape):
+                if declared.__class__ is int:
+                    if declared != actual:
+                        return None
+                elif dims.setdefault(declared, actual) != actual:
+                    return None
+        arguments, out_shapes = self.arena(dims)
+        key = tuple(dims[s] for s in self.driver.symbols)
+        found = ((*self.bound_flat, *self.constants, *arguments), out_shapes, key)
+        if len(self.by_shapes) >= 2 * ARENAS_KEPT:
+            self.by_shapes.clear()
+        self.by_shapes[shapes] = found
+        return found
 
 
 class NumbaExecutable:
@@ -130,49 +159,58 @@ class NumbaExecutable:
         same state arrays as the last call) takes a fast path of a few microseconds; any
         other call, or a check that fails there, goes through the full checks."""
         e = self.entries.get(entry)
-        if e is not None and isinstance(inputs, dict) and len(inputs) == len(e.inputs):
-            args = self._fast_arguments(e, inputs)
-            if args is not None:
-                flat, dims = args
-                arguments, shapes = e.arena(dims)
-                results = self._call(e, entry, flat, arguments)
+        if e is not None and isinstance(inputs, dict) and len(inputs) == len(e.names):
+            found = self._fast_arguments(e, inputs)
+            if found is not None:
+                flat, (tail, shapes, key) = found
+                if len(e.arenas) > 1:  # keep the arenas in the order of their last use
+                    e.arenas.move_to_end(key)
+                results = self._call(e, entry, flat, tail)
                 e.calls += 1
-                return {name: out.reshape(shape) for (name, _), out, shape
-                        in zip(e.graph.outputs, results, shapes)}
+                return {name: out.reshape(shape)
+                        for name, out, shape in zip(e.outputs, results, shapes)}
         return self._run_checked(entry, inputs)
 
-    def _fast_arguments(self, e: Entry, inputs: dict) -> tuple[list, dict] | None:
-        """The driver's leading arguments and the symbols' sizes, or None where the full
-        checks must decide (they raise the errors)."""
+    def _fast_arguments(self, e: Entry, inputs: dict) -> tuple[list, tuple] | None:
+        """The inputs' flat views, and the driver's other arguments and the outputs' shapes,
+        or None where the full checks must decide (they raise the errors)."""
         state = self.state
-        bound = e.bound_state
-        if bound is None or any(state.get(v.name) is not a
-                                for v, a in zip(e.graph.state, bound)):
+        bound = e.bound
+        if bound is None:
             if not self._bind_state(e):
                 return None
+        else:
+            for name, a in bound:
+                if state.get(name) is not a:
+                    if not self._bind_state(e):
+                        return None
+                    break
         for a in e.updated:
             if not a.flags.writeable:
                 return None
-        dims = dict(e.bound_dims)
-        flat = []
-        for name, dtype, shape in e.inputs:
+        flat, shapes = [], []
+        for name, dtype, declared in e.inputs:
             a = inputs.get(name)
-            if (type(a) is not np.ndarray or a.dtype != dtype or len(a.shape) != len(shape)
-                    or not a.flags.c_contiguous or not a.flags.writeable):
+            if type(a) is not np.ndarray or a.dtype != dtype:
                 return None
-            for declared, actual in zip(shape, a.shape):
-                if declared.__class__ is int:
-                    if declared != actual:
-                        return None
-                elif dims.setdefault(declared, actual) != actual:
-                    return None
+            flags = a.flags
+            if not (flags.c_contiguous and flags.writeable) or a.ndim != len(declared):
+                return None
+            shapes.append(a.shape)
             flat.append(a.reshape(-1))
-        return flat + list(e.bound_flat), dims
+        shapes = tuple(shapes)
+        found = e.by_shapes.get(shapes)
+        if found is None:
+            found = e.shapes_checked(shapes)
+            if found is None:
+                return None
+        return flat, found
 
     def _bind_state(self, e: Entry) -> bool:
         """Check the state arrays once (dtypes, shapes, contiguity) and keep their flat
         views; False (the full checks run) where one is missing, strided or wrong."""
-        e.bound_state = None
+        e.bound = None
+        e.by_shapes.clear()
         arrays = []
         for v in e.graph.state:
             a = self.state.get(v.name)
@@ -184,16 +222,17 @@ class NumbaExecutable:
         except (KilnValueError, TypeError, ValueError):
             return False
         updated = {name for name, _ in e.graph.updates}
-        e.bound_state = tuple(arrays)
+        e.bound = tuple((v.name, a) for v, a in zip(e.graph.state, arrays))
         e.bound_flat = tuple(a.reshape(-1) for a in arrays)
         e.bound_dims = dims
         e.updated = tuple(a for v, a in zip(e.graph.state, arrays) if v.name in updated)
         return True
 
     @staticmethod
-    def _call(e: Entry, entry: str, flat: Sequence[np.ndarray], arguments: tuple) -> tuple:
+    def _call(e: Entry, entry: str, flat: Sequence[np.ndarray], tail: tuple) -> tuple:
+        """The driver on the inputs' flat views and `tail` (state, constants, arena)."""
         try:
-            return e.function(*flat, *e.constants, *arguments)
+            return e.function(*flat, *tail)
         except (IndexError, ValueError) as err:
             raise KilnValueError(f"@{e.graph.name} (entry point {entry!r}): {err}") from None
         except Exception as err:
@@ -223,7 +262,8 @@ class NumbaExecutable:
                 array = copy
             passed.append(array.reshape(-1))
         arguments, shapes = e.arena(dims)
-        results = self._call(e, entry, [*(a.reshape(-1) for a in args), *passed], arguments)
+        results = self._call(e, entry, [a.reshape(-1) for a in args],
+                             (*passed, *e.constants, *arguments))
         for array, copy in write_back:
             array[...] = copy
         e.calls += 1
