@@ -9,7 +9,7 @@ onnxruntime; `KILN_BACKEND` or `set_backend` choose the default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -31,6 +31,28 @@ class Executable(Protocol):
     def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def optimized(self, entry: str) -> Graph: ...
+
+
+def ordered_inputs(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                   ) -> list[np.ndarray]:
+    """The inputs of a call in the graph's order: a mapping checked by name (missing and
+    unknown names refused), a sequence by count. Arrays are returned as given."""
+    if isinstance(inputs, Mapping):
+        names = [v.name for v in graph.inputs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise KilnValueError(f"@{graph.name}: no value given for input %{missing[0]}; "
+                                 f"expected inputs {names}")
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise KilnValueError(f"@{graph.name}: unknown input {unknown[0]!r}; expected "
+                                 f"inputs {names}")
+        return [inputs[n] for n in names]
+    arrays = list(inputs)
+    if len(arrays) != len(graph.inputs):
+        raise KilnValueError(f"@{graph.name}: expected {len(graph.inputs)} inputs. "
+                             f"Received: {len(arrays)}")
+    return arrays
 
 
 def check_backend(name: str) -> str:

@@ -26,6 +26,7 @@ from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
+from kiln.runtimes import ordered_inputs
 from kiln.runtimes.numba import cache
 from kiln.runtimes.reference import bind_dims
 
@@ -274,22 +275,7 @@ class NumbaExecutable:
 def _input_arrays(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
                   ) -> list[np.ndarray]:
     """The inputs in the graph's order, as C-contiguous writeable arrays; names checked."""
-    if isinstance(inputs, Mapping):
-        names = [v.name for v in graph.inputs]
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise KilnValueError(f"@{graph.name}: no value given for input %{missing[0]}; "
-                                 f"expected inputs {names}")
-        unknown = sorted(set(inputs) - set(names))
-        if unknown:
-            raise KilnValueError(f"@{graph.name}: unknown input {unknown[0]!r}; expected "
-                                 f"inputs {names}")
-        arrays = [inputs[n] for n in names]
-    else:
-        arrays = list(inputs)
-        if len(arrays) != len(graph.inputs):
-            raise KilnValueError(f"@{graph.name}: expected {len(graph.inputs)} inputs. "
-                                 f"Received: {len(arrays)}")
+    arrays = ordered_inputs(graph, inputs)
     result = []
     for a in arrays:
         a = np.asarray(a)

@@ -26,6 +26,7 @@ from kiln.compiler.passes.plan_buffers import BufferPlan, read_buffer_plan
 from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
+from kiln.runtimes import ordered_inputs
 from kiln.runtimes.reference import bind_dims
 
 ALIGN = 256  # bytes: every arena slot starts on a 256-byte boundary (coalesced access)
@@ -466,20 +467,5 @@ def _download(device: Any, stream: Any) -> np.ndarray:
 def _input_arrays(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
                   ) -> list[np.ndarray]:
     """The inputs in the graph's order, names checked."""
-    if isinstance(inputs, Mapping):
-        names = [v.name for v in graph.inputs]
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise KilnValueError(f"@{graph.name}: no value given for input %{missing[0]}; "
-                                 f"expected inputs {names}")
-        unknown = sorted(set(inputs) - set(names))
-        if unknown:
-            raise KilnValueError(f"@{graph.name}: unknown input {unknown[0]!r}; expected "
-                                 f"inputs {names}")
-        arrays = [inputs[n] for n in names]
-    else:
-        arrays = list(inputs)
-        if len(arrays) != len(graph.inputs):
-            raise KilnValueError(f"@{graph.name}: expected {len(graph.inputs)} inputs. "
-                                 f"Received: {len(arrays)}")
+    arrays = ordered_inputs(graph, inputs)
     return [np.asarray(a) for a in arrays]

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
+from kiln.compiler.codegen.numba.scalar import clip_expr, sign_expr
 from kiln.compiler.codegen.numba.source import NP_TYPE, typed
 from kiln.ir.graph import Node
 from kiln.ir.ops.elementwise import SELU_ALPHA, SELU_SCALE
@@ -76,35 +75,6 @@ def _softplus(node: Node, a: Sequence[str]) -> str:
     return f"(({x} if {x} > {zero} else {zero}) + log1p(exp(-abs({x}))))"
 
 
-def _sign(node: Node, a: Sequence[str]) -> str:
-    x = a[0]
-    one, zero = _c(node, 1), _c(node, 0)
-    nan = f"{x} if {x} != {x} else " if node.outputs[0].type.is_float else ""
-    return f"({one} if {x} > {zero} else (-{one} if {x} < {zero} else ({nan}{zero})))"
-
-
-def _bound(value: float, dtype: str) -> str | None:
-    """A clip bound in x's dtype (saturated to an int dtype's range); None when infinite
-    for a float, which bounds nothing."""
-    if dtype in ("int32", "int64"):
-        info = np.iinfo(dtype)
-        return typed(int(min(max(value, info.min), info.max)), dtype)
-    if np.isinf(value):
-        return None
-    return typed(value, dtype)
-
-
-def _clip(node: Node, a: Sequence[str]) -> str:
-    x, dtype = a[0], _dtype(node)
-    low, high = _bound(node.attr["min"], dtype), _bound(node.attr["max"], dtype)
-    expr = x  # np.clip is minimum(maximum(x, min), max): the upper bound wins if min > max
-    if low is not None:
-        expr = f"({low} if {expr} < {low} else {expr})"
-    if high is not None:
-        expr = f"({high} if {expr} > {high} else {expr})"
-    return expr
-
-
 def _select(op: str) -> ScalarFn:
     # np.maximum / np.minimum: NaN in either operand gives NaN.
     return lambda node, a: f"({a[0]} if {a[0]} {op} {a[1]} or {a[0]} != {a[0]} else {a[1]})"
@@ -132,9 +102,9 @@ SCALAR: dict[str, ScalarFn] = {
     "elu": _elu,
     "selu": _selu,
     "softplus": _softplus,
-    "sign": _sign,
+    "sign": sign_expr,
     "reciprocal": lambda node, a: f"({_c(node, 1)} / {a[0]})",
-    "clip": _clip,
+    "clip": clip_expr,
     "add": _binary("{x} + {y}"),
     "sub": _binary("{x} - {y}"),
     "mul": _binary("{x} * {y}"),

@@ -88,7 +88,7 @@ def _softplus(node: Node, a: Sequence[str]) -> str:
     return _cast(node, f"(({x} if {x} > {zero} else {zero}) + np.log1p(np.exp(-abs({x}))))")
 
 
-def _sign(node: Node, a: Sequence[str]) -> str:
+def sign_expr(node: Node, a: Sequence[str]) -> str:
     x = a[0]
     one, zero = _c(node, 1), _c(node, 0)
     nan = f"{x} if {x} != {x} else " if node.outputs[0].type.is_float else ""
@@ -106,7 +106,7 @@ def _bound(value: float, dtype: str) -> str | None:
     return typed(value, dtype)
 
 
-def _clip(node: Node, a: Sequence[str]) -> str:
+def clip_expr(node: Node, a: Sequence[str]) -> str:
     x, dtype = a[0], _dtype(node)
     low, high = _bound(node.attr["min"], dtype), _bound(node.attr["max"], dtype)
     # np.clip is minimum(maximum(x, min), max): the upper bound wins when min > max.
@@ -149,9 +149,9 @@ SCALAR: dict[str, ScalarFn] = {
     "elu": _elu,
     "selu": _selu,
     "softplus": _softplus,
-    "sign": _sign,
+    "sign": sign_expr,
     "reciprocal": lambda node, a: _cast(node, f"{_c(node, 1)} / {a[0]}"),
-    "clip": _clip,
+    "clip": clip_expr,
     "add": _binary("{x} + {y}"),
     "sub": _binary("{x} - {y}"),
     "mul": _binary("{x} * {y}"),
