@@ -11,40 +11,25 @@ widens int32 arithmetic to int64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from kiln.compiler.codegen.numba.scalar import clip_expr, sign_expr
-from kiln.compiler.codegen.numba.source import NP_TYPE, typed
+# The expression helpers are the CPU generator's: both emit Python scalar arithmetic that
+# numba types the same way on either target.
+from kiln.compiler.codegen.numba.scalar import (
+    ScalarFn,
+    _binary,
+    _c,
+    _unary,
+    clip_expr,
+    sign_expr,
+)
+from kiln.compiler.codegen.numba.source import NP_TYPE
 from kiln.ir.graph import Node
 from kiln.ir.ops.elementwise import SELU_ALPHA, SELU_SCALE
 from kiln.ir.types import canonical_dtype
 
-ScalarFn = Callable[[Node, Sequence[str]], str]
-
 # The functions a kernel module imports, from `math` on a GPU and from NumPy in the simulator.
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "tanh", "pow")
-
-
-def _dtype(node: Node) -> str:
-    return node.outputs[0].type.dtype
-
-
-def _cast(node: Node, expr: str) -> str:
-    if _dtype(node) == "int32":
-        return f"np.int32({expr})"
-    return f"({expr})"
-
-
-def _c(node: Node, value: float) -> str:
-    return typed(value, _dtype(node))
-
-
-def _unary(template: str) -> ScalarFn:
-    return lambda node, a: _cast(node, template.format(x=a[0]))
-
-
-def _binary(template: str) -> ScalarFn:
-    return lambda node, a: _cast(node, template.format(x=a[0], y=a[1]))
 
 
 def _sigmoid(node: Node, a: Sequence[str]) -> str:
