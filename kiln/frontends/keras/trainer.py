@@ -17,29 +17,25 @@ import numpy as np
 
 from kiln.compiler.pass_manager import CompileOptions
 from kiln.frontends.keras import data as data_mod
-from kiln.frontends.keras import losses as losses_mod
 from kiln.frontends.keras import metrics as metrics_mod
 from kiln.frontends.keras import optimizers as optimizers_mod
 from kiln.frontends.keras.callbacks import CallbackList, History
+from kiln.frontends.keras.compile_args import (
+    OutputSpec,
+    check_loss_weights,
+    checked_loss,
+    checked_metrics,
+    outputs_spec,
+)
 from kiln.frontends.keras.data import Dataset
 from kiln.frontends.keras.layer import LoweringContext
 from kiln.frontends.keras.seeding import rng
-from kiln.ir import KilnTypeError, KilnValueError, TensorType
+from kiln.ir import KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
 from kiln.ir.types import numpy_dtype
 from kiln.runtimes import check_backend, create_executable, get_backend
 
 SEED_STATE = LoweringContext.SEED_STATE
-
-
-class _Output:
-    """What compile() says about one model output: its loss, loss weight and metrics."""
-
-    def __init__(self, name: str, tensor: Any, loss: losses_mod.Loss | None, weight: float,
-                 metrics: list[Any]):
-        self.name, self.loss, self.weight, self.metrics = name, loss, weight, metrics
-        self.shape = tuple(tensor.shape)
-        self.dtype = numpy_dtype(tensor.dtype)
 
 
 class _Mean:
@@ -56,26 +52,6 @@ class _Mean:
 
     def result(self) -> dict[str, float]:
         return {key: self.sums[key] / self.count for key in sorted(self.sums)}
-
-
-def _per_output(value: Any, names: list[str], argument: str) -> list[Any]:
-    """Spread a compile argument over the outputs: one value for all, a list in order, or a
-    dict by output name (outputs it leaves out get None)."""
-    if isinstance(value, dict):
-        for key in value:
-            if key not in names:
-                raise KilnValueError(f"In the dict argument `{argument}`, key {key!r} does not "
-                                     f"correspond to any model output (outputs: {names}). "
-                                     f"Received: {argument}={value!r}")
-        return [value.get(name) for name in names]
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(names):
-            raise KilnValueError(f"For a model with {len(names)} output(s), when providing the "
-                                 f"`{argument}` argument as a list, it should have as many "
-                                 f"entries as the model has outputs. Received: "
-                                 f"{argument}={value!r} of length {len(value)}")
-        return list(value)
-    return [value] * len(names)
 
 
 def _to_host(exe: Any) -> None:
@@ -134,9 +110,9 @@ class Trainer:
         by output), and the backend that runs the graphs (default: kiln.get_backend())."""
         optimizer = optimizers_mod.get(optimizer)
         backend = check_backend(backend) if backend is not None else get_backend()
-        loss = self._checked_loss(loss)
-        metrics = self._checked_metrics(metrics)
-        self._check_loss_weights(loss_weights)
+        loss = checked_loss(loss)
+        metrics = checked_metrics(metrics)
+        check_loss_weights(loss_weights)
         args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
         if self.built and self._inputs:
             self._outputs_spec(args)  # structure errors now, not at the first fit
@@ -145,80 +121,9 @@ class Trainer:
         self.compiled = True
         self._reset_graphs()
 
-    @staticmethod
-    def _checked_loss(loss: Any) -> Any:
-        def one(value: Any, argument: str) -> losses_mod.Loss | None:
-            resolved = losses_mod.get(value, argument)
-            if resolved is not None and resolved.reduction != "sum_over_batch_size":
-                raise KilnValueError(f"kiln trains with the loss reduction "
-                                     f"'sum_over_batch_size' only. Received: {argument} with "
-                                     f"reduction={resolved.reduction!r}")
-            return resolved
-
-        if isinstance(loss, dict):
-            return {k: one(v, f"loss[{k!r}]") for k, v in loss.items()}
-        if isinstance(loss, (list, tuple)):
-            return [one(v, f"loss[{i}]") for i, v in enumerate(loss)]
-        return one(loss, "loss")
-
-    @staticmethod
-    def _checked_metrics(metrics: Any) -> Any:
-        def one_output(value: Any, argument: str) -> list[Any]:
-            items = value if isinstance(value, (list, tuple)) else [value]
-            return [metrics_mod.check(m, argument) for m in items if m is not None]
-
-        if metrics is None:
-            return None
-        if isinstance(metrics, dict):
-            return {k: one_output(v, f"metrics[{k!r}]") for k, v in metrics.items()}
-        if not isinstance(metrics, (list, tuple)):
-            raise KilnTypeError(f"Expected `metrics` argument to be a list, tuple, or dict. "
-                                f"Received instead: metrics={metrics!r} of type "
-                                f"{type(metrics).__name__}")
-        if any(isinstance(m, (list, tuple)) for m in metrics):
-            return [one_output(v, f"metrics[{i}]") for i, v in enumerate(metrics)]
-        return one_output(metrics, "metrics")
-
-    @staticmethod
-    def _check_loss_weights(loss_weights: Any) -> None:
-        values = (loss_weights.values() if isinstance(loss_weights, dict) else
-                  loss_weights if isinstance(loss_weights, (list, tuple)) else
-                  [] if loss_weights is None else [loss_weights])
-        for w in values:
-            if isinstance(w, bool) or not isinstance(w, (int, float, np.number)) \
-                    or not np.isfinite(w):
-                raise KilnValueError(f"Expected loss_weights to be numbers (one, a list, or a "
-                                     f"dict by output name). Received: "
-                                     f"loss_weights={loss_weights!r}")
-
-    def _outputs_spec(self, args: dict[str, Any] | None = None) -> list[_Output]:
+    def _outputs_spec(self, args: dict[str, Any] | None = None) -> list[OutputSpec]:
         args = args or self._compile_args
-        names = self.output_names
-        losses = _per_output(args["loss"], names, "loss")
-        weights = _per_output(args["loss_weights"], names, "loss_weights")
-        metrics = args["metrics"]
-        if metrics is None:
-            per_metrics: list[Any] = [[] for _ in names]
-        elif isinstance(metrics, dict):
-            per_metrics = [m or [] for m in _per_output(metrics, names, "metrics")]
-        elif len(names) == 1 and metrics and not isinstance(metrics[0], list):
-            per_metrics = [metrics]
-        elif metrics and not all(isinstance(m, list) for m in metrics) and len(names) > 1:
-            raise KilnValueError(f"For a model with multiple outputs, when providing the "
-                                 f"`metrics` argument as a list, it should have as many entries "
-                                 f"as the model has outputs ({names}), each a list of metrics. "
-                                 f"Received: metrics={metrics!r}")
-        else:
-            per_metrics = _per_output(metrics, names, "metrics")
-        outputs = []
-        for name, tensor, loss, weight, mets in zip(names, self._outputs, losses, weights,
-                                                    per_metrics):
-            if mets and loss is None:
-                raise KilnValueError(f"Metrics were given for output {name!r}, which has no "
-                                     f"loss and so no target. Received: metrics={metrics!r}")
-            outputs.append(_Output(name, tensor, loss, 1.0 if weight is None else float(weight),
-                                   list(mets)))
-        return outputs
+        return outputs_spec(args, self.output_names, self._outputs)
 
     def _require_compiled(self, method: str) -> None:
         if not self.compiled:
