@@ -81,6 +81,37 @@ def kiln_steps(name: str, x: np.ndarray, y: np.ndarray,
     return peer.train_api(), peer.train_exe(), first, launches
 
 
+def _launch_variants(row: dict, name: str, x: np.ndarray, y: np.ndarray) -> None:
+    """The executable's step with launch replay (the default), without it (every call runs
+    the launchers) and with CUDA graphs (KILN_CUDA_GRAPHS=1, experimental), each on a fresh
+    model from the same weights: the losses of its first six steps must agree with the
+    default's (a graph that replayed anything else would differ), and the row says by how
+    much."""
+    trajectories = {}
+    for key, env in (("kiln exe.run replay", {}),
+                     ("kiln exe.run no replay", {"KILN_CUDA_REPLAY": "0"}),
+                     ("kiln exe.run CUDA graphs", {"KILN_CUDA_GRAPHS": "1"})):
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            _, run, _, _ = kiln_steps(name, x, y)
+            trajectories[key] = np.array([float(run()["loss"]) for _ in range(6)])
+            row[key] = median_step(run)
+        except Exception as err:  # noqa: BLE001 - the row says why
+            row[key] = f"failed: {type(err).__name__}: {err}"[:200]
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    base = trajectories.get("kiln exe.run replay")
+    for key, losses in trajectories.items():
+        if base is not None and key != "kiln exe.run replay":
+            diff = float(np.max(np.abs(losses - base) / np.maximum(np.abs(base), 1e-30)))
+            row[f"{key}: losses vs replay"] = f"max rel diff {diff:.2e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
@@ -130,6 +161,8 @@ def main() -> None:
                     api, run, kiln_loss, row["kiln launches"] = kiln_steps(name, x, y)
                     row[f"kiln ({gemm})"] = median_step(api)
                     row[f"kiln exe.run ({gemm})"] = median_step(run)
+                    if gemm == "kiln" and batch == min(args.batches):
+                        _launch_variants(row, name, x, y)
                     row[f"first loss kiln ({gemm})/torch"] = f"{kiln_loss:.6g}/{torch_loss:.6g}"
                 except Exception as err:  # noqa: BLE001 - the row says why
                     row[f"kiln ({gemm})"] = f"failed: {type(err).__name__}: {err}"[:200]

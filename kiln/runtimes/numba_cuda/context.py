@@ -1,10 +1,12 @@
 """What a launcher of the numba-cuda backend is given to run one node: the CUDA stream, the
 batch symbols' sizes, scratch device memory from a pool the executable keeps, and the
-call's error flag.
+call's error flag, and the tape that records its launches for replay.
 
 A launcher is `launch(ctx, node, inputs, outputs)`: `inputs` are device arrays holding the
 node's operands, `outputs` device arrays preallocated with the node's result shapes and dtypes
-(C-contiguous); it enqueues kernels on `ctx.stream` and writes only `outputs` and scratch.
+(C-contiguous); it enqueues kernels through `ctx.launch` (copies through `ctx.copy`, library
+calls through `ctx.call`), so that a tape can record them, and writes only `outputs` and
+scratch. What it enqueues may depend on the arrays' shapes, never on their values.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from kiln.ir.graph import Node
 from kiln.ir.types import TensorType, numpy_dtype
+from kiln.runtimes.numba_cuda.tape import Tape
 
 THREADS = 256  # threads per block of 1-D launches
 
@@ -81,6 +84,29 @@ class RunContext:
     error_flag: Any = None
     # code - 1 -> (node, what was expected), shared by a call and the scans inside it
     error_sites: list[tuple[Node, str]] = field(default_factory=list)
+    # Records the call's launches for replay (tape.py); None: launch without recording.
+    tape: Tape | None = None
+
+    def launch(self, kernel: Any, griddim: Any, blockdim: Any, *args: Any) -> None:
+        """kernel[griddim, blockdim, stream](*args) on the call's stream (recorded on a tape)."""
+        if self.tape is not None:
+            self.tape.launch(kernel, griddim, blockdim, self.stream, args)
+        else:
+            kernel[griddim, blockdim, self.stream](*args)
+
+    def copy(self, dst: Any, src: Any) -> None:
+        """Device-to-device copy between C-contiguous 1-D arrays of one size, on the stream."""
+        if self.tape is not None:
+            self.tape.copy(dst, src, self.stream)
+        elif dst.size:
+            dst.copy_to_device(src, stream=self.stream)
+
+    def call(self, function: Callable[[], Any]) -> None:
+        """Run `function`, which enqueues work on the call's stream (a library call)."""
+        if self.tape is not None:
+            self.tape.call(function)
+        else:
+            function()
 
     def shape(self, type_: TensorType) -> tuple[int, ...]:
         """The concrete shape of `type_` with this call's symbol sizes."""

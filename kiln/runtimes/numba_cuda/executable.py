@@ -3,11 +3,12 @@ GPU through numba-cuda, with the state resident on the device for the executable
 
 Each call copies the batch over, launches every node on the executable's stream into the
 buffers of the graph's buffer plan (one device arena per entry point and batch size), and
-copies back only the outputs. The host `state` arrays are refreshed from the device lazily,
-by `sync_state()`; host writes reach the device by `load_state()`, and are noticed without it
-for small arrays (the learning rate, the step counter, the random key), which every call
-compares with the value last exchanged. Device memory goes
-when the executable is closed or dropped.
+copies back only the outputs. The first call at given sizes runs the nodes' launchers and
+records what they enqueue; later calls replay that record (tape.py). The host `state`
+arrays are refreshed from the device lazily, by `sync_state()`; host writes reach the device
+by `load_state()`, and are noticed without it for small arrays (the learning rate, the step
+counter, the random key), which every call compares with the value last exchanged. Device
+memory goes when the executable is closed or dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
 from kiln.runtimes import ordered_inputs
+from kiln.runtimes.numba_cuda.tape import Tape, replay_enabled
 from kiln.runtimes.reference import bind_dims
 
 ALIGN = 256  # bytes: every arena slot starts on a 256-byte boundary (coalesced access)
@@ -77,6 +79,19 @@ class Entry:
 
 
 @dataclass
+class _Plan:
+    """What a call enqueues for one batch's staging buffers: the nodes' launches and the
+    update copies as tapes (tape.py), the device arrays holding the outputs, and the error
+    sites the launchers registered. Valid while the executable's generation is unchanged."""
+
+    generation: int
+    outputs: list[tuple[str, Any, Any]]  # (output name, value, its device array, 1-D)
+    error_sites: list[tuple[Any, str]]  # RunContext.error_sites of the recorded call
+    nodes: Tape = field(default_factory=Tape)
+    updates: Tape = field(default_factory=Tape)
+
+
+@dataclass
 class _Staging:
     """One set of a batch's device buffers, and pinned host buffers to copy it from."""
 
@@ -84,6 +99,10 @@ class _Staging:
     pinned: list[np.ndarray]
     event: Any = None  # recorded on the copy stream once a prefetched batch is over
     batch: list[np.ndarray] | None = None  # the host arrays prefetched into it (held)
+    plan: _Plan | None = None  # the launches of a call on these buffers, once recorded
+
+    def __post_init__(self) -> None:
+        self.flat = [_flat(d) for d in self.device]  # 1-D views the copies go through
 
 
 class NumbaCudaExecutable:
@@ -125,6 +144,9 @@ class NumbaCudaExecutable:
         self.stream = self._cuda.stream()  # every kernel and copy of a call
         self.copy_stream = self._cuda.stream()  # prefetched batches
         self.device_state: dict[str, Any] = {}
+        # Bumped whenever a state's device array is replaced: recorded plans then launch on
+        # arrays that are no longer the state's, and are recorded again.
+        self._generation = 0
         self._stale: set[str] = set()  # state whose host array is older than the device's
         self._known: dict[str, np.ndarray] = {}  # the value last exchanged, per state
         names = {v.name for g in self.graphs.values() for v in g.state}
@@ -151,6 +173,7 @@ class NumbaCudaExecutable:
             if device is None or tuple(device.shape) != host.shape:
                 device = self._cuda.device_array(host.shape, host.dtype, stream=self.stream)
                 self.device_state[name] = device
+                self._generation += 1
             _upload(device, host, self.stream)
             self._known[name] = host.copy()
             self._stale.discard(name)  # the host's value is the current one now
@@ -216,10 +239,10 @@ class NumbaCudaExecutable:
         staging = sets[0] if sets[1].batch is not None else sets[1]
         if staging.event is not None:  # its pinned buffers may still feed an earlier copy
             staging.event.synchronize()
-        for host, pinned, device in zip(args, staging.pinned, staging.device, strict=True):
+        for host, pinned, device in zip(args, staging.pinned, staging.flat, strict=True):
             np.copyto(pinned, host)
             if host.size:
-                _flat(device).copy_to_device(pinned.reshape(-1), stream=self.copy_stream)
+                device.copy_to_device(pinned.reshape(-1), stream=self.copy_stream)
         staging.event = self._cuda.event()
         staging.event.record(self.copy_stream)
         staging.batch = args
@@ -228,9 +251,6 @@ class NumbaCudaExecutable:
             ) -> dict[str, np.ndarray]:
         """Run `entry` on a batch; returns its outputs as host arrays. The state is updated
         on the device (see sync_state)."""
-        from kiln.runtimes.numba_cuda.context import RunContext
-        from kiln.runtimes.numba_cuda.interpreter import run_nodes
-
         if self.device_state is None:
             raise KilnValueError("backend 'numba-cuda': the executable is closed")
         e = self._entry(entry)
@@ -242,55 +262,83 @@ class NumbaCudaExecutable:
         for position, node, bound in e.index_inputs:
             _check_indices(graph, node, args[position], dims.get(bound, bound))
         key = tuple(sorted(dims.items()))
-        env: dict[str, Any] = {}
-        for v, device in zip(graph.inputs, self._batch_on_device(e, key, dims, args),
-                             strict=True):
-            env[v.name] = device
-        for v in graph.state:
-            env[v.name] = self.device_state[v.name]
-        buffers = self._arena(e, key, dims)
-        ctx = RunContext(self.stream, dict(dims), memo=self.memo, pool=self.pool,
-                         error_flag=self._flag() if e.checks_indices else None)
+        staging = self._batch_on_device(e, key, dims, args)
+        plan = staging.plan
+        fresh = plan is None or plan.generation != self._generation or not replay_enabled()
+        error_flag = self._flag() if e.checks_indices else None
         completed = False
         try:
-            run_nodes(ctx, e.optimized, env, lambda v: buffers[v.name], e.views)
-            pending = [(name, v, _download(env[v.name], self.stream))
-                       for name, v in e.optimized.outputs]
-            # Updates the plan did not write in place are copied in after the outputs left:
-            # an output may be the old value of a state that is updated.
-            updates = [(name, v) for name, v in e.optimized.updates
-                       if env[v.name] is not self.device_state[name]]
-            sources = {}
-            ctx.pool.next_node()
-            for name, v in updates:
-                source = env[v.name]
-                if _reads_state(e, v.name):  # another state's old value: snapshot it first
-                    source = ctx.empty(tuple(source.shape), np.dtype(source.dtype).name)
-                    _flat(source).copy_to_device(_flat(env[v.name]), stream=self.stream)
-                sources[name] = source
-            for name, source in sources.items():
-                target = self.device_state[name]
-                if target.size:
-                    _flat(target).copy_to_device(_flat(source), stream=self.stream)
-            if ctx.error_flag is not None:
-                ctx.error_flag.copy_to_host(self._error_word, stream=self.stream)
+            if fresh:
+                plan, ctx, env = self._launch_nodes(e, key, dims, staging, error_flag)
+            else:
+                plan.nodes.replay(self.stream)
+            pending = [(name, v, _download(device, self.stream))
+                       for name, v, device in plan.outputs]
+            if fresh:
+                self._launch_updates(e, ctx, env)
+            else:
+                plan.updates.replay(self.stream)
+            if error_flag is not None:
+                error_flag.copy_to_host(self._error_word, stream=self.stream)
             self.stream.synchronize()
             completed = True
         finally:
-            if not completed and ctx.error_flag is not None:
+            if not completed and error_flag is not None:
                 self._error_dirty = True  # kernels may have set it: zero it before the next
+        if fresh and replay_enabled():
+            staging.plan = plan
         for name, _ in graph.updates:
             self._stale.add(name)
             _NEWER_ON_DEVICE[id(self.state[name])] = self
         e.calls += 1
-        if ctx.error_flag is not None and self._error_word[0]:
+        if error_flag is not None and self._error_word[0]:
             self._error_dirty = True
-            node, expected = ctx.error_sites[int(self._error_word[0]) - 1]
+            node, expected = plan.error_sites[int(self._error_word[0]) - 1]
             raise KilnValueError(
                 f"@{graph.name}: {node.op} (%{node.outputs[0].name}): expected {expected}. "
                 f"Received: an index out of range, computed on the device (the call ran to "
                 f"its end: its state updates are applied)")
         return {name: host.reshape(v.type.resolve(dims)) for name, v, host in pending}
+
+    def _launch_nodes(self, e: Entry, key: tuple, dims: dict[str, int], staging: _Staging,
+                      error_flag: Any) -> tuple[_Plan, Any, dict[str, Any]]:
+        """Launch the entry point's nodes by their launchers, recording them on the plan's
+        tape; returns the plan, the call's context and its values' device arrays."""
+        from kiln.runtimes.numba_cuda.context import RunContext
+        from kiln.runtimes.numba_cuda.interpreter import run_nodes
+
+        graph = e.optimized
+        env: dict[str, Any] = {}
+        for v, device in zip(e.graph.inputs, staging.device, strict=True):
+            env[v.name] = device
+        for v in e.graph.state:
+            env[v.name] = self.device_state[v.name]
+        buffers = self._arena(e, key, dims)
+        ctx = RunContext(self.stream, dict(dims), memo=self.memo, pool=self.pool,
+                         error_flag=error_flag)
+        plan = _Plan(self._generation, [], ctx.error_sites)
+        ctx.tape = plan.nodes if replay_enabled() else None
+        run_nodes(ctx, graph, env, lambda v: buffers[v.name], e.views)
+        plan.outputs = [(name, v, _flat(env[v.name])) for name, v in graph.outputs]
+        if ctx.tape is not None:
+            ctx.tape = plan.updates
+        return plan, ctx, env
+
+    def _launch_updates(self, e: Entry, ctx: Any, env: dict[str, Any]) -> None:
+        """Copy the state updates the buffer plan did not write in place (after the outputs
+        left: an output may be the old value of a state that is updated), on ctx's tape."""
+        updates = [(name, v) for name, v in e.optimized.updates
+                   if env[v.name] is not self.device_state[name]]
+        sources = {}
+        ctx.pool.next_node()
+        for name, v in updates:
+            source = env[v.name]
+            if _reads_state(e, v.name):  # another state's old value: snapshot it first
+                source = ctx.empty(tuple(source.shape), np.dtype(source.dtype).name)
+                ctx.copy(_flat(source), _flat(env[v.name]))
+            sources[name] = source
+        for name, source in sources.items():
+            ctx.copy(_flat(self.device_state[name]), _flat(source))
 
     def _flag(self) -> Any:
         """The error flag, zero (made at the first call that needs it)."""
@@ -303,7 +351,7 @@ class NumbaCudaExecutable:
         return self._error_flag
 
     def _batch_on_device(self, e: Entry, key: tuple, dims: dict[str, int],
-                         args: list[np.ndarray]) -> list[Any]:
+                         args: list[np.ndarray]) -> _Staging:
         """The batch's device buffers: the prefetched ones when `args` were prefetched (the
         compute stream waits for their copy), else buffers it is copied into now."""
         sets = self._stagings(e, key, dims)
@@ -312,14 +360,14 @@ class NumbaCudaExecutable:
                     a is b for a, b in zip(staging.batch, args, strict=True)):
                 staging.event.wait(self.stream)
                 staging.batch = None
-                return staging.device
+                return staging
         staging = sets[0] if sets[0].batch is None else sets[1]
         if staging.batch is not None:  # a prefetch nobody ran: let its copy land first
             staging.event.wait(self.stream)
             staging.batch = None
-        for host, device in zip(args, staging.device, strict=True):
+        for host, device in zip(args, staging.flat, strict=True):
             _upload(device, host, self.stream)
-        return staging.device
+        return staging
 
     def _stagings(self, e: Entry, key: tuple, dims: dict[str, int]) -> list[_Staging]:
         if key not in e.inputs:

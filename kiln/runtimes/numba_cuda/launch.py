@@ -51,7 +51,7 @@ def kernel_function(source: str, name: str = "kernel") -> Any:
 def copy(ctx: RunContext, dst: Any, src: Any) -> None:
     """Device-to-device copy of equal-sized C-contiguous arrays, on the context's stream."""
     if dst.size:
-        flat(dst).copy_to_device(flat(src), stream=ctx.stream)
+        ctx.copy(flat(dst), flat(src))
 
 
 @cuda.jit(cache=True)
@@ -66,7 +66,7 @@ def fill(ctx: RunContext, out: Any, value: float | int | bool) -> None:
         return
     blocks, threads = grid(out.size)
     scalar = np.dtype(out.dtype).type(value)
-    _fill[blocks, threads, ctx.stream](flat(out), scalar, out.size)
+    ctx.launch(_fill, blocks, threads, flat(out), scalar, out.size)
 
 
 def upload(ctx: RunContext, key: Any, array: np.ndarray) -> Any:
@@ -88,9 +88,8 @@ def launch_generated(ctx: RunContext, node: Node, kernel: CudaKernel, inputs: Se
     blocks, threads = kernel.grid(ctx.dims, MAX_BLOCKS)
     if blocks == 0:
         return
-    function[blocks, threads, ctx.stream](*(flat(a) for a in outputs),
-                                          *(flat(a) for a in inputs), *constants,
-                                          *kernel.scalars(ctx.dims))
+    ctx.launch(function, blocks, threads, *(flat(a) for a in outputs),
+               *(flat(a) for a in inputs), *constants, *kernel.scalars(ctx.dims))
 
 
 def movement(ctx: RunContext, out: Any, x: Any, axes: Sequence[dict[str, int]],
@@ -117,8 +116,8 @@ def movement(ctx: RunContext, out: Any, x: Any, axes: Sequence[dict[str, int]],
         full = {"period": 1 << 62, "limit": 1 << 62, **a}
         params.extend(int(full[p]) for p in k.per_axis())
     blocks, threads = grid(n)
-    function[blocks, threads, ctx.stream](flat(out), flat(x), n, np.dtype(out.dtype).type(
-        fill_value), *params)
+    ctx.launch(function, blocks, threads, flat(out), flat(x), n,
+               np.dtype(out.dtype).type(fill_value), *params)
 
 
 def strides_of(shape: Sequence[int]) -> list[int]:

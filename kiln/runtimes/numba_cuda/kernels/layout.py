@@ -35,10 +35,10 @@ def copy_strided(src, dst, shape, src_strides, dst_strides):
 
 
 def launch_1d(ctx: Any, kernel: Any, n: int, *args: Any) -> None:
-    """kernel[blocks, threads, stream](*args) with one thread per element of `n` (capped:
+    """ctx.launch(kernel, blocks, threads, *args) with one thread per element of `n` (capped:
     the kernels stride over the rest)."""
     blocks, threads = ctx.grid(n)
-    kernel[min(blocks, MAX_BLOCKS), threads, ctx.stream](*args)
+    ctx.launch(kernel, min(blocks, MAX_BLOCKS), threads, *args)
 
 
 def _span(array: Any) -> Any:

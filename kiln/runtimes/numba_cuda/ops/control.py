@@ -56,7 +56,8 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
         [tuple(a.shape) for a in consts]
     dims = bind_shapes(body.inputs, shapes)
     step_ctx = RunContext(ctx.stream, dims, memo=ctx.memo, pool=ctx.pool,
-                          error_flag=ctx.error_flag, error_sites=ctx.error_sites)
+                          error_flag=ctx.error_flag, error_sites=ctx.error_sites,
+                          tape=ctx.tape)
     buffers = _memo(ctx, ("scan", id(node), tuple(sorted(dims.items()))), node,
                     lambda: _body_buffers(node, dims))
     final, ys = outputs[:num_carry], outputs[num_carry:]

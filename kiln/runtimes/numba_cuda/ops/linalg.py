@@ -171,23 +171,25 @@ def _launch(ctx: RunContext, kernels: dict, x: Any, y: Any, bias: Any, outs: lis
     grid_z = lambda z: min(z, 65535)  # noqa: E731 - blocks stride over the rest
     grid = (_ceil(m, K.BM), _ceil(n, K.BN))  # M on x: up to 2**31 - 1 tiles
     if splits == 1:
-        kernels["gemm"][(*grid, grid_z(batch)), (K.TX, K.TY), ctx.stream](
-            x, y, bias, prod, pre, out, epi.mode, epi.act, alpha, shift, 1, max(k, 1),
-            a_kfast, b_nfast)
+        ctx.launch(kernels["gemm"], (*grid, grid_z(batch)), (K.TX, K.TY),
+                   x, y, bias, prod, pre, out, epi.mode, epi.act, alpha, shift, 1, max(k, 1),
+                   a_kfast, b_nfast)
         return
     kchunk = _ceil(_ceil(k, splits), K.BK) * K.BK  # whole BK tiles per slice
     splits = -(-k // kchunk)
     part = scratch(ctx, "split-k", (batch * splits, m, n), dtype.name)
-    kernels["gemm"][(*grid, grid_z(batch * splits)), (K.TX, K.TY), ctx.stream](
-        x, y, bias, part, part, part, 0, 0, alpha, shift, splits, kchunk, a_kfast, b_nfast)
+    ctx.launch(kernels["gemm"], (*grid, grid_z(batch * splits)), (K.TX, K.TY),
+               x, y, bias, part, part, part, 0, 0, alpha, shift, splits, kchunk, a_kfast,
+               b_nfast)
     _epilogue(ctx, kernels, part, splits, bias, (prod, pre, out), epi.mode, epi, dtype)
 
 
 def _epilogue(ctx: RunContext, kernels: dict, part: Any, splits: int, bias: Any,
               outs: Sequence[Any], mode: int, epi: Epilogue, dtype: np.dtype) -> None:
     blocks, threads = ctx.grid(part.size // splits, EPILOGUE_THREADS)
-    kernels["epilogue"][min(blocks, 65535 * 4), threads, ctx.stream](
-        part, splits, bias, *outs, mode, epi.act, dtype.type(epi.alpha), dtype.type(epi.shift))
+    ctx.launch(kernels["epilogue"], min(blocks, 65535 * 4), threads,
+               part, splits, bias, *outs, mode, epi.act, dtype.type(epi.alpha),
+               dtype.type(epi.shift))
 
 
 # -- cuBLAS through CuPy -------------------------------------------------------------------
@@ -219,8 +221,14 @@ def _cublas_gemm(ctx: RunContext, x: Any, y: Any, outs: Sequence[Any], epi: Epil
     target = next(o for o in outs if o is not None)
     shape, dtype = tuple(target.shape), np.dtype(target.dtype)
     prod = outs[0] if outs[0] is not None else scratch(ctx, "product", shape, dtype.name)
-    with cp.cuda.ExternalStream(_stream_pointer(ctx.stream)):
-        cp.matmul(_cupy_array(cp, x), _cupy_array(cp, y), out=_cupy_array(cp, prod))
+    stream = cp.cuda.ExternalStream(_stream_pointer(ctx.stream))
+    operands = _cupy_array(cp, x), _cupy_array(cp, y), _cupy_array(cp, prod)
+
+    def product() -> None:
+        with stream:
+            cp.matmul(operands[0], operands[1], out=operands[2])
+
+    ctx.call(product)
     mode = epi.mode & ~K.WRITE_PROD
     if not mode & (K.WRITE_PRE | K.WRITE_OUT):
         return

@@ -163,7 +163,7 @@ def _softmax(log: int) -> Launcher:
 def _launch_softmax(ctx: RunContext, x3: Any, out3: Any, log: int) -> None:
     rows = x3.shape[0] * x3.shape[2]
     blocks = min(-(-rows // KS.ROWS), 65535 * 8)
-    KS.softmax[blocks, (KS.LANES, KS.ROWS), ctx.stream](x3, out3, log)
+    ctx.launch(KS.softmax, blocks, (KS.LANES, KS.ROWS), x3, out3, log)
 
 
 LAUNCHERS: dict[str, Launcher] = {

@@ -85,8 +85,8 @@ def launch_arg_reduction(ctx: RunContext, node: Node, inputs: list[Any],
     n_out = outer * inner
     if n_out == 0:
         return
-    _arg_reduce[min(MAX_BLOCKS, n_out), THREADS, ctx.stream](
-        flat(out), flat(x), n_out, m, inner, node.op == "argmax")
+    ctx.launch(_arg_reduce, min(MAX_BLOCKS, n_out), THREADS,
+               flat(out), flat(x), n_out, m, inner, node.op == "argmax")
 
 
 LAUNCHERS: dict[str, Launcher] = {
