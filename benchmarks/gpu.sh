@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The numba-cuda backend on a real NVIDIA GPU, in one run of under 8 minutes: the card and
 # versions, the CUDA tests on the device (every test of tests/runtimes/numba_cuda with the
-# tiled GEMM, the kernel and model tests again with cuBLAS), then the training-step
-# benchmark beside PyTorch CUDA eager and torch.compile (benchmarks/gpu_steps.py).
+# tiled GEMM, the kernel and model tests again with cuBLAS), the training-step benchmark
+# beside PyTorch CUDA eager and torch.compile (benchmarks/gpu_steps.py), then the book's
+# examples end to end on numba-cuda with the time left.
 # See docs/cuda.md.
 #
 # Usage, from the repository root:
@@ -110,6 +111,19 @@ if [ "$what" != "tests" ]; then
     [ -n "${OUT:-}" ] && rows=(--out "$OUT/gpu_steps.json")
     timeout 170 "$PY" -m benchmarks.gpu_steps --batches 128 1024 --budget 150 "${rows[@]}" \
         || status=1
+fi
+
+# The book's examples through the Keras frontend on numba-cuda, with what is left of the
+# 8 minutes (they compile every kernel of seven models on first use).
+if [ "$what" != "bench" ] && "$PY" -c "import pytest" 2>/dev/null; then
+    left=$(( 450 - ($(date +%s) - start) ))
+    if [ "$left" -gt 45 ]; then
+        stamp "tests/e2e/test_book_examples.py on numba-cuda (${left}s at most)"
+        KILN_CUDA_TESTS=gpu timeout "$left" "$PY" -m pytest -q -p no:cacheprovider \
+            tests/e2e/test_book_examples.py -k numba-cuda || status=1
+    else
+        stamp "e2e on numba-cuda skipped: ${left}s left of the 8 minutes"
+    fi
 fi
 stamp "done (status $status)"
 exit $status

@@ -2,10 +2,14 @@
 models (RMSprop(lr=0.001), mse, accuracy, batch 128, 10 epochs), the shapes of sections 3.4-3.6
 (binary, 46-class and regression) on learnable generated data, a convnet on real digits and an
 LSTM, each trained end to end through compiled graphs on every CPU backend that compiles:
-numba (the default) and onnxruntime. The reference runtime is the oracle the backends are
-tested against op by op; these tests are about whole models training."""
+numba (the default) and onnxruntime, and on numba-cuda where a GPU is there to run them
+(KILN_CUDA_TESTS=gpu, as benchmarks/gpu.sh sets; CI has none and skips them). The reference
+runtime is the oracle the backends are tested against op by op; these tests are about whole
+models training."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +19,12 @@ from kiln.datasets import synthetic
 from kiln.utils import pad_sequences, set_random_seed, to_categorical
 
 
-@pytest.fixture(params=["numba", "onnxruntime"])
+ON_GPU = pytest.param("numba-cuda", marks=pytest.mark.skipif(
+    os.environ.get("KILN_CUDA_TESTS") != "gpu",
+    reason="numba-cuda end to end needs a GPU: KILN_CUDA_TESTS=gpu (benchmarks/gpu.sh)"))
+
+
+@pytest.fixture(params=["numba", "onnxruntime", ON_GPU])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
