@@ -373,12 +373,19 @@ class NumbaCudaExecutable:
         if key not in e.inputs:
             types = [(v.type.resolve(dims), numpy_dtype(v.type.dtype)) for v in e.graph.inputs]
             e.inputs[key] = [_Staging([self._cuda.device_array(s, d) for s, d in types],
-                                      [self._cuda.pinned_array(s, d) for s, d in types])
+                                      [self._pinned(s, d) for s, d in types])
                              for _ in range(2)]
             while len(e.inputs) > ARENAS_KEPT:
                 e.inputs.popitem(last=False)
         e.inputs.move_to_end(key)
         return e.inputs[key]
+
+    def _pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A pinned host array, or a plain one when it holds no element: CUDA refuses to pin
+        zero bytes (cuMemHostAlloc(0) is an invalid value), and nothing is copied then."""
+        if math.prod(shape) == 0:
+            return np.empty(shape, dtype)
+        return self._cuda.pinned_array(shape, dtype)
 
     def _arena(self, e: Entry, key: tuple, dims: dict[str, int]) -> dict[str, Any]:
         """Device buffers of every node output for these sizes: views into one arena laid

@@ -38,3 +38,26 @@ def _a_gpu_when_asked_for() -> None:
     if not CAN_RUN:
         pytest.fail("KILN_CUDA_TESTS=gpu, but numba.cuda finds no GPU (is_available() is "
                     "False) and NUMBA_ENABLE_CUDASIM is not set")
+
+
+@pytest.fixture(autouse=True)
+def _pinning_zero_bytes_fails_as_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator's pinned_array is np.empty, which takes any size; CUDA refuses to pin
+    zero bytes (cuMemHostAlloc returns CUDA_ERROR_INVALID_VALUE), which the simulator never
+    showed until a real GPU failed the zero-length scans. Under the simulator the tests get
+    the GPU's refusal."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        return
+    import numpy as np
+    from numba import cuda
+
+    real = cuda.pinned_array
+
+    def pinned_array(shape, dtype=np.float64, *args, **kwargs):  # noqa: ANN001, ANN202
+        count = int(np.prod(shape))
+        if count * np.dtype(dtype).itemsize == 0:
+            raise RuntimeError("[CUDA_ERROR_INVALID_VALUE] cuMemHostAlloc of 0 bytes "
+                               "(as a GPU's driver answers; the simulator would allow it)")
+        return real(shape, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(cuda, "pinned_array", pinned_array)
