@@ -61,3 +61,24 @@ def _pinning_zero_bytes_fails_as_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> No
         return real(shape, dtype, *args, **kwargs)
 
     monkeypatch.setattr(cuda, "pinned_array", pinned_array)
+
+
+@pytest.fixture(autouse=True)
+def _new_device_memory_holds_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU's cuda.device_array is uninitialized memory; the simulator's is np.ndarray, often
+    zeros. Under the simulator new device arrays are filled with 0xFF bytes (NaN floats, -1
+    integers), so a kernel that reads before writing, or a launcher that forgets to clear an
+    accumulator, shows up here rather than only on a GPU."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        return
+    from numba import cuda
+
+    real = cuda.device_array
+
+    def device_array(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        array = real(*args, **kwargs)
+        if array.size:
+            array._ary.reshape(-1).view("uint8")[...] = 0xFF
+        return array
+
+    monkeypatch.setattr(cuda, "device_array", device_array)
