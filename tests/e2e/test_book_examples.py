@@ -18,7 +18,6 @@ from kiln import layers, models, optimizers
 from kiln.datasets import synthetic
 from kiln.utils import pad_sequences, set_random_seed, to_categorical
 
-
 ON_GPU = pytest.param("numba-cuda", marks=pytest.mark.skipif(
     os.environ.get("KILN_CUDA_TESTS") != "gpu",
     reason="numba-cuda end to end needs a GPU: KILN_CUDA_TESTS=gpu (benchmarks/gpu.sh)"))

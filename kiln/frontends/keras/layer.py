@@ -19,6 +19,7 @@ import numpy as np
 
 from kiln.ir import GraphBuilder, KilnError, KilnTypeError, KilnValueError, TensorType, Value
 from kiln.ir.types import canonical_dtype, numpy_dtype
+from kiln.runtimes import residency
 
 Shape = tuple  # Keras shapes: None for the batch (or any unknown) dimension
 
@@ -53,7 +54,10 @@ def to_keras_shape(t: TensorType) -> Shape:
 
 
 class Variable:
-    """A layer weight: its value lives here as a NumPy array that runtimes update in place."""
+    """A layer weight: its value lives here as a NumPy array that runtimes update in place.
+    A runtime keeping it on a device (numba-cuda) may hold a newer value: reading `value`
+    brings that home first (kiln.runtimes.residency), and tells the frontend the host may
+    write the array (the next call sends host writes over)."""
 
     def __init__(self, layer: Layer, name: str, shape: Shape, dtype: str,
                  initializer: Callable[[Shape, str], np.ndarray], trainable: bool):
@@ -63,7 +67,19 @@ class Variable:
         self.dtype = canonical_dtype(dtype)
         self.trainable = trainable
         value = np.asarray(initializer(self.shape, self.dtype), dtype=numpy_dtype(self.dtype))
-        self.value = np.ascontiguousarray(value.reshape(self.shape))
+        self._value = np.ascontiguousarray(value.reshape(self.shape))
+
+    @property
+    def value(self) -> np.ndarray:
+        """The weight's own array, up to date (write into it, or use assign)."""
+        residency.touch()
+        return residency.fetch(self._value)
+
+    @value.setter
+    def value(self, array: np.ndarray) -> None:
+        """Replace the weight's array (an executable holding the old one rebinds)."""
+        residency.touch()
+        self._value = array
 
     @property
     def path(self) -> str:
@@ -79,7 +95,7 @@ class Variable:
         return TensorType(self.shape, self.dtype)
 
     def numpy(self) -> np.ndarray:
-        return self.value.copy()
+        return residency.fetch(self._value).copy()
 
     def assign(self, value: Any) -> None:
         array = np.asarray(value)

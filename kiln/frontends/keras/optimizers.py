@@ -15,6 +15,7 @@ import numpy as np
 from kiln.ir import KilnTypeError, KilnValueError
 from kiln.ir.training import ITERATIONS, LEARNING_RATE
 from kiln.ir.training import optimizers as rules
+from kiln.runtimes import residency
 
 # Keras arguments kiln's update rules do not implement yet, with their Keras defaults: any
 # other value is refused.
@@ -86,8 +87,10 @@ class Optimizer:
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """The state arrays by their graph state name (empty until a model trains)."""
-        return dict(self._state)
+        """The state arrays by their graph state name (empty until a model trains), up to
+        date with a device that holds newer values (kiln.runtimes.residency)."""
+        residency.touch()
+        return {name: residency.fetch(array) for name, array in self._state.items()}
 
     @property
     def built(self) -> bool:
@@ -96,7 +99,7 @@ class Optimizer:
     @property
     def variables(self) -> list[np.ndarray]:
         """The state arrays: iterations, learning_rate, then the slots (Keras 3's order)."""
-        return list(self._state.values())
+        return list(self.state.values())
 
     def count_params(self) -> int:
         return int(sum(array.size for array in self._state.values()))
@@ -105,7 +108,7 @@ class Optimizer:
     def iterations(self) -> int:
         """How many steps this optimizer has applied."""
         array = self._state.get(ITERATIONS)
-        return 0 if array is None else int(array)
+        return 0 if array is None else int(residency.fetch(array))
 
     @property
     def learning_rate(self) -> float:

@@ -10,6 +10,7 @@ the first step, so a call that fails leaves the model as it was.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from kiln.frontends.keras.seeding import rng
 from kiln.ir import KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
 from kiln.ir.types import numpy_dtype
-from kiln.runtimes import check_backend, create_executable, get_backend
+from kiln.runtimes import check_backend, create_executable, get_backend, residency
 
 SEED_STATE = LoweringContext.SEED_STATE
 
@@ -62,11 +63,20 @@ def _to_host(exe: Any) -> None:
         sync()
 
 
+# executable -> residency.epoch() when its load_state last looked for host writes
+_LOOKED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
 def _to_device(exe: Any) -> None:
-    """Send state arrays changed on the host (set_weights, a callback) to the device."""
+    """Send state arrays changed on the host (set_weights, a callback) to the device. The
+    frontend hands its arrays out for writing only through Variable.value and the
+    optimizer's state (which bump residency's epoch): while the epoch stays, the host wrote
+    nothing through it and there is nothing to compare (small arrays, a learning rate a
+    callback sets, the executable notices by itself at every call)."""
     load = getattr(exe, "load_state", None)
-    if load is not None:
+    if load is not None and _LOOKED.get(exe) != residency.epoch():
         load()
+        _LOOKED[exe] = residency.epoch()
 
 
 def _check_verbose(verbose: Any) -> int:
@@ -301,9 +311,10 @@ class Trainer:
         """Every array a step may hold as state, by state name: the model's variables (their
         own arrays), the optimizer's arrays, the random key."""
         names = self.state_names()
-        arrays = {names[id(v)]: v.value for v in self.variables}
+        arrays = {names[id(v)]: residency.fetch(v._value) for v in self.variables}
         if self.optimizer is not None:
-            arrays.update(self.optimizer.state)
+            arrays.update({name: residency.fetch(array)
+                           for name, array in self.optimizer._state.items()})
         if self._seed is None:
             self._seed = np.array(int(rng().integers(0, 2**62)), np.int64)
         arrays[SEED_STATE] = self._seed
@@ -312,10 +323,10 @@ class Trainer:
     def _fresh(self) -> bool:
         """Whether every state array is still the one the executable was given (as
         _state_arrays would find them: the seed, then the optimizer's, then the variables')."""
-        opt = self.optimizer.state if self.optimizer is not None else {}
+        opt = self.optimizer._state if self.optimizer is not None else {}
         for name, variable, array in self._sources:
             now = (self._seed if name == SEED_STATE else opt[name] if name in opt else
-                   variable.value if variable is not None else None)
+                   variable._value if variable is not None else None)
             if now is not array:
                 return False
         return True
@@ -511,8 +522,9 @@ class Trainer:
         """One optimizer step on exactly this batch; returns its loss and metrics."""
         self._require_compiled("train_on_batch")
         exe, data = self._data("train_step", x, y, sample_weight, class_weight)
+        # The new state stays on a device that holds it (numba-cuda) until the host reads it
+        # (Variable.value, get_weights, save: kiln.runtimes.residency).
         out = exe.run("train_step", data.feed)
-        _to_host(exe)
         return self._logs("train_step", out, return_dict)
 
     def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,

@@ -14,7 +14,6 @@ memory goes when the executable is closed or dropped.
 from __future__ import annotations
 
 import math
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,19 +26,13 @@ from kiln.compiler.passes.plan_buffers import BufferPlan, read_buffer_plan
 from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
-from kiln.runtimes import ordered_inputs
+from kiln.runtimes import ordered_inputs, residency
 from kiln.runtimes.numba_cuda.tape import Tape, replay_enabled
 from kiln.runtimes.reference import bind_dims
 
 ALIGN = 256  # bytes: every arena slot starts on a 256-byte boundary (coalesced access)
 ARENAS_KEPT = 4  # arenas kept per entry point: a full batch, a last short batch, and more
 WATCHED_SIZE = 64  # state arrays this small are compared with their last known value per call
-
-# id(host state array) -> the executable whose device holds a newer value of it. A new
-# executable over the same arrays (a model that gained an entry point) brings them home
-# before it copies them over, so it never starts from values older than the device's.
-_NEWER_ON_DEVICE: weakref.WeakValueDictionary[int, NumbaCudaExecutable] = \
-    weakref.WeakValueDictionary()
 
 NO_GPU = ("backend 'numba-cuda' needs an NVIDIA GPU with a working driver; none was found "
           "(numba.cuda.is_available() is False). Use backend='numba' for the CPU, or "
@@ -154,8 +147,11 @@ class NumbaCudaExecutable:
         if missing:
             raise KilnValueError(f"backend 'numba-cuda': no value given for state "
                                  f"%{missing[0]}")
+        # A host array another executable's device holds a newer value of (a model that
+        # gained an entry point, a submodel sharing layers) is brought home before it is
+        # copied over, so no executable starts from values older than a device's.
         for name in names:
-            holder = _NEWER_ON_DEVICE.get(id(state[name]))
+            holder = residency.holder_of(state[name])
             if holder is not None and holder is not self:
                 holder.sync_state()
         self.load_state(sorted(names))
@@ -191,8 +187,7 @@ class NumbaCudaExecutable:
             host = self.state[name]
             host[...] = values.reshape(host.shape)
             self._known[name] = np.array(host)
-            if _NEWER_ON_DEVICE.get(id(host)) is self:
-                del _NEWER_ON_DEVICE[id(host)]
+            residency.settled(host, self)
         self._stale.clear()
 
     def _host_wrote(self, name: str) -> bool:
@@ -206,9 +201,17 @@ class NumbaCudaExecutable:
 
     def _notice_host_writes(self, graph: Graph) -> None:
         """Upload the small state arrays the host wrote since they were last exchanged (a
-        callback setting the learning rate); large ones wait for load_state()."""
-        changed = [v.name for v in graph.state
-                   if self.state[v.name].size <= WATCHED_SIZE and self._host_wrote(v.name)]
+        callback setting the learning rate; large ones wait for load_state()), and the
+        arrays another executable's device holds newer values of (it trained them since)."""
+        changed = []
+        for v in graph.state:
+            host = self.state[v.name]
+            holder = residency.holder_of(host)
+            if holder is not None and holder is not self:
+                holder.sync_state()
+                changed.append(v.name)
+            elif host.size <= WATCHED_SIZE and self._host_wrote(v.name):
+                changed.append(v.name)
         if changed:
             self.load_state(changed)
 
@@ -289,7 +292,7 @@ class NumbaCudaExecutable:
             staging.plan = plan
         for name, _ in graph.updates:
             self._stale.add(name)
-            _NEWER_ON_DEVICE[id(self.state[name])] = self
+            residency.newer_on_device(self.state[name], self)
         e.calls += 1
         if error_flag is not None and self._error_word[0]:
             self._error_dirty = True

@@ -1,26 +1,22 @@
-"""The Keras frontend, unchanged, on backend="numba-cuda": a tiny Sequential model fits one
-epoch, predicts and hands back its weights as the reference backend's twin does.
+"""The Keras frontend, unchanged, on backend="numba-cuda": tiny models fit, train on batches,
+predict, save and hand back their weights as their twins on the reference backend do.
 
-The weights live on the device during fit; the frontend brings them home through the
-executable's sync_state() (and sends host writes with load_state()). Until trainer.py
-calls them, reading weights right after fit sees the values from before it: that test is
-an expected failure, strict, so it turns into a failure the day the hook lands and must
-pass. (It runs first: a later predict builds a second executable, which brings the first
-one's state home before it starts.)
+The weights live on the device and come home only when the host reads them (Variable.value,
+get_weights, the optimizer's state, save: kiln.runtimes.residency); host writes (set_weights,
+assign) reach the device at the next call, also when they restore values the device has
+moved away from, and a second model sharing the layers sees what the first one trained.
 """
 
 from __future__ import annotations
 
-import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kiln import layers, models, optimizers
-from kiln.frontends.keras import trainer
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
-HOOKED = "sync_state" in inspect.getsource(trainer)
 
 
 def _data():  # noqa: ANN202
@@ -29,36 +25,38 @@ def _data():  # noqa: ANN202
     return x, np.argmax(x @ rng.standard_normal((9, 3)), axis=1)
 
 
-def _pair():  # noqa: ANN202
-    def build(backend: str) -> models.Sequential:
-        # A first kernel of 9x8 = 72 weights: more than the executable compares by itself.
-        model = models.Sequential([layers.Input((9,)), layers.Dense(8, activation="relu"),
-                                   layers.Dense(3, activation="softmax")])
-        model.compile(optimizer=optimizers.RMSprop(0.01),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      backend=backend)
-        return model
+def _build(backend: str) -> models.Sequential:
+    # A first kernel of 9x8 = 72 weights: more than the executable compares by itself.
+    model = models.Sequential([layers.Input((9,)), layers.Dense(8, activation="relu"),
+                               layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=optimizers.RMSprop(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], backend=backend)
+    return model
 
-    ref = build("reference")
-    gpu = build("numba-cuda")
+
+def _twins() -> tuple[models.Sequential, models.Sequential]:
+    ref, gpu = _build("reference"), _build("numba-cuda")
     gpu.set_weights(ref.get_weights())
+    return ref, gpu
+
+
+def _assert_same_weights(gpu: models.Model, ref: models.Model) -> None:
+    for got, expected in zip(gpu.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, **TOL)
+
+
+@pytest.fixture(scope="module")
+def fitted():  # noqa: ANN201
+    ref, gpu = _twins()
     x, y = _data()
     logs = [m.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0).history
             for m in (ref, gpu)]
     return ref, gpu, logs
 
 
-@pytest.fixture(scope="module")
-def fitted():  # noqa: ANN201
-    return _pair()
-
-
-@pytest.mark.xfail(not HOOKED, strict=True,
-                   reason="trainer.py does not call the executable's sync_state() yet")
 def test_get_weights_after_fit_match_the_reference_backend(fitted) -> None:  # noqa: ANN001
     ref, gpu, _ = fitted
-    for got, expected in zip(gpu.get_weights(), ref.get_weights(), strict=True):
-        np.testing.assert_allclose(got, expected, **TOL)
+    _assert_same_weights(gpu, ref)
 
 
 def test_fit_and_predict_match_the_reference_backend(fitted) -> None:  # noqa: ANN001
@@ -70,8 +68,6 @@ def test_fit_and_predict_match_the_reference_backend(fitted) -> None:  # noqa: A
     np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
 
 
-@pytest.mark.xfail("load_state" not in inspect.getsource(trainer), strict=True,
-                   reason="trainer.py does not call the executable's load_state() yet")
 def test_set_weights_reach_the_device(fitted) -> None:  # noqa: ANN001
     ref, gpu, _ = fitted
     x, _ = _data()
@@ -79,4 +75,64 @@ def test_set_weights_reach_the_device(fitted) -> None:  # noqa: ANN001
     doubled = [2 * w for w in ref.get_weights()]
     for model in (ref, gpu):
         model.set_weights(doubled)
+    np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
+
+
+def test_weights_trained_on_batches_come_home_when_read(tmp_path: Path) -> None:
+    ref, gpu = _twins()
+    x, y = _data()
+    for _ in range(3):
+        losses = [m.train_on_batch(x, y) for m in (ref, gpu)]  # loss and accuracy
+        np.testing.assert_allclose(losses[1], losses[0], **TOL)
+    exe = gpu._executable
+    assert exe._stale  # nothing was read: the new weights are still only on the device
+    kernel = gpu.layers[0].kernel
+    np.testing.assert_allclose(kernel.value, ref.layers[0].kernel.value, **TOL)
+    assert gpu.optimizer.iterations == ref.optimizer.iterations == 3
+    _assert_same_weights(gpu, ref)
+    gpu.train_on_batch(x, y)  # the device moves on again; save must bring it home
+    ref.train_on_batch(x, y)
+    gpu.save(tmp_path / "m.kiln")
+    loaded = models.load_model(tmp_path / "m.kiln", backend="reference")
+    _assert_same_weights(loaded, ref)
+    assert loaded.optimizer.iterations == 4
+
+
+def test_restoring_weights_the_device_moved_away_from_reaches_it() -> None:
+    """set_weights(w0) after training from w0: the host array still holds w0 (the device's
+    newer values never came home) and the last value exchanged is w0 too, so comparing the
+    two would find no write. The write brings the device's values home first."""
+    ref, gpu = _twins()
+    x, y = _data()
+    start = ref.get_weights()
+    for _ in range(2):
+        for model in (ref, gpu):
+            model.train_on_batch(x, y)
+    for model in (ref, gpu):
+        model.set_weights(start)
+    np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
+    for model in (ref, gpu):
+        model.layers[0].kernel.assign(np.ones((9, 8), np.float32))
+    np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
+
+
+def test_a_model_sharing_layers_sees_what_the_other_trained() -> None:
+    def pair(backend: str) -> tuple[models.Model, models.Model]:
+        whole = _build(backend)
+        part = models.Sequential([layers.Input((9,)), whole.layers[0]])
+        part.compile(optimizer="sgd", loss="mse", backend=backend)
+        return whole, part
+
+    (ref, ref_part), (gpu, gpu_part) = pair("reference"), pair("numba-cuda")
+    gpu.set_weights(ref.get_weights())
+    x, y = _data()
+    for whole, part in ((ref, ref_part), (gpu, gpu_part)):
+        part.predict(x, verbose=0)  # an executable holding the shared kernel exists
+        for _ in range(2):
+            whole.train_on_batch(x, y)
+    np.testing.assert_allclose(gpu_part.predict(x, verbose=0), ref_part.predict(x, verbose=0),
+                               **TOL)
+    for _ in range(2):  # the part trains the shared layer; the whole sees it
+        for part in (ref_part, gpu_part):
+            part.train_on_batch(x, np.zeros((8, 8), np.float32))
     np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
