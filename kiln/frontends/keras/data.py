@@ -189,13 +189,14 @@ class Dataset:
         return -(-self.size // batch_size)
 
     def batches(self, batch_size: int, shuffle: bool | str = False,
-                rng: np.random.Generator | None = None,
+                rng: np.random.Generator | None = None, buffers: int = 1,
                 ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """(feed, batch size) per step; the last batch may be short.
 
         In order, a batch is a view of the data (no copy). Shuffled, the samples are drawn
-        once per epoch as an index permutation and gathered into buffers allocated once:
-        a batch's arrays are overwritten by the next batch's."""
+        once per epoch as an index permutation and gathered into `buffers` sets of buffers
+        allocated once, in turn: a batch's arrays are overwritten by the one `buffers`
+        batches later (2: a caller may hold the next batch while it uses this one)."""
         starts = list(range(0, self.size, batch_size))
         order = None
         if shuffle == "batch" and rng is not None:
@@ -210,13 +211,14 @@ class Dataset:
         # A fresh allocation per batch costs page faults (the buffers are often above
         # malloc's mmap threshold); np.take into a kept buffer does not. The indices are a
         # permutation, so mode="clip" (unbuffered) changes nothing.
-        buffers = {k: np.empty((min(batch_size, self.size), *v.shape[1:]), v.dtype)
-                   for k, v in self.feed.items()}
-        for start in starts:
+        sets = [{k: np.empty((min(batch_size, self.size), *v.shape[1:]), v.dtype)
+                 for k, v in self.feed.items()} for _ in range(buffers)]
+        for step, start in enumerate(starts):
             stop = min(start + batch_size, self.size)
             index = order[start:stop]
             n = stop - start
-            yield {k: np.take(v, index, axis=0, out=buffers[k][:n], mode="clip")
+            out = sets[step % buffers]
+            yield {k: np.take(v, index, axis=0, out=out[k][:n], mode="clip")
                    for k, v in self.feed.items()}, n
 
 

@@ -11,7 +11,7 @@ the first step, so a call that fails leaves the model as it was.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,26 @@ def _to_device(exe: Any) -> None:
     if load is not None and _LOOKED.get(exe) != residency.epoch():
         load()
         _LOOKED[exe] = residency.epoch()
+
+
+def _ahead(exe: Any, entry: str, batches: Iterator[tuple[dict[str, np.ndarray], int]],
+           ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """The batches, each yielded once the next one's copy to the device has started, on
+    executables that prefetch (numba-cuda: a second stream, so the copy overlaps the step);
+    the batches must stay intact one step ahead (Dataset.batches with buffers=2)."""
+    prefetch = getattr(exe, "prefetch", None)
+    if prefetch is None:
+        yield from batches
+        return
+    current = next(batches, None)
+    if current is not None:
+        prefetch(entry, current[0])
+    while current is not None:
+        following = next(batches, None)
+        if following is not None:
+            prefetch(entry, following[0])
+        yield current
+        current = following
 
 
 def _check_verbose(verbose: Any) -> int:
@@ -429,7 +449,8 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             mean = _Mean()
-            batches = train.batches(batch_size, shuffle, rng())
+            batches = _ahead(exe, "train_step", train.batches(
+                batch_size, shuffle, rng(), buffers=2 if hasattr(exe, "prefetch") else 1))
             if hooks:
                 for step, (feed, size) in enumerate(batches):
                     cbs.on_train_batch_begin(step)

@@ -199,3 +199,29 @@ def test_multi_output_targets_by_list_and_dict() -> None:
         fast.test_on_batch(x, [labels, extra[:5]])
     with pytest.raises(KilnValueError, match="finite values in y\\[1\\]"):
         fast.test_on_batch(x, [labels, np.full_like(extra, np.nan)])
+
+
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_shuffled_batches_stay_intact_for_as_many_steps_as_buffers(buffers: int) -> None:
+    """Dataset.batches gathers shuffled samples into `buffers` sets in turn: with 2, a batch
+    held while the next one is drawn (fit prefetching to a device) keeps its samples."""
+    from kiln.frontends.keras.data import Dataset
+
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    data = Dataset({"x": x}, 10)
+    drawn = list(data.batches(3, True, np.random.default_rng(0), buffers=buffers))
+    order = np.random.default_rng(0).permutation(10)
+    expected = [x[order[s:s + 3]] for s in range(0, 10, 3)]
+    assert [n for _, n in drawn] == [3, 3, 3, 1]
+    held = [feed["x"] for feed, _ in drawn]  # each batch as left after every draw
+    intact = [np.array_equal(h, e) for h, e in zip(held, expected, strict=True)]
+    # the last `buffers` batches drawn are intact; with one buffer, earlier ones were
+    # overwritten by later draws
+    assert intact[-buffers:] == [True] * buffers
+    if buffers == 1:
+        assert not all(intact)
+    fresh = data.batches(3, True, np.random.default_rng(0), buffers=2)
+    previous = next(fresh)[0]["x"]
+    for feed, _ in fresh:
+        assert not np.shares_memory(previous, feed["x"])
+        previous = feed["x"]

@@ -136,3 +136,31 @@ def test_a_model_sharing_layers_sees_what_the_other_trained() -> None:
         for part in (ref_part, gpu_part):
             part.train_on_batch(x, np.zeros((8, 8), np.float32))
     np.testing.assert_allclose(gpu.predict(x, verbose=0), ref.predict(x, verbose=0), **TOL)
+
+
+def test_shuffled_fit_prefetches_each_next_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit copies batch k+1 over on the executable's second stream before step k runs; the
+    shuffled batches sit in two alternating buffers, so batch k is intact meanwhile. Same
+    history and weights as the reference backend's, short last batch included."""
+    from kiln.runtimes.numba_cuda import NumbaCudaExecutable
+    from kiln.utils import set_random_seed
+
+    prefetched = []
+    real = NumbaCudaExecutable.prefetch
+
+    def counting(self, entry, inputs):  # noqa: ANN001, ANN202
+        prefetched.append(entry)
+        return real(self, entry, inputs)
+
+    monkeypatch.setattr(NumbaCudaExecutable, "prefetch", counting)
+    ref, gpu = _twins()
+    x, y = _data()
+    histories = []
+    for model in (ref, gpu):
+        set_random_seed(5)
+        histories.append(model.fit(x, y, batch_size=3, epochs=2, shuffle=True,
+                                   verbose=0).history)
+    assert prefetched == ["train_step"] * 6  # 3 batches (3, 3, 2) per epoch
+    for key in histories[0]:
+        np.testing.assert_allclose(histories[1][key], histories[0][key], err_msg=key, **TOL)
+    _assert_same_weights(gpu, ref)
