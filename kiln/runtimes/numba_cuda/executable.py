@@ -78,7 +78,8 @@ class _Plan:
     sites the launchers registered. Valid while the executable's generation is unchanged."""
 
     generation: int
-    outputs: list[tuple[str, Any, Any]]  # (output name, value, its device array, 1-D)
+    # (output name, value, its device array (1-D), a pinned host buffer it is copied into)
+    outputs: list[tuple[str, Any, Any, np.ndarray]]
     error_sites: list[tuple[Any, str]]  # RunContext.error_sites of the recorded call
     nodes: Tape = field(default_factory=Tape)
     updates: Tape = field(default_factory=Tape)
@@ -93,6 +94,7 @@ class _Staging:
     event: Any = None  # recorded on the copy stream once a prefetched batch is over
     batch: list[np.ndarray] | None = None  # the host arrays prefetched into it (held)
     plan: _Plan | None = None  # the launches of a call on these buffers, once recorded
+    outputs: list[np.ndarray] | None = None  # pinned host buffers the outputs come back in
 
     def __post_init__(self) -> None:
         self.flat = [_flat(d) for d in self.device]  # 1-D views the copies go through
@@ -275,8 +277,9 @@ class NumbaCudaExecutable:
                 plan, ctx, env = self._launch_nodes(e, key, dims, staging, error_flag)
             else:
                 plan.nodes.replay(self.stream)
-            pending = [(name, v, _download(device, self.stream))
-                       for name, v, device in plan.outputs]
+            for _, _, device, host in plan.outputs:  # pinned: no wait until synchronize
+                if device.size:
+                    device.copy_to_host(host, stream=self.stream)
             if fresh:
                 self._launch_updates(e, ctx, env)
             else:
@@ -301,7 +304,9 @@ class NumbaCudaExecutable:
                 f"@{graph.name}: {node.op} (%{node.outputs[0].name}): expected {expected}. "
                 f"Received: an index out of range, computed on the device (the call ran to "
                 f"its end: its state updates are applied)")
-        return {name: host.reshape(v.type.resolve(dims)) for name, v, host in pending}
+        # Copies: the pinned buffers are the next call's too.
+        return {name: np.array(host).reshape(v.type.resolve(dims))
+                for name, v, _, host in plan.outputs}
 
     def _launch_nodes(self, e: Entry, key: tuple, dims: dict[str, int], staging: _Staging,
                       error_flag: Any) -> tuple[_Plan, Any, dict[str, Any]]:
@@ -322,7 +327,11 @@ class NumbaCudaExecutable:
         plan = _Plan(self._generation, [], ctx.error_sites)
         ctx.tape = plan.nodes if replay_enabled() else None
         run_nodes(ctx, graph, env, lambda v: buffers[v.name], e.views)
-        plan.outputs = [(name, v, _flat(env[v.name])) for name, v in graph.outputs]
+        if staging.outputs is None:  # made once per staging set, whether plans are kept or not
+            staging.outputs = [self._pinned((int(env[v.name].size),), np.dtype(env[v.name].dtype))
+                               for _, v in graph.outputs]
+        plan.outputs = [(name, v, _flat(env[v.name]), host)
+                        for (name, v), host in zip(graph.outputs, staging.outputs, strict=True)]
         if ctx.tape is not None:
             ctx.tape = plan.updates
         return plan, ctx, env

@@ -146,3 +146,18 @@ def test_a_replayed_call_flags_an_index_the_device_computed_out_of_range() -> No
     w = np.arange(15, dtype=np.float32).reshape(5, 3) * 0.5 ** 3  # three calls ran
     expected = ReferenceExecutable({"lookup": graph}, {"w": w}).run("lookup", {"ids": good})
     np.testing.assert_allclose(exe.run("lookup", {"ids": good})["counts"], expected["counts"])
+
+
+def test_outputs_of_a_call_are_its_own_arrays() -> None:
+    """Outputs come back through pinned buffers kept per batch size: each call returns
+    copies, which the next call does not overwrite."""
+    b = GraphBuilder("double")
+    x = b.input("x", TensorType(("N", 3), "float32"))
+    b.output(b.mul(x, 2.0), "y")
+    exe = NumbaCudaExecutable({"double": b.build()}, {})
+    ones = np.ones((2, 3), np.float32)
+    first = exe.run("double", {"x": ones})["y"]
+    second = exe.run("double", {"x": 3 * ones})["y"]
+    np.testing.assert_array_equal(first, 2 * ones)
+    np.testing.assert_array_equal(second, 6 * ones)
+    assert not np.shares_memory(first, second)
