@@ -374,11 +374,16 @@ class NumbaCudaExecutable:
                 staging.batch = None
                 return staging
         staging = sets[0] if sets[0].batch is None else sets[1]
-        if staging.batch is not None:  # a prefetch nobody ran: let its copy land first
-            staging.event.wait(self.stream)
+        if staging.event is not None:  # a prefetch nobody ran may still read the pinned
+            staging.event.synchronize()  # buffers: let its copy land first
             staging.batch = None
-        for host, device in zip(args, staging.flat, strict=True):
-            _upload(device, host, self.stream)
+        # Through the pinned buffers: the copy is asynchronous (a pageable one makes the
+        # host wait for it), and the host-side copy into them is the one a pageable copy
+        # would make in the driver anyway.
+        for host, pinned, device in zip(args, staging.pinned, staging.flat, strict=True):
+            if host.size:
+                np.copyto(pinned, host)
+                device.copy_to_device(pinned.reshape(-1), stream=self.stream)
         return staging
 
     def _stagings(self, e: Entry, key: tuple, dims: dict[str, int]) -> list[_Staging]:
