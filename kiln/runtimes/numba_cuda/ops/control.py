@@ -1,7 +1,8 @@
 """Launchers of `fused` and `scan`. A fused elementwise or reduction region runs its generated
 kernel (kiln.compiler.codegen.cuda); a fused gemm goes to the GEMM launcher ("fused:gemm",
 ops/linalg.py). A scan is a host loop over the steps launching the body's nodes, with the
-carries kept on the device in the result arrays and each step's ys copied into place.
+carries kept on the device in two alternating sets of buffers and each step's ys copied into
+place (the loop runs once per batch size: a launch tape replays it, tape.py).
 """
 
 from __future__ import annotations
@@ -67,31 +68,46 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
     carry_names, seq_names = names[:num_carry], names[num_carry:num_carry + num_seq]
     const_names = names[num_carry + num_seq:]
     results = body.output_values
+    # The carries live in two sets of buffers, in turn: a step reads set `now` and writes the
+    # new carries into `after`, so a body node computing a new carry writes it there itself
+    # (no copy per step), and a carry passed through or swapped is copied across without a
+    # snapshot. The outputs are the first set; an odd number of steps ends with a copy back.
+    direct = _computed_carries(body, num_carry)
+    now, after = list(final), [buffers[("spare", j)] for j in range(num_carry)]
     steps = range(length - 1, -1, -1) if node.attr["reverse"] else range(length)
     for t in steps:
-        env: dict[str, Any] = dict(zip(carry_names, final, strict=True))
+        env: dict[str, Any] = dict(zip(carry_names, now, strict=True))
         env.update(zip(seq_names, (row(s, t) for s in seqs), strict=True))
         env.update(zip(const_names, consts, strict=True))
-        run_nodes(step_ctx, body, env, lambda v: buffers[v.name])
+        run_nodes(step_ctx, body, env, lambda v, after=after: after[direct[v.name]]
+                  if v.name in direct else buffers[v.name])
         for y, value in zip(ys, results[num_carry:], strict=True):
             copy(ctx, row(y, t), env[value.name])
-        # A new carry that is a body input (a carry passed through or swapped) is read from a
-        # snapshot, since the carries are overwritten in place below.
-        sources = []
         for j, value in enumerate(results[:num_carry]):
-            if value.name in names:
-                snap = buffers[("snapshot", j)]
-                copy(ctx, snap, env[value.name])
-                sources.append(snap)
-            else:
-                sources.append(env[value.name])
-        for out, source in zip(final, sources, strict=True):
+            if direct.get(value.name) != j:
+                copy(ctx, after[j], env[value.name])
+        now, after = after, now
+    if num_carry and now[0] is not final[0]:
+        for out, source in zip(final, now, strict=True):
             copy(ctx, out, source)
 
 
+def _computed_carries(body: Any, num_carry: int) -> dict[str, int]:
+    """New carries a body node computes, by value name -> carry index: those can be written
+    straight into the carry's buffer (a value returned as two carries is copied for the
+    second, a body input passed through is copied)."""
+    computed = {o.name for n in body.nodes for o in n.outputs}
+    direct: dict[str, int] = {}
+    for j, value in enumerate(body.output_values[:num_carry]):
+        if value.name in computed and value.name not in direct:
+            direct[value.name] = j
+    return direct
+
+
 def _body_buffers(node: Node, dims: dict[str, int]) -> dict[str, Any]:
-    """One device array per value a step computes, and a snapshot per carry, reused by every
-    step and every call with these sizes."""
+    """One device array per value a step computes, and a second buffer per carry (the
+    carries alternate between it and the scan's output), reused by every step and every call
+    with these sizes."""
     body = node.body
     assert body is not None
     buffers = {}
@@ -99,8 +115,8 @@ def _body_buffers(node: Node, dims: dict[str, int]) -> dict[str, Any]:
         for v in n.outputs:
             buffers[v.name] = cuda.device_array(v.type.resolve(dims), numpy_dtype(v.type.dtype))
     for j, v in enumerate(body.output_values[:node.attr["num_carry"]]):
-        buffers[("snapshot", j)] = cuda.device_array(v.type.resolve(dims),
-                                                     numpy_dtype(v.type.dtype))
+        buffers[("spare", j)] = cuda.device_array(v.type.resolve(dims),
+                                                  numpy_dtype(v.type.dtype))
     return buffers
 
 

@@ -141,6 +141,44 @@ def test_a_scan_whose_carries_swap() -> None:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 4])
+def test_scan_carries_alternate_between_two_buffers(
+        steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step writes the carries a body node computes straight into the other buffer set;
+    only carries the body passes through, or returns twice, are copied, and an odd number
+    of steps ends with one copy back into the outputs."""
+    from kiln.runtimes.numba_cuda.ops import control
+
+    copies: list[int] = []
+    real = control.copy
+    monkeypatch.setattr(control, "copy", lambda ctx, dst, src: (copies.append(1),
+                                                              real(ctx, dst, src)))
+    v = TensorType((3,), "float64")
+    bb = GraphBuilder("mixed")
+    a, c, d, x = (bb.input(n, v) for n in ("a", "c", "d", "x"))
+    new = bb.tanh(bb.add(bb.mul(a, 0.5), x))
+    bb.output(new, "a")  # computed: written in place
+    bb.output(new, "c")  # the same value again: copied
+    bb.output(a, "d")  # a carry passed across: copied (the old a, not the new one)
+    bb.output(bb.mul(new, d), "y")  # reads d, the carry entering the step
+    b = GraphBuilder("scan_mixed")
+    inits = [b.input(n, v) for n in ("a0", "c0", "d0")]
+    xs = b.input("xs", TensorType((steps, 3), "float64"))
+    results = b.op("scan", *inits, xs, num_carry=3, num_seq=1, body=bb.build())
+    for name, value in zip(("a", "c", "d", "ys"), results, strict=True):
+        b.output(value, name)
+    graph = b.build()
+    rng = np.random.default_rng(steps)
+    feed = {"a0": rng.standard_normal(3), "c0": rng.standard_normal(3),
+            "d0": rng.standard_normal(3), "xs": rng.standard_normal((steps, 3))}
+    expected, _ = run_graph(graph, feed)
+    got = NumbaCudaExecutable({"run": graph}, {}).run("run", feed)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, err_msg=name)
+    # 3 initial copies; per step 1 ys and 2 carries (c, d); 3 back after an odd count
+    assert len(copies) == 3 + 3 * steps + 3 * (steps % 2)
+
+
 @pytest.fixture(scope="module")
 def sgd() -> NumbaCudaExecutable:
     return NumbaCudaExecutable({"sgd": _sgd()}, _fresh()[0])
