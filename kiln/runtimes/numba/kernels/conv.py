@@ -190,7 +190,13 @@ def k_conv2d_grad_filter_im2col(x, dy, dwk, sh, sw, pt, pl, dh, dw):
     if _few_channels(kh, kw, c, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
         np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), dy2d, dw2d)
     else:
-        np.dot(_columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, dy2d, dw2d)
+        # dw2d.T = dy2d.T @ cols, then one small transpose: SciPy's OpenBLAS runs this
+        # orientation of the long-K product faster than cols.T @ dy2d (convnet conv2, batch
+        # 64: 3.0-3.5 ms vs 3.6-4.4, medians of 60 interleaved; the same sums, bit for bit).
+        cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        dw_t = np.empty((o, kh * kw * c), dy.dtype)
+        np.dot(dy2d.T, cols, dw_t)
+        dw2d[:, :] = dw_t.T
 
 
 # -- direct loops ----------------------------------------------------------------------------
