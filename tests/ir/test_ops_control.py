@@ -152,6 +152,32 @@ def test_backward_is_one_reverse_scan_over_saved_carries() -> None:
     assert parse(str(graph)) == graph
 
 
+def test_the_backward_step_reads_the_saved_gate_sums_instead_of_recomputing_them() -> None:
+    """The forward also stacks x @ w + h @ u (the sum its two matmuls feed); the backward
+    step reads it, so its only matmuls are the four of the VJPs, none recomputing a forward
+    product, and the gradients still match finite differences (rnn sample, every input)."""
+    sample = BY_NAME["rnn"]
+    graph = grad(sample_graph(sample), "y1", ["x0", "x1", "x2", "x3", "x4"])
+    forward, backward = [n for n in graph.nodes if n.op == "scan"]
+    saved = forward.outputs[-2]  # before the stacked carries: one saved value
+    assert saved.type.shape == (5, 2, 4) and saved in backward.inputs
+    body = backward.body
+    h, x = body.inputs[backward.attr["num_carry"]], body.inputs[backward.attr["num_carry"] + 1]
+    matmuls = [n for n in body.nodes if n.op == "matmul"]
+    assert len(matmuls) == 4
+    assert not any(n.inputs[0] in (h, x) and n.inputs[1].name in ("a2", "a3")
+                   for n in matmuls)  # h @ u and x @ w are not computed again
+    grads, _ = run_graph(graph, dict(zip([f"x{i}" for i in range(5)], sample.inputs,
+                                         strict=True)))
+    for i, x0 in enumerate(sample.inputs):
+        def loss(v: np.ndarray, i: int = i) -> float:
+            feed = {f"x{k}": (v if k == i else a) for k, a in enumerate(sample.inputs)}
+            return float(np.sum(run_graph(sample_graph(sample), feed)[0]["y1"]))
+
+        np.testing.assert_allclose(grads[f"grad.x{i}"], numeric_grad(loss, x0), rtol=1e-5,
+                                   atol=1e-6, err_msg=f"x{i}")
+
+
 def test_gradient_of_a_nested_scan() -> None:
     def outer_step(b, c, xs):  # noqa: ANN001, ANN202
         final, ys = b.scan(c, xs, body=CUMSUM, num_carry=1, num_seq=1)

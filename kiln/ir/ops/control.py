@@ -108,11 +108,35 @@ def _unique(hint: str, used: set[str]) -> str:
     return name
 
 
-def _augment(b: GraphBuilder, node: Node) -> Node:
-    """The same scan, also returning the carries entering each step, stacked (residuals).
+def _saved_values(body: Graph, num_carry: int) -> list[Value]:
+    """The body values the forward scan stacks for its VJP besides the carries: each matmul's
+    result, or the sum a lone add makes of it (a recurrent cell's gate pre-activations), so
+    the backward step reads them instead of recomputing the step's GEMM. The VJPs of matmul
+    and add need only their operands, which the backward step has. (Outputs do not enter the
+    choice: the augmented body, which has more, gives the same list.)"""
+    readers: dict[str, list[Node]] = {}
+    for n in body.nodes:
+        for v in n.inputs:
+            readers.setdefault(v.name, []).append(n)
+    saved: list[Value] = []
+    for n in body.nodes:
+        if n.op != "matmul" or not n.output.type.is_float:
+            continue
+        value = n.output
+        after = readers.get(value.name, [])
+        if len(after) == 1 and after[0].op == "add":
+            value = after[0].output
+        if value not in saved:
+            saved.append(value)
+    return saved if num_carry else []
 
-    The body gains one output per carry, the carry input itself; the VJP reads the last
-    num_carry results as residuals, so it does not recompute the forward pass.
+
+def _augment(b: GraphBuilder, node: Node) -> Node:
+    """The same scan, also returning stacked residuals: the values of `_saved_values`, then
+    the carries entering each step (the body's outputs end with them, in that order).
+
+    The VJP reads the last num_carry results as the carries and the saved values before
+    them, so it does not recompute the forward pass's GEMMs.
     """
     num_carry = node.attr["num_carry"]
     if num_carry == 0:
@@ -120,14 +144,18 @@ def _augment(b: GraphBuilder, node: Node) -> Node:
     body = node.body
     assert body is not None
     used = set(body.output_names)
+    saved = tuple((_unique(f"{v.name}.saved", used), v) for v in _saved_values(body, num_carry))
     extra = tuple((_unique(f"{v.name}.in", used), v) for v in body.inputs[:num_carry])
-    new_body = Graph(body.name, body.inputs, body.state, body.nodes, body.outputs + extra,
-                     body.updates)
+    new_body = Graph(body.name, body.inputs, body.state, body.nodes,
+                     body.outputs + saved + extra, body.updates)
     length = node.inputs[num_carry].type.shape[0]
+    stacked = tuple(Value(b.fresh_name(f"{node.outputs[0].name}.{name}"),
+                          TensorType((length, *v.type.shape), v.type.dtype))
+                    for name, v in saved)
     residuals = tuple(
         Value(b.fresh_name(f"{out.name}.in"), TensorType((length, *c.type.shape), c.type.dtype))
         for out, c in zip(node.outputs, node.inputs[:num_carry], strict=False))
-    return Node(node.op, node.inputs, node.outputs + residuals, node.attrs, new_body)
+    return Node(node.op, node.inputs, node.outputs + stacked + residuals, node.attrs, new_body)
 
 
 def _zeros(b: GraphBuilder, t: TensorType) -> Value:
@@ -135,15 +163,19 @@ def _zeros(b: GraphBuilder, t: TensorType) -> Value:
 
 
 def _backward_body(body: Graph, num_carry: int, num_seq: int, carry_ids: list[int],
-                   seq_ids: list[int], const_ids: list[int], y_ids: list[int]) -> Graph:
+                   seq_ids: list[int], const_ids: list[int], y_ids: list[int],
+                   saved: list[Value]) -> Graph:
     """One backward step: (carry cotangent..., constant accumulator..., carry in...,
-    sequence slice..., y cotangent..., constant...) -> (carry-in cotangent...,
-    accumulator + constant cotangent..., sequence slice cotangent...).
+    sequence slice..., y cotangent..., saved value..., constant...) -> (carry-in
+    cotangent..., accumulator + constant cotangent..., sequence slice cotangent...).
 
     The ids pick the float carries, sequences and constants and the ys with a cotangent.
+    `body` is the augmented one; the step recomputes the forward body and its VJPs, then the
+    recomputed `saved` values are replaced by the stacked ones the forward scan returned (the
+    nodes that computed them die, unless something else needs them).
     """
     carries, seqs, consts = _split(body.inputs, num_carry, num_seq)
-    y_outs = body.outputs[num_carry:len(body.outputs) - num_carry]
+    y_outs = body.outputs[num_carry:len(body.outputs) - num_carry - len(saved)]
     used = {v.name for v in body.inputs}
     bb = GraphBuilder(f"{body.name}.grad")
     g_carry = [bb.input(_unique(f"{carries[j].name}.grad", used), carries[j].type)
@@ -152,9 +184,12 @@ def _backward_body(body: Graph, num_carry: int, num_seq: int, carry_ids: list[in
            for i in const_ids]
     ins = [bb.input(v.name, v.type) for v in (*carries, *seqs)]
     g_y = [bb.input(_unique(f"{y_outs[i][0]}.grad", used), y_outs[i][1].type) for i in y_ids]
+    given = [bb.input(_unique(f"{v.name}.saved", used), v.type) for v in saved]
     ins += [bb.input(v.name, v.type) for v in consts]
     outs, _ = bb.call(body, ins)
     values = list(outs.values())
+    first_saved = len(body.outputs) - num_carry - len(saved)
+    recomputed = values[first_saved:first_saved + len(saved)]
     seeds = [(values[j], g) for j, g in zip(carry_ids, g_carry, strict=True)]
     seeds += [(values[num_carry + i], g) for i, g in zip(y_ids, g_y, strict=True)]
     c_in, x_in, k_in = _split(ins, num_carry, num_seq)
@@ -172,7 +207,20 @@ def _backward_body(body: Graph, num_carry: int, num_seq: int, carry_ids: list[in
     for i, g in zip(seq_ids, g_x, strict=True):
         bb.output(g if g is not None else _zeros(bb, seqs[i].type),
                   _unique(f"{seqs[i].name}.grad", names))
-    return remove_dead_nodes(bb.build())
+    return remove_dead_nodes(_substitute(bb.build(), {
+        r.name: g for r, g in zip(recomputed, given, strict=True)}))
+
+
+def _substitute(graph: Graph, values: dict[str, Value]) -> Graph:
+    """`graph` with every read of the named values reading the given ones instead."""
+    def swap(v: Value) -> Value:
+        return values.get(v.name, v)
+
+    nodes = tuple(Node(n.op, tuple(swap(v) for v in n.inputs), n.outputs, n.attrs, n.body)
+                  for n in graph.nodes)
+    return Graph(graph.name, graph.inputs, graph.state, nodes,
+                 tuple((name, swap(v)) for name, v in graph.outputs),
+                 tuple((name, swap(v)) for name, v in graph.updates))
 
 
 def _scan_vjp(b: GraphBuilder, node: Node, cots: Sequence[Value | None]) -> list[Value | None]:
@@ -183,18 +231,20 @@ def _scan_vjp(b: GraphBuilder, node: Node, cots: Sequence[Value | None]) -> list
     assert body is not None
     if num_carry and body.output_values[-num_carry:] != body.inputs[:num_carry]:
         raise AssertionError("scan's VJP expects the node that its augment returns")
+    saved = _saved_values(body, num_carry)
     carries, seqs, consts = _split(node.inputs, num_carry, num_seq)
     n_out = len(node.outputs)
     residuals = node.outputs[n_out - num_carry:]
-    ys = node.outputs[num_carry:n_out - num_carry]
+    stacked = node.outputs[n_out - num_carry - len(saved):n_out - num_carry]
+    ys = node.outputs[num_carry:n_out - num_carry - len(saved)]
     carry_ids = [j for j, c in enumerate(carries) if c.type.is_float]
     seq_ids = [i for i, s in enumerate(seqs) if s.type.is_float]
     const_ids = [i for i, k in enumerate(consts) if k.type.is_float]
     y_ids = [i for i, y in enumerate(ys) if y.type.is_float and cots[num_carry + i] is not None]
-    step = _backward_body(body, num_carry, num_seq, carry_ids, seq_ids, const_ids, y_ids)
+    step = _backward_body(body, num_carry, num_seq, carry_ids, seq_ids, const_ids, y_ids, saved)
     init = [cots[j] if cots[j] is not None else _zeros(b, carries[j].type) for j in carry_ids]
     init += [_zeros(b, consts[i].type) for i in const_ids]
-    scanned = [*residuals, *seqs, *(cots[num_carry + i] for i in y_ids)]
+    scanned = [*residuals, *seqs, *(cots[num_carry + i] for i in y_ids), *stacked]
     result = b.op("scan", *init, *scanned, *consts, body=step, num_carry=len(init),
                   num_seq=len(scanned), reverse=not node.attr["reverse"])
     results = list(result) if isinstance(result, tuple) else [result]
