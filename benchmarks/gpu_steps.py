@@ -62,10 +62,11 @@ def torch_steps(name: str, x: np.ndarray, y: np.ndarray) -> tuple[Callable, Call
 
 
 def kiln_steps(name: str, x: np.ndarray, y: np.ndarray,
-               ) -> tuple[Callable, Callable, float, str]:
-    """(train_on_batch, the executable's run alone, first loss, the step's launches) of
-    kiln on numba-cuda. Launches: the nodes of the optimized step that run kernels (views
-    run none), and those of scan bodies, which launch once per step of the scan."""
+               ) -> tuple[Callable, Callable, float, str, Callable[[], str]]:
+    """(train_on_batch, the executable's run alone, first loss, the step's launches, a note
+    on its launch tapes) of kiln on numba-cuda. Launches: the nodes of the optimized step
+    that run kernels (views run none), and those of scan bodies, which launch once per step
+    of the scan."""
     from benchmarks.kiln_peer import KilnPeer
 
     peer = KilnPeer(name, "numba-cuda", weights(name), x, y)
@@ -78,7 +79,22 @@ def kiln_steps(name: str, x: np.ndarray, y: np.ndarray,
             f" + {body} per scan step" if body else "")
     except (AttributeError, KeyError) as err:
         launches = f"? ({err!r})"
-    return peer.train_api(), peer.train_exe(), first, launches
+    return peer.train_api(), peer.train_exe(), first, launches, lambda: _tape_note(peer.exe)
+
+
+def _tape_note(exe: object) -> str:
+    """What the recorded tapes of the train step hold: steps, launches prepared for cuda.core
+    (the rest replay numba's dispatcher), and whether a CUDA graph was captured."""
+    try:
+        plans = [s.plan for sets in exe.entries["train_step"].inputs.values()  # type: ignore
+                 for s in sets if s.plan is not None]
+        return "; ".join(
+            f"tape {len(p.nodes)} steps, {p.nodes.prepared} prepared, graph "
+            + ("captured" if p.nodes.graph is not None else
+               f"refused ({p.nodes.capture_failed})" if p.nodes.capture_failed else "none")
+            for p in plans) or "no tape recorded"
+    except (AttributeError, KeyError) as err:
+        return f"? ({err!r})"
 
 
 def _launch_variants(row: dict, name: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -94,9 +110,10 @@ def _launch_variants(row: dict, name: str, x: np.ndarray, y: np.ndarray) -> None
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            _, run, _, _ = kiln_steps(name, x, y)
+            _, run, _, _, tapes = kiln_steps(name, x, y)
             trajectories[key] = np.array([float(run()["loss"]) for _ in range(6)])
             row[key] = median_step(run)
+            row[f"{key}: tapes"] = tapes()
         except Exception as err:  # noqa: BLE001 - the row says why
             row[key] = f"failed: {type(err).__name__}: {err}"[:200]
         finally:
@@ -158,7 +175,7 @@ def main() -> None:
             for gemm in gemms:
                 os.environ["KILN_CUDA_GEMM"] = gemm
                 try:
-                    api, run, kiln_loss, row["kiln launches"] = kiln_steps(name, x, y)
+                    api, run, kiln_loss, row["kiln launches"], _ = kiln_steps(name, x, y)
                     row[f"kiln ({gemm})"] = median_step(api)
                     row[f"kiln exe.run ({gemm})"] = median_step(run)
                     if gemm == "kiln" and batch == min(args.batches):

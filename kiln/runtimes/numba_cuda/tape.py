@@ -47,7 +47,7 @@ class Tape:
 
     def __init__(self) -> None:
         self.steps: list[Callable[[], Any]] = []
-        self.prepared = 0  # kernel launches replayed through cuda.core directly (tests read it)
+        self.prepared = 0  # launches replayed through cuda.core directly (gpu_steps reports it)
         self.calls = 0  # library calls recorded (a tape with any is never captured)
         self.replays = 0
         self.graph: CudaGraph | None = None
