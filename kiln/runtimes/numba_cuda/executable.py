@@ -294,8 +294,9 @@ class NumbaCudaExecutable:
         if fresh and replay_enabled():
             staging.plan = plan
         for name, _ in graph.updates:
-            self._stale.add(name)
-            residency.newer_on_device(self.state[name], self)
+            if name not in self._stale:  # else registered already (load_state unmarks it)
+                self._stale.add(name)
+                residency.newer_on_device(self.state[name], self)
         e.calls += 1
         if error_flag is not None and self._error_word[0]:
             self._error_dirty = True
