@@ -82,6 +82,12 @@ class Variable:
         self._value = array
 
     @property
+    def storage(self) -> np.ndarray:
+        """The weight's array as the host holds it, without fetching a device's newer value
+        (for the frontend's own bookkeeping: which arrays an executable holds, their sizes)."""
+        return self._value
+
+    @property
     def path(self) -> str:
         """Keras 3's variable path, e.g. "dense/kernel"."""
         return f"{self.layer.name}/{self.name}"

@@ -8,6 +8,8 @@ here (by a callback, say) takes effect on the next step without a recompile.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -91,6 +93,12 @@ class Optimizer:
         date with a device that holds newer values (kiln.runtimes.residency)."""
         residency.touch()
         return {name: residency.fetch(array) for name, array in self._state.items()}
+
+    @property
+    def storage(self) -> Mapping[str, np.ndarray]:
+        """The state arrays as the host holds them, without fetching a device's newer values
+        (for the frontend's own bookkeeping), read-only."""
+        return MappingProxyType(self._state)
 
     @property
     def built(self) -> bool:

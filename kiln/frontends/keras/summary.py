@@ -147,8 +147,8 @@ def summary_lines(model: Any, line_length: int | None = None,
     frozen = [v for v in weights if id(v) not in trainable_ids]
     counts = {"trainable": sum(int(np.prod(v.shape)) for v in trainable),
               "frozen": sum(int(np.prod(v.shape)) for v in frozen)}
-    sizes = {"trainable": sum(v._value.nbytes for v in trainable),
-             "frozen": sum(v._value.nbytes for v in frozen)}
+    sizes = {"trainable": sum(v.storage.nbytes for v in trainable),
+             "frozen": sum(v.storage.nbytes for v in frozen)}
     optimizer = getattr(model, "optimizer", None)
     opt_count = optimizer.count_params() if optimizer is not None and optimizer.built else 0
     opt_size = sum(a.nbytes for a in optimizer.variables) if opt_count else 0

@@ -331,10 +331,10 @@ class Trainer:
         """Every array a step may hold as state, by state name: the model's variables (their
         own arrays), the optimizer's arrays, the random key."""
         names = self.state_names()
-        arrays = {names[id(v)]: residency.fetch(v._value) for v in self.variables}
+        arrays = {names[id(v)]: residency.fetch(v.storage) for v in self.variables}
         if self.optimizer is not None:
             arrays.update({name: residency.fetch(array)
-                           for name, array in self.optimizer._state.items()})
+                           for name, array in self.optimizer.storage.items()})
         if self._seed is None:
             self._seed = np.array(int(rng().integers(0, 2**62)), np.int64)
         arrays[SEED_STATE] = self._seed
@@ -343,10 +343,10 @@ class Trainer:
     def _fresh(self) -> bool:
         """Whether every state array is still the one the executable was given (as
         _state_arrays would find them: the seed, then the optimizer's, then the variables')."""
-        opt = self.optimizer._state if self.optimizer is not None else {}
+        opt = self.optimizer.storage if self.optimizer is not None else {}
         for name, variable, array in self._sources:
             now = (self._seed if name == SEED_STATE else opt[name] if name in opt else
-                   variable._value if variable is not None else None)
+                   variable.storage if variable is not None else None)
             if now is not array:
                 return False
         return True

@@ -113,7 +113,10 @@ def _saved_values(body: Graph, num_carry: int) -> list[Value]:
     result, or the sum a lone add makes of it (a recurrent cell's gate pre-activations), so
     the backward step reads them instead of recomputing the step's GEMM. The VJPs of matmul
     and add need only their operands, which the backward step has. (Outputs do not enter the
-    choice: the augmented body, which has more, gives the same list.)"""
+    choice: the augmented body, which has more, gives the same list.) None without carries:
+    such a scan is not augmented."""
+    if not num_carry:
+        return []
     readers: dict[str, list[Node]] = {}
     for n in body.nodes:
         for v in n.inputs:
@@ -128,7 +131,7 @@ def _saved_values(body: Graph, num_carry: int) -> list[Value]:
             value = after[0].output
         if value not in saved:
             saved.append(value)
-    return saved if num_carry else []
+    return saved
 
 
 def _augment(b: GraphBuilder, node: Node) -> Node:

@@ -95,10 +95,13 @@ class RunContext:
             kernel[griddim, blockdim, self.stream](*args)
 
     def copy(self, dst: Any, src: Any) -> None:
-        """Device-to-device copy between C-contiguous 1-D arrays of one size, on the stream."""
+        """Device-to-device copy between C-contiguous 1-D arrays of one size, on the stream
+        (none when they are empty)."""
+        if not dst.size:
+            return
         if self.tape is not None:
             self.tape.copy(dst, src, self.stream)
-        elif dst.size:
+        else:
             dst.copy_to_device(src, stream=self.stream)
 
     def call(self, function: Callable[[], Any]) -> None:

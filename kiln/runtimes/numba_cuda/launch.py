@@ -50,8 +50,7 @@ def kernel_function(source: str, name: str = "kernel") -> Any:
 
 def copy(ctx: RunContext, dst: Any, src: Any) -> None:
     """Device-to-device copy of equal-sized C-contiguous arrays, on the context's stream."""
-    if dst.size:
-        ctx.copy(flat(dst), flat(src))
+    ctx.copy(flat(dst), flat(src))
 
 
 @cuda.jit(cache=True)

@@ -69,9 +69,8 @@ class Tape:
         self.steps.append(step)
 
     def copy(self, dst: Any, src: Any, stream: Any) -> None:
-        """Copy the C-contiguous device array `src` into `dst` (same size) now, and record it."""
-        if not dst.size:
-            return
+        """Copy the C-contiguous device array `src` into `dst` (same size, not empty) now, and
+        record it."""
         dst.copy_to_device(src, stream=stream)
         step = None if SIMULATOR else _prepared_copy(dst, src, stream)
         self.steps.append(step or partial(dst.copy_to_device, src, stream=stream))

@@ -14,7 +14,7 @@ from numba import cuda
 from kiln.compiler.codegen.cuda import fused_kernel
 from kiln.compiler.codegen.numba.source import ir_line
 from kiln.ir.errors import KilnValueError
-from kiln.ir.graph import Node
+from kiln.ir.graph import Graph, Node
 from kiln.ir.types import numpy_dtype
 from kiln.runtimes.numba_cuda.context import Launcher, RunContext
 from kiln.runtimes.numba_cuda.interpreter import bind_shapes, launchers, run_nodes
@@ -59,8 +59,9 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
     step_ctx = RunContext(ctx.stream, dims, memo=ctx.memo, pool=ctx.pool,
                           error_flag=ctx.error_flag, error_sites=ctx.error_sites,
                           tape=ctx.tape)
+    direct = _computed_carries(body, num_carry)
     buffers = _memo(ctx, ("scan", id(node), tuple(sorted(dims.items()))), node,
-                    lambda: _body_buffers(node, dims))
+                    lambda: _body_buffers(node, dims, direct))
     final, ys = outputs[:num_carry], outputs[num_carry:]
     for out, init in zip(final, carries, strict=True):
         copy(ctx, out, init)
@@ -72,7 +73,6 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
     # new carries into `after`, so a body node computing a new carry writes it there itself
     # (no copy per step), and a carry passed through or swapped is copied across without a
     # snapshot. The outputs are the first set; an odd number of steps ends with a copy back.
-    direct = _computed_carries(body, num_carry)
     now, after = list(final), [buffers[("spare", j)] for j in range(num_carry)]
     steps = range(length - 1, -1, -1) if node.attr["reverse"] else range(length)
     for t in steps:
@@ -92,7 +92,7 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
             copy(ctx, out, source)
 
 
-def _computed_carries(body: Any, num_carry: int) -> dict[str, int]:
+def _computed_carries(body: Graph, num_carry: int) -> dict[str, int]:
     """New carries a body node computes, by value name -> carry index: those can be written
     straight into the carry's buffer (a value returned as two carries is copied for the
     second, a body input passed through is copied)."""
@@ -104,15 +104,18 @@ def _computed_carries(body: Any, num_carry: int) -> dict[str, int]:
     return direct
 
 
-def _body_buffers(node: Node, dims: dict[str, int]) -> dict[str, Any]:
-    """One device array per value a step computes, and a second buffer per carry (the
-    carries alternate between it and the scan's output), reused by every step and every call
-    with these sizes."""
+def _body_buffers(node: Node, dims: dict[str, int], direct: dict[str, int],
+                  ) -> dict[str, Any]:
+    """One device array per value a step computes (but the new carries in `direct`, written
+    into the carry buffers), and a second buffer per carry (the carries alternate between it
+    and the scan's output), reused by every step and every call with these sizes."""
     body = node.body
     assert body is not None
     buffers = {}
     for n in body.nodes:
         for v in n.outputs:
+            if v.name in direct:
+                continue
             buffers[v.name] = cuda.device_array(v.type.resolve(dims), numpy_dtype(v.type.dtype))
     for j, v in enumerate(body.output_values[:node.attr["num_carry"]]):
         buffers[("spare", j)] = cuda.device_array(v.type.resolve(dims),
