@@ -28,6 +28,7 @@ from kiln.ir import GraphBuilder, TensorType
 from kiln.ir.ops.nn import window
 from kiln.runtimes.numba import kernels as K
 from kiln.runtimes.numba.kernels import conv as conv_kernels
+from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_WORK
 from kiln.runtimes.numba.kernels.random import bits, stream_base
 from kiln.runtimes.reference import run_graph
 
@@ -97,7 +98,9 @@ CONV_CASES = [
     ((1, 7, 6, 3), (2, 3, 3, 2), (1, 2), "same", (2, 1)),
     ((1, 4, 4, 2), (3, 3, 2, 2), (3, 3), "same", (1, 1)),
     ((2, 3, 4, 4), (1, 1, 4, 3), (1, 1), "valid", (1, 1)),  # pointwise: no im2col copy
-    ((8, 12, 12, 8), (3, 3, 8, 16), (1, 1), "same", (1, 1)),  # large: threaded branches
+    # Large: the threaded branches (9.4M im2col values, PARALLEL_MIN_WORK; the direct
+    # kernels' 38M multiply-adds, PARALLEL_MIN_COMPUTE).
+    ((8, 32, 32, 128), (3, 3, 128, 4), (1, 1), "same", (1, 1)),
     # One input channel: the columns are built transposed (forward and filter gradient).
     ((3, 9, 8, 1), (3, 2, 1, 5), (1, 1), "valid", (1, 1)),
     ((2, 7, 6, 1), (3, 3, 1, 4), (2, 1), "same", (1, 2)),  # padded rows and columns
@@ -255,7 +258,7 @@ def test_max_pool_grad_of_tiling_windows_is_bit_exact_with_nan_ties_and_signed_z
 
 # -- softmax ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(3, 7), (1, 1), (64, 600)])
+@pytest.mark.parametrize("shape", [(3, 7), (1, 1), (128, 600)])  # the last one threads
 def test_softmax_and_log_softmax_over_the_last_axis(shape, dtype) -> None:
     x = data(shape, dtype, 1) * 5
     x[0] += 1000  # stable: shifted by the row's max
@@ -305,13 +308,14 @@ def test_gather_and_scatter_add_along_any_axis(axis, index_dtype) -> None:
 
 
 def test_gather_and_scatter_add_large_take_the_threaded_branch() -> None:
-    x, indices = data((50, 64), np.float32, 1), np.random.default_rng(2).integers(0, 50, 600)
-    out = np.empty((1, 600, 64), np.float32)
+    m = PARALLEL_MIN_WORK // 64  # out.size (gather) and updates.size (scatter_add) reach it
+    x, indices = data((50, 64), np.float32, 1), np.random.default_rng(2).integers(0, 50, m)
+    out = np.empty((1, m, 64), np.float32)
     K.k_gather(x.reshape(1, 50, 64), indices, out)
     np.testing.assert_array_equal(out[0], reference("gather", x, indices, axis=0))
-    updates = data((600, 64), np.float64, 3)
-    out = np.empty((1, 50, 64))
-    K.k_scatter_add(updates.reshape(1, 600, 64), indices, out)
+    updates = data((m, 64), np.float32, 3)
+    out = np.full((1, 50, 64), np.nan, np.float32)
+    K.k_scatter_add(updates.reshape(1, m, 64), indices, out)
     expected = reference("scatter_add", updates, indices, axis=0, size=50)
     np.testing.assert_array_equal(out[0], expected)
 
@@ -340,7 +344,8 @@ def test_one_hot_out_of_range_gives_zeros(axis, dtype) -> None:
 # -- random ----------------------------------------------------------------------------------
 KEYS = [0, 12345, -7, 2**63 - 1]
 STREAMS = [0, 3, 2**62 + 5]
-SHAPES = [(7,), (3, 5), (400, 400)]  # the last one takes the threaded branch
+SHAPES = [(7,), (3, 5), (400, 400)]
+THREADED = (2048, PARALLEL_MIN_WORK // 2048)  # the draws' threaded branch
 
 
 def test_splitmix64_published_sequence() -> None:
@@ -386,17 +391,34 @@ def test_normal_matches_within_an_ulp(dtype, shape) -> None:
             np.testing.assert_array_max_ulp(out, expected, maxulp=1)
 
 
+def test_draws_in_the_threaded_branch_are_bit_exact() -> None:
+    k = np.array(12345, np.int64)
+    out = np.empty(THREADED, np.float32)
+    K.k_uniform(k, out, -1.5, 2.25, 3)
+    np.testing.assert_array_equal(out, reference("uniform", k, shape=THREADED, low=-1.5,
+                                                 high=2.25, dtype="float32", stream=3))
+    out = np.empty(THREADED, bool)
+    K.k_bernoulli(k, out, 0.3, 3)
+    np.testing.assert_array_equal(out, reference("bernoulli", k, shape=THREADED, p=0.3,
+                                                 stream=3))
+    out = np.empty(THREADED, np.float32)
+    K.k_normal(k, out, 0.5, 2.0, 3)
+    np.testing.assert_array_max_ulp(out, reference("normal", k, shape=THREADED, mean=0.5,
+                                                   stddev=2.0, dtype="float32", stream=3),
+                                    maxulp=1)
+
+
 # -- one thread ------------------------------------------------------------------------------
 ONE_THREAD = """
 import numpy as np, sys
 from kiln.runtimes.numba import kernels as K
 from kiln.runtimes.numba.kernels import conv as conv_kernels
 rng = np.random.default_rng(0)
-x = rng.standard_normal((8, 12, 12, 8)); w = rng.standard_normal((3, 3, 8, 16))
-conv = np.empty((8, 12, 12, 16)); K.k_conv2d(x, w, conv, 1, 1, 1, 1, 1, 1)
+x = rng.standard_normal((8, 32, 32, 128)); w = rng.standard_normal((3, 3, 128, 4))
+conv = np.empty((8, 32, 32, 4)); K.k_conv2d(x, w, conv, 1, 1, 1, 1, 1, 1)
 dw = np.empty_like(w); K.k_conv2d_grad_filter_direct(x, conv, dw, 1, 1, 1, 1, 1, 1)
-soft = np.empty((64, 600)); K.k_softmax_lastaxis(rng.standard_normal((64, 600)), soft)
-draw = np.empty((400, 400)); K.k_uniform(np.array(5), draw, 0.0, 1.0, 1)
+soft = np.empty((128, 600)); K.k_softmax_lastaxis(rng.standard_normal((128, 600)), soft)
+draw = np.empty((2048, 4096)); K.k_uniform(np.array(5), draw, 0.0, 1.0, 1)
 np.savez(sys.argv[1], conv=conv, dw=dw, soft=soft, draw=draw)
 """
 
@@ -431,7 +453,7 @@ import sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import caller
-x = np.random.default_rng(0).standard_normal((64, 600))
+x = np.random.default_rng(0).standard_normal((128, 600))
 out = np.empty_like(x)
 caller.driver(x, out)
 assert np.allclose(out.sum(axis=1), 1.0)

@@ -11,9 +11,9 @@ Calling convention, for every kernel:
 - C-contiguous means what Numba types as layout 'C': a non-contiguous view does not compile
   where a kernel reshapes. Import this package before running any generated driver: importing
   it picks the threading layer and starts the thread pool (see the end of this file).
-- kernels that use threads decide at run time: below about 2**15 inner steps they stay on
-  one thread, so batch-1 calls pay no thread launch. Do not call a threaded kernel from inside
-  a `prange` loop (nested parallel launches). Results do not depend on the thread count.
+- kernels that use threads decide at run time: below about 2**23 inner steps they stay on
+  one thread (a launch costs 50-100 us here: parallel.py). Do not call a threaded kernel
+  from inside a `prange` loop (nested parallel launches). Results do not depend on the thread count.
 
 The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel size):
 

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_WORK
+from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE, PARALLEL_MIN_WORK
 
 # conv2d_grad_filter_direct sums this many per-slice partial kernels (any count is exact;
 # enough to balance the threads of these machines).
@@ -226,7 +226,7 @@ def _conv_image(x, w, out, b, sh, sw, pt, pl, dh, dw):
 def k_conv2d_direct(x, w, out, sh, sw, pt, pl, dh, dw):
     """out = conv2d(x, w), one image per task; the innermost loop runs over output channels."""
     n = x.shape[0]
-    if out.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_WORK:
+    if out.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_COMPUTE:
         for b in range(n):
             _conv_image(x, w, out, b, sh, sw, pt, pl, dh, dw)
     else:
@@ -262,7 +262,7 @@ def k_conv2d_grad_input_direct(dy, w, dx, sh, sw, pt, pl, dh, dw):
     """dx = conv2d_grad_input(dy, w), one image per task."""
     n = dy.shape[0]
     wt = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
-    if dy.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_WORK:
+    if dy.size * w.shape[0] * w.shape[1] * w.shape[2] < PARALLEL_MIN_COMPUTE:
         for b in range(n):
             _grad_input_image(dy, wt, dx, b, sh, sw, pt, pl, dh, dw)
     else:
@@ -298,7 +298,7 @@ def k_conv2d_grad_filter_direct(x, dy, dwk, sh, sw, pt, pl, dh, dw):
     """dw = conv2d_grad_filter(x, dy): one partial sum per batch slice, then their total."""
     n = x.shape[0]
     dwk[...] = 0
-    if dy.size * dwk.shape[0] * dwk.shape[1] * dwk.shape[2] < PARALLEL_MIN_WORK:
+    if dy.size * dwk.shape[0] * dwk.shape[1] * dwk.shape[2] < PARALLEL_MIN_COMPUTE:
         _grad_filter_images(x, dy, dwk, 0, n, sh, sw, pt, pl, dh, dw)
         return
     slices = min(n, GRAD_FILTER_SLICES)

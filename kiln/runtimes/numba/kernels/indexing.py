@@ -14,6 +14,10 @@ from numba import prange
 
 from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_WORK
 
+# Threaded gather and scatter_add split their work into this many spans (a few per thread;
+# reading the thread count in a kernel would keep it out of the disk cache).
+SPANS = 8
+
 
 @numba.njit(cache=True, fastmath=False)
 def _check_range(indices, size):
@@ -23,56 +27,60 @@ def _check_range(indices, size):
 
 
 @numba.njit(cache=True, fastmath=False)
-def _gather_rows(x, indices, out, t):
-    m, inner = indices.shape[0], x.shape[2]
-    a, i = t // m, t % m
-    row = indices[i]
-    for c in range(inner):
-        out[a, i, c] = x[a, row, c]
+def _gather_span(x, indices, out, a, i0, i1):
+    """out[a, i0:i1] = the rows of x[a] that indices[i0:i1] name."""
+    for i in range(i0, i1):
+        row = indices[i]
+        for c in range(x.shape[2]):
+            out[a, i, c] = x[a, row, c]
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
 def k_gather(x, indices, out):
     """out[a, i, c] = x[a, indices[i], c]: x (outer, size, inner), indices (m,),
-    out (outer, m, inner)."""
+    out (outer, m, inner). Threads take spans of the indices."""
     _check_range(indices, x.shape[1])
-    tasks = out.shape[0] * out.shape[1]
+    m = indices.shape[0]
     if out.size < PARALLEL_MIN_WORK:
-        for t in range(tasks):
-            _gather_rows(x, indices, out, t)
-    else:
-        for t in prange(tasks):
-            _gather_rows(x, indices, out, t)
+        for a in range(out.shape[0]):
+            _gather_span(x, indices, out, a, 0, m)
+        return
+    spans = SPANS
+    for t in prange(out.shape[0] * spans):
+        a, k = t // spans, t % spans
+        _gather_span(x, indices, out, a, k * m // spans, (k + 1) * m // spans)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _scatter_block(updates, indices, out, a, c0, c1):
-    for r in range(out.shape[1]):
-        for c in range(c0, c1):
+def _scatter_rows(updates, indices, out, a, r0, r1):
+    """out[a, r0:r1] = 0, then each update whose index falls in [r0, r1) added to its row,
+    in index order."""
+    for r in range(r0, r1):
+        for c in range(out.shape[2]):
             out[a, r, c] = 0
     for i in range(indices.shape[0]):
         row = indices[i]
-        for c in range(c0, c1):
-            out[a, row, c] += updates[a, i, c]
+        if r0 <= row < r1:
+            for c in range(out.shape[2]):
+                out[a, row, c] += updates[a, i, c]
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
 def k_scatter_add(updates, indices, out):
     """out = 0, then out[a, indices[i], c] += updates[a, i, c] in index order (np.add.at):
-    updates (outer, m, inner), indices (m,), out (outer, size, inner). Threads split outer
-    and column blocks of inner, so each element still sums in index order (bit-equal to the
-    reference)."""
+    updates (outer, m, inner), indices (m,), out (outer, size, inner). Threads own spans of
+    out's rows (each reads every index and adds the updates for its rows), so each element
+    still sums in index order (bit-equal to the reference) and no two threads write one row."""
     _check_range(indices, out.shape[1])
-    outer, inner = out.shape[0], out.shape[2]
+    size = out.shape[1]
     if updates.size + out.size < PARALLEL_MIN_WORK:
-        for a in range(outer):
-            _scatter_block(updates, indices, out, a, 0, inner)
+        for a in range(out.shape[0]):
+            _scatter_rows(updates, indices, out, a, 0, size)
         return
-    blocks = min(4, max(1, inner // 16))
-    for t in prange(outer * blocks):
-        a, k = t // blocks, t % blocks
-        _scatter_block(updates, indices, out, a, k * inner // blocks,
-                       (k + 1) * inner // blocks)
+    spans = SPANS
+    for t in prange(out.shape[0] * spans):
+        a, k = t // spans, t % spans
+        _scatter_rows(updates, indices, out, a, k * size // spans, (k + 1) * size // spans)
 
 
 @numba.njit(cache=True, fastmath=False)

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_WORK
+from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -54,7 +54,7 @@ def k_softmax_lastaxis(x, out):
     """out[R, K] = exp(x - max) / sum(exp(x - max)) per row."""
     if x.shape[1] == 0:
         return
-    if x.size < PARALLEL_MIN_WORK:
+    if x.size < PARALLEL_MIN_COMPUTE:
         for r in range(x.shape[0]):
             _softmax_row(x, out, r)
     else:
@@ -67,7 +67,7 @@ def k_log_softmax_lastaxis(x, out):
     """out[R, K] = (x - max) - log(sum(exp(x - max))) per row."""
     if x.shape[1] == 0:
         return
-    if x.size < PARALLEL_MIN_WORK:
+    if x.size < PARALLEL_MIN_COMPUTE:
         for r in range(x.shape[0]):
             _log_softmax_row(x, out, r)
     else:
