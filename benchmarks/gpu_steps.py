@@ -89,7 +89,8 @@ def _tape_note(exe: object) -> str:
         plans = [s.plan for sets in exe.entries["train_step"].inputs.values()  # type: ignore
                  for s in sets if s.plan is not None]
         return "; ".join(
-            f"tape {len(p.nodes)} steps, {p.nodes.prepared} prepared, graph "
+            f"tape {len(p.nodes)} steps, {p.nodes.prepared} prepared"
+            + (f" (some declined: {p.nodes.declined})" if p.nodes.declined else "") + ", graph "
             + ("captured" if p.nodes.graph is not None else
                f"refused ({p.nodes.capture_failed})" if p.nodes.capture_failed else "none")
             for p in plans) or "no tape recorded"

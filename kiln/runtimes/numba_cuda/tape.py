@@ -12,7 +12,9 @@ per-launch dispatch (typing each argument, choosing the overload, packing the ar
 On a GPU a recorded kernel launch is prepared once: the overload numba chose, its arguments
 packed by numba's own packing, the launch configuration; replay hands them straight to
 cuda.core's `launch`. Anything numba-cuda does not offer in the expected shape (another
-version) falls back to the configured dispatcher, which is what the simulator always uses.
+version) falls back to the configured dispatcher, which is what the simulator always uses;
+so does a prepared launch that raises the first time it is replayed (a launch that raises
+enqueued nothing, so the configured one takes its place and the replay goes on).
 The tape holds a reference to every array it launches on, so replay never reads freed memory.
 
 KILN_CUDA_REPLAY=0 turns replay off (every call runs the launchers), to compare.
@@ -52,6 +54,10 @@ class Tape:
         self.replays = 0
         self.graph: CudaGraph | None = None
         self.capture_failed: str | None = None  # why the driver refused a capture
+        # Until the first replay gets through: per prepared step, the configured launch that
+        # replaces it if it raises; and why one was replaced (gpu_steps reports it).
+        self.fallbacks: dict[int, Callable[[], Any]] = {}
+        self.declined: str | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -61,12 +67,13 @@ class Tape:
         """Launch kernel[griddim, blockdim, stream](*args) now, and record it."""
         configured = kernel[griddim, blockdim, stream]
         configured(*args)
+        # configured anew each time: the simulator's is the kernel itself
+        fallback = partial(_configured_launch, kernel, griddim, blockdim, stream, args)
         step = None if SIMULATOR else _prepared(kernel, configured, args)
-        if step is None:  # configured anew each time: the simulator's is the kernel itself
-            step = partial(_configured_launch, kernel, griddim, blockdim, stream, args)
-        else:
+        if step is not None:
+            self.fallbacks[len(self.steps)] = fallback
             self.prepared += 1
-        self.steps.append(step)
+        self.steps.append(step or fallback)
 
     def copy(self, dst: Any, src: Any, stream: Any) -> None:
         """Copy the C-contiguous device array `src` into `dst` (same size, not empty) now, and
@@ -87,8 +94,11 @@ class Tape:
         if self.graph is not None and graphs:
             self.graph.launch(stream)
             return
-        for step in self.steps:
-            step()
+        if self.fallbacks:
+            self._first_replay()
+        else:
+            for step in self.steps:
+                step()
         self.replays += 1
         if (self.replays >= 2 and graphs and self.graph is None and not self.calls
                 and self.capture_failed is None and self.steps):
@@ -96,6 +106,24 @@ class Tape:
                 self.graph = CudaGraph(self.steps, stream)
             except Exception as err:  # noqa: BLE001 - any refusal: replay step by step
                 self.capture_failed = f"{type(err).__name__}: {err}"
+
+    def _first_replay(self) -> None:
+        """Replay, swapping a prepared launch that raises for its configured launch."""
+        steps, start = self.steps, 0
+        while True:
+            try:
+                for i in range(start, len(steps)):
+                    start = i
+                    steps[i]()
+                break
+            except Exception as err:
+                fallback = self.fallbacks.pop(start, None)
+                if fallback is None:
+                    raise
+                steps[start] = fallback
+                self.prepared -= 1
+                self.declined = f"{type(err).__name__}: {err}"
+        self.fallbacks = {}
 
 
 class CaptureError(RuntimeError):

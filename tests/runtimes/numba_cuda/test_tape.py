@@ -163,3 +163,62 @@ def test_a_tape_with_library_calls_is_never_captured(monkeypatch: pytest.MonkeyP
     for _ in range(4):
         tape.replay(SimpleNamespace(handle=7))
     assert tape.graph is None and fake.log == []
+
+
+class _Kernel:
+    """Stands in for a dispatcher: kernel[grid, block, stream](*args) logs a configured launch."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def __getitem__(self, config: tuple) -> Any:
+        return lambda *args: self.log.append(("configured", args))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_prepared_launch_that_raises_on_its_first_replay_gives_way_to_the_configured_one(
+        fails: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln.runtimes.numba_cuda import tape as tape_module
+
+    log: list = []
+
+    def prepared_launch() -> None:
+        if fails:
+            raise TypeError("cuda.core wants another argument")
+        log.append(("prepared",))
+
+    monkeypatch.setattr(tape_module, "_prepared", lambda *_: prepared_launch)
+    tape = tape_module.Tape()
+    tape.launch(_Kernel(log), 1, 32, "stream", ("a",))
+    tape.call(lambda: log.append(("library",)))
+    tape.launch(_Kernel(log), 1, 32, "stream", ("b",))
+    assert tape.prepared == 2 and len(log) == 3
+    for _ in range(2):
+        tape.replay("stream")
+    replays = log[3:]
+    if fails:  # each launch swapped for its configured launch, in order, nothing run twice
+        assert replays == 2 * [("configured", ("a",)), ("library",), ("configured", ("b",))]
+        assert tape.prepared == 0 and "TypeError: cuda.core wants" in tape.declined
+    else:
+        assert replays == 2 * [("prepared",), ("library",), ("prepared",)]
+        assert tape.prepared == 2 and tape.declined is None
+    assert tape.fallbacks == {}
+
+
+def test_a_step_without_a_fallback_raises_from_the_first_replay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln.runtimes.numba_cuda import tape as tape_module
+
+    monkeypatch.setattr(tape_module, "_prepared", lambda *_: lambda: None)
+    tape = tape_module.Tape()
+    tape.launch(_Kernel([]), 1, 32, "stream", ())
+    recorded: list[int] = []
+
+    def library_call() -> None:  # fine while recorded, fails when replayed
+        if recorded:
+            raise ZeroDivisionError("a library's own error")
+        recorded.append(1)
+
+    tape.call(library_call)
+    with pytest.raises(ZeroDivisionError):  # a library call's own error is not swallowed
+        tape.replay("stream")
