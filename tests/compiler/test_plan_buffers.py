@@ -117,6 +117,22 @@ def test_a_chain_alternates_between_two_slots() -> None:
     assert plan.slot_bytes_at(graph, {"N": 3}) == (48, 48)
 
 
+def test_a_transpose_of_the_last_two_axes_keeps_its_operand_alive() -> None:
+    """A backend may read such a transpose as a view of its operand (each matrix with BLAS's
+    transpose flag): no value takes the operand's slot while the transpose is read."""
+    b = GraphBuilder("g")
+    x = b.input("x", f32[3, "N", 4])
+    w = b.input("w", f32[3, "N", 5])
+    a = b.tanh(x)
+    t = b.transpose(a, perm=(0, 2, 1))  # a's last reader
+    later = b.exp(b.exp(w))  # could take a's slot, were a dead after the transpose
+    b.output(b.matmul(t, later), "y")
+    graph = b.build()
+    plan = check_plan(graph)
+    slot_of_a = plan.slot_of(a.name)
+    assert not set(plan.slots[slot_of_a]) & {v.name for n in graph.nodes[2:] for v in n.outputs}
+
+
 def test_sizes_set_the_assumed_batch() -> None:
     graph = train_step_case("mlp").graph
     plan = read_buffer_plan(plan_buffers(graph, sizes={"N": 32}))

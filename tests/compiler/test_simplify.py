@@ -35,6 +35,17 @@ CASES: dict[str, tuple] = {
                                                                perm=(0, 2, 1)), {"transpose": 1}),
     "transpose_chain/identity": (f32[2, 3, 4], lambda b, x: b.transpose(
         b.transpose(x, perm=(1, 2, 0)), perm=(2, 0, 1)), {}),
+    # The indices are transposed instead of the rows.
+    "gather_transpose": (f32[4, 3], lambda b, x: b.transpose(b.op(
+        "gather", x, b.constant(np.array([[0, 1, 3], [3, 3, 2]], "int32")), axis=0),
+        perm=(1, 0, 2)), {"constant": 1, "gather": 1, "transpose": 1}),
+    "gather_transpose/middle_axis": (f32[2, 5, 3], lambda b, x: b.transpose(b.op(
+        "gather", x, b.constant(np.array([[0, 4], [1, 1], [2, 0]], "int32")), axis=1),
+        perm=(0, 2, 1, 3)), {"constant": 1, "gather": 1, "transpose": 1}),
+    "scatter_transpose": (f32[3, 2, 4], lambda b, x: b.op(
+        "scatter_add", b.transpose(x, perm=(1, 0, 2)),
+        b.constant(np.array([[0, 4, 4], [1, 4, 0]], "int32")), axis=0, size=5),
+        {"constant": 1, "transpose": 1, "scatter_add": 1}),
     "reshape_chain": (f32["N", 6], lambda b, x: b.reshape(
         b.expand_dims(b.reshape(x, shape=("N", 2, 3)), axes=(0,)), shape=("N", 3, 2)),
         {"reshape": 1}),
@@ -91,6 +102,17 @@ def test_rule(name: str) -> None:
     assert str(simplify(case.graph, fast_math=fast)) == str(after)
     if fast:  # off by default: Keras's clipped numbers are kept
         assert simplify(case.graph) == case.graph
+
+
+def test_a_transpose_that_moves_the_gathered_rows_is_left_alone() -> None:
+    b = GraphBuilder("g")
+    x = b.input("x", f32[4, 3])
+    rows = b.op("gather", x, b.constant(np.array([[0, 1], [3, 2]], "int32")), axis=0)
+    b.output(b.transpose(rows, perm=(2, 1, 0)), "y")
+    b.output(b.op("scatter_add", b.transpose(rows, perm=(0, 2, 1)),
+                  b.constant(np.array([0, 3], "int32")), axis=0, size=4), "z")
+    graph = b.build()
+    assert op_counts(simplify(graph)) == op_counts(graph)
 
 
 def test_rewritten_values_keep_their_names() -> None:

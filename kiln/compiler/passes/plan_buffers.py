@@ -84,6 +84,25 @@ def live_ranges(graph: Graph) -> dict[str, tuple[int, int]]:
     return ranges
 
 
+def _views_extend(graph: Graph, ranges: dict[str, tuple[int, int]],
+                  ) -> dict[str, tuple[int, int]]:
+    """Live ranges where a transpose of the last two axes keeps its operand alive as long as
+    itself: a backend may read it as a view of the operand (BLAS's transpose flag for each
+    matrix), which needs the operand's buffer intact until the transpose's last reader."""
+    extended = dict(ranges)
+    for node in reversed(graph.nodes):  # a chain of views: the last one's end first
+        if node.op != "transpose":
+            continue
+        rank = node.inputs[0].type.rank
+        perm = node.attr["perm"]
+        perm = tuple(range(rank - 1, -1, -1)) if perm is None else tuple(perm)
+        source = node.inputs[0].name
+        if rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2) and source in ranges:
+            start, end = extended[source]
+            extended[source] = (start, max(end, extended[node.output.name][1]))
+    return extended
+
+
 def _overwritable(node: Node, operand: str) -> bool:
     """Whether the node's result may overwrite `operand`, an operand of the result's type:
     the node reads each element of it only in computing the same element of its results.
@@ -137,7 +156,7 @@ def _assign_slots(graph: Graph, planned: list[Value], sizes: Mapping[str, int],
     """Linear scan in node order: a value takes the free slot that fits it best (the
     smallest one large enough, else the largest, which grows), or a new slot. A slot is free
     once the last reader of its value has run."""
-    ranges = live_ranges(graph)
+    ranges = _views_extend(graph, live_ranges(graph))
     nbytes = {v.name: value_bytes(v.type, sizes) for v in planned}
     by_start: dict[int, list[str]] = {}
     for v in planned:
@@ -171,7 +190,8 @@ def plan_buffers(graph: Graph, sizes: Mapping[str, int] | None = None) -> Graph:
     """Assign every node output a buffer slot, reusing slots of dead values; record the plan.
 
     Sound because two values share a slot only when their live ranges (definition to last
-    read, both inclusive) do not overlap, and an update overwrites its state only when the
+    read, both inclusive; a transpose of the last two axes extends its operand's to its own,
+    so a backend may read it as a view) do not overlap, and an update overwrites its state only when the
     old state is read by nothing later (see in_place_updates). Which values may share a
     slot depends on the graph alone, so the plan holds for every batch size; `sizes`
     (symbol -> size, default 128 for each symbol) sets the byte counts recorded and guides

@@ -11,6 +11,12 @@ Exact rules (the same numbers, up to the sign of a zero and rounding of the stab
     sub_zero        x-0 -> x               double_neg     neg(neg(x)) -> x
     transpose_chain transpose(transpose(x)) -> one transpose with the composed perm; an
                     identity transpose -> x
+    gather_transpose  transpose(gather(x, i)) that only reorders the index axes ->
+                    gather(x, transpose(i)): the indices move instead of the rows (an RNN's
+                    embeddings gathered straight into time-major order)
+    scatter_transpose  scatter_add(transpose(u), i) that only reorders the index axes ->
+                    scatter_add(u, transpose(i)) (the updates to one row summed in another
+                    order: equal up to rounding)
     reshape_chain   reshape of a reshape / expand_dims / squeeze -> one reshape of the source
     reshape_noop    reshape or squeeze to x's own shape -> x
     broadcast_noop  broadcast_to x's own shape -> x
@@ -209,6 +215,46 @@ def _transpose_chain(ed: GraphEditor, node: Node) -> Value | None:
     if inner is None:
         return None
     return ed.op("transpose", x, perm=perm, name=f"{node.output.name}.transpose")
+
+
+def _index_block_perm(perm: tuple[int, ...], axis: int, rank: int) -> tuple[int, ...] | None:
+    """The permutation of the index axes [axis, axis + rank) when `perm` moves only those
+    (every other axis stays); None otherwise, or when it moves none."""
+    block = range(axis, axis + rank)
+    if any(perm[d] != d for d in range(len(perm)) if d not in block):
+        return None
+    inner = tuple(perm[d] - axis for d in block)
+    return None if inner == tuple(range(rank)) else inner
+
+
+@rule("gather_transpose", "transpose")
+def _gather_transpose(ed: GraphEditor, node: Node) -> Value | None:
+    gather = _made_by(ed, node.inputs[0], "gather")
+    if gather is None:
+        return None
+    x, indices = gather.inputs
+    axis = gather.attr["axis"] % x.type.rank
+    inner = _index_block_perm(_perm(node), axis, indices.type.rank)
+    if inner is None:
+        return None
+    moved = ed.op("transpose", indices, perm=inner, name=f"{node.output.name}.indices")
+    return ed.op("gather", x, moved, axis=axis, name=f"{node.output.name}.gather")
+
+
+@rule("scatter_transpose", "scatter_add")
+def _scatter_transpose(ed: GraphEditor, node: Node) -> Value | None:
+    transpose = _made_by(ed, node.inputs[0], "transpose")
+    if transpose is None:
+        return None
+    updates, indices = transpose.inputs[0], node.inputs[1]
+    axis = node.attr["axis"] % node.output.type.rank
+    inner = _index_block_perm(_perm(transpose), axis, indices.type.rank)
+    if inner is None:
+        return None
+    inverse = tuple(inner.index(k) for k in range(len(inner)))
+    moved = ed.op("transpose", indices, perm=inverse, name=f"{node.output.name}.indices")
+    return ed.op("scatter_add", updates, moved, axis=axis, size=node.attr["size"],
+                 name=f"{node.output.name}.scatter_add")
 
 
 @rule("reshape_chain", "reshape")

@@ -483,20 +483,24 @@ def _reads_state(e: Entry, value: str) -> bool:
 
 
 def _index_inputs(graph: Graph, optimized: Graph) -> list[tuple[int, Any, Any]]:
+    """(input position, node, bound) for each gather / scatter_add whose indices are an input
+    of the entry point, or a transpose of one (the simplifier moves indices, not rows)."""
     positions = {v.name: k for k, v in enumerate(graph.inputs)}
+    moved = {n.output.name: n.inputs[0].name for n in optimized.nodes if n.op == "transpose"}
     found = []
     for node in optimized.nodes:
         if node.op not in ("gather", "scatter_add"):
             continue
         indices = node.inputs[1]
-        if indices.name not in positions:
+        name = moved.get(indices.name, indices.name)
+        if name not in positions:
             continue
         if node.op == "gather":
             x = node.inputs[0].type
             bound = x.shape[node.attr["axis"] % x.rank]
         else:
             bound = node.attr["size"]
-        found.append((positions[indices.name], node, bound))
+        found.append((positions[name], node, bound))
     return found
 
 

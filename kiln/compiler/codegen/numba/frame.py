@@ -49,8 +49,10 @@ RESERVED = (*keyword.kwlist, *dir(builtins), "np", "K", "njit", "offsets",
 class Ref:
     """A row-major array stored in `base` (a 1-D array) from element `offset` on.
 
-    `transposed`: a matrix whose storage is its transpose, row-major (a transpose that only
-    matmuls read: BLAS takes it as a flag). Such a Ref is only ever used through `array`.
+    `transposed`: a matrix whose storage is its transpose, row-major, or a batch of such
+    matrices stored one after another (a transpose of the last two axes that only matmuls
+    read: BLAS takes it as a flag). Such a Ref is only ever used through `array`, a batch
+    one matrix at a time.
     """
 
     base: str

@@ -103,9 +103,13 @@ def _around(em: Emitter, shape: Sequence, axis: int, count: int = 1) -> list[str
 def check_indices(em: Emitter, frame: Frame, node: Node, size: object) -> None:
     """Raise IndexError naming the node on an index outside [0, size) (the kernels check
     too, but cannot say which node's indices; the runtime makes it a KilnValueError).
-    Indices that are an input of the entry point are checked before any node runs, so that
-    a bad batch leaves the state untouched."""
+    Indices that are an input of the entry point, or a transpose of one (the simplifier
+    moves indices instead of gathered rows), are checked before any node runs, so that a
+    bad batch leaves the state untouched."""
     v = node.inputs[1]
+    made_by = [n for n in frame.graph.nodes if n.op == "transpose" and v in n.outputs]
+    if made_by and frame.is_input(made_by[0].inputs[0]):
+        v = made_by[0].inputs[0]  # the same indices in another order
     indices = frame.read(v)
     w = em.w
     if frame.is_input(v):

@@ -9,6 +9,7 @@ declares its results there (frame.output) and writes the statements computing th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from kiln.compiler.codegen.numba.frame import Emitter, Frame, Ref, plus
 from kiln.compiler.codegen.numba.loops import elementwise_loop, reduction_kernel
@@ -106,14 +107,16 @@ def _only_matmuls_read(frame: Frame, v: Value) -> bool:
 
 
 def lower_transpose(em: Emitter, frame: Frame, node: Node) -> None:
-    """A copy in the permuted order; a matrix transpose that only matmuls read is a view
-    (BLAS reads it with a transpose flag, no copy)."""
+    """A copy in the permuted order; a transpose of the last two axes that only matmuls read
+    is a view (BLAS reads each matrix with a transpose flag, no copy)."""
     x, y = node.inputs[0], node.output
     perm = node.attr["perm"]
     perm = tuple(range(x.type.rank - 1, -1, -1)) if perm is None else perm
     src = frame.read(x)
-    if (perm == (1, 0) and not src.transposed and _only_matmuls_read(frame, y)
-            and frame.view_is_safe(y, x)):
+    rank = x.type.rank
+    matrices = rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
+    if (matrices and not src.transposed and src.strided is None
+            and _only_matmuls_read(frame, y) and frame.view_is_safe(y, x)):
         frame.bind_view(y, Ref(src.base, src.offset, y.type.shape, tuple(em.dims_of(y.type)),
                           y.type.dtype, transposed=True), frame.root(x))
         return
@@ -227,13 +230,15 @@ def _batch_index(shape: Sequence, batch: Sequence, indices: Sequence[str]) -> li
 
 
 def _matrix(em: Emitter, ref: Ref, index: Sequence[str]) -> str:
-    """The 2-D matrix of `ref` at batch index `index` (its leading axes), as an array."""
+    """The 2-D matrix of `ref` at batch index `index` (its leading axes), as an array. A
+    transposed Ref's matrices are stored one after another like a row-major one's (only
+    each matrix is transposed), so the batch index finds them the same way."""
     rows, cols = ref.shape[-2:]
     t = TensorType((rows, cols), ref.dtype)
     if not index:
         return ref.array()
     start = plus(ref.offset, ref.position([*index, "0", "0"]))
-    return em.ref(ref.base, t, start).array()
+    return replace(em.ref(ref.base, t, start), transposed=ref.transposed).array()
 
 
 def _row_stacked(a: Ref, b: Ref, out: Ref) -> bool:

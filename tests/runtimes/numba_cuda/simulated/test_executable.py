@@ -240,6 +240,27 @@ def test_a_bad_token_is_refused_before_any_state_changes() -> None:
     np.testing.assert_array_equal(state["w"], 0.5)  # one update: the refused call ran nothing
 
 
+def test_a_bad_token_gathered_time_major_is_refused_before_any_state_changes() -> None:
+    """The simplifier gathers an RNN's rows straight into time-major order, transposing the
+    indices instead: the host still checks the batch's own indices first."""
+    b = GraphBuilder("tiny")
+    ids = b.input("ids", TensorType(("N", 2), "int64"))
+    w = b.state("w", TensorType((5, 3), "float32"))
+    with b.scope("embedding"):
+        rows = b.transpose(b.gather(w, ids, axis=0), perm=(1, 0, 2))
+    b.output(b.sum(rows, axes=(0, 2)), "y")
+    b.update(w, b.mul(w, 0.5))
+    state = {"w": np.ones((5, 3), np.float32)}
+    exe = NumbaCudaExecutable({"tiny": b.build()}, state)
+    assert "gather" in str(exe.entries["tiny"].optimized.nodes[1].op)  # indices moved
+    with pytest.raises(KilnValueError, match=r"@tiny: gather \(%embedding[\w.]*\): expected "
+                                             r"indices in \[0, 5\). Received: indices\[1, 0\]=5"):
+        exe.run("tiny", {"ids": np.array([[0, 1], [5, 2]], np.int64)})
+    np.testing.assert_allclose(exe.run("tiny", {"ids": np.array([[0, 4]], np.int64)})["y"], 6)
+    exe.sync_state()
+    np.testing.assert_array_equal(state["w"], 0.5)  # one update: the refused call ran nothing
+
+
 def _lookup_and_scatter() -> Graph:
     """A gather and a scatter_add whose indices the device computes (ids + 2, ids - 1), so
     the host cannot check them before the call: the kernels flag them."""
