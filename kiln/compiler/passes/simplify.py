@@ -227,6 +227,16 @@ def _index_block_perm(perm: tuple[int, ...], axis: int, rank: int) -> tuple[int,
     return None if inner == tuple(range(rank)) else inner
 
 
+def reordered_from(graph: Graph, v: Value) -> Value:
+    """The value whose elements `v` holds in another order: v itself, or the operand of the
+    transposes that made it (gather_transpose and scatter_transpose transpose indices, and a
+    backend that checks an input's indices before any node runs checks that input)."""
+    made = {n.output.name: n for n in graph.nodes if n.op == "transpose"}
+    while v.name in made:
+        v = made[v.name].inputs[0]
+    return v
+
+
 @rule("gather_transpose", "transpose")
 def _gather_transpose(ed: GraphEditor, node: Node) -> Value | None:
     gather = _made_by(ed, node.inputs[0], "gather")

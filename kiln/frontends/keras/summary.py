@@ -151,7 +151,7 @@ def summary_lines(model: Any, line_length: int | None = None,
              "frozen": sum(v.storage.nbytes for v in frozen)}
     optimizer = getattr(model, "optimizer", None)
     opt_count = optimizer.count_params() if optimizer is not None and optimizer.built else 0
-    opt_size = sum(a.nbytes for a in optimizer.variables) if opt_count else 0
+    opt_size = sum(a.nbytes for a in optimizer.storage.values()) if opt_count else 0
     total = counts["trainable"] + counts["frozen"] + opt_count
     total_size = sizes["trainable"] + sizes["frozen"] + opt_size
     lines += [f" Total params: {total:,} ({readable_size(total_size)})",

@@ -23,6 +23,7 @@ import numpy as np
 
 from kiln.compiler.pass_manager import CompileOptions
 from kiln.compiler.passes.plan_buffers import BufferPlan, read_buffer_plan
+from kiln.compiler.passes.simplify import reordered_from
 from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
@@ -486,13 +487,11 @@ def _index_inputs(graph: Graph, optimized: Graph) -> list[tuple[int, Any, Any]]:
     """(input position, node, bound) for each gather / scatter_add whose indices are an input
     of the entry point, or a transpose of one (the simplifier moves indices, not rows)."""
     positions = {v.name: k for k, v in enumerate(graph.inputs)}
-    moved = {n.output.name: n.inputs[0].name for n in optimized.nodes if n.op == "transpose"}
     found = []
     for node in optimized.nodes:
         if node.op not in ("gather", "scatter_add"):
             continue
-        indices = node.inputs[1]
-        name = moved.get(indices.name, indices.name)
+        name = reordered_from(optimized, node.inputs[1]).name
         if name not in positions:
             continue
         if node.op == "gather":

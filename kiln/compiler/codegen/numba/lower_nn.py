@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from kiln.compiler.codegen.numba.frame import Emitter, Frame, Ref
 from kiln.compiler.codegen.numba.lower_tensor import lower_softmax
 from kiln.compiler.codegen.numba.source import float_literal, ir_line, product_text, tuple_text
+from kiln.compiler.passes.simplify import reordered_from
 from kiln.ir.graph import Node
 from kiln.ir.ops.nn import Window, window
 from kiln.ir.types import normalize_axes
@@ -107,9 +108,9 @@ def check_indices(em: Emitter, frame: Frame, node: Node, size: object) -> None:
     moves indices instead of gathered rows), are checked before any node runs, so that a
     bad batch leaves the state untouched."""
     v = node.inputs[1]
-    made_by = [n for n in frame.graph.nodes if n.op == "transpose" and v in n.outputs]
-    if made_by and frame.is_input(made_by[0].inputs[0]):
-        v = made_by[0].inputs[0]  # the same indices in another order
+    source = reordered_from(frame.graph, v)
+    if frame.is_input(source):
+        v = source  # the same indices in another order
     indices = frame.read(v)
     w = em.w
     if frame.is_input(v):

@@ -252,7 +252,9 @@ def test_a_bad_token_gathered_time_major_is_refused_before_any_state_changes() -
     b.update(w, b.mul(w, 0.5))
     state = {"w": np.ones((5, 3), np.float32)}
     exe = NumbaCudaExecutable({"tiny": b.build()}, state)
-    assert "gather" in str(exe.entries["tiny"].optimized.nodes[1].op)  # indices moved
+    moved, gather = exe.entries["tiny"].optimized.nodes[:2]  # the indices are transposed
+    assert (moved.op, moved.inputs[0].name, gather.op) == ("transpose", "ids", "gather")
+    assert gather.inputs[1] == moved.output
     with pytest.raises(KilnValueError, match=r"@tiny: gather \(%embedding[\w.]*\): expected "
                                              r"indices in \[0, 5\). Received: indices\[1, 0\]=5"):
         exe.run("tiny", {"ids": np.array([[0, 1], [5, 2]], np.int64)})
