@@ -237,19 +237,28 @@ def test_max_pool_padded_cells_and_nan_follow_the_reference() -> None:
     np.testing.assert_array_equal(out, reference("max_pool2d_select", x, g, **attrs))
 
 
-def test_max_pool_grad_of_tiling_windows_is_bit_exact_with_nan_ties_and_signed_zero() -> None:
-    """The tiled fast path (stride = pool): NaN first in a window wins, a later NaN never
-    does, ties go to the first cell, -0.0 gradients come out as the reference's 0 + -0.0, and
-    cells past the last window are zero."""
-    xs, attrs = (2, 5, 7, 3), {"pool_size": (2, 3), "strides": None, "padding": "valid"}
-    out_shape, geometry = pool_geometry(xs, (2, 3), None, "valid")
-    x = tied(xs, np.float64, 5)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool", [(2, 3), (2, 2)])
+def test_max_pool_of_tiling_windows_is_bit_exact_with_nan_ties_and_signed_zero(pool,
+                                                                                dtype) -> None:
+    """The tiled fast paths (stride = pool; 2x2 has its own): NaN first in a window wins the
+    gradient, a later NaN never does but still wins the max, ties go to the first cell, -0.0
+    gradients come out as the reference's 0 + -0.0, and cells past the last window are
+    zero."""
+    xs, attrs = (2, 5, 7, 3), {"pool_size": pool, "strides": None, "padding": "valid"}
+    out_shape, geometry = pool_geometry(xs, pool, None, "valid")
+    x = tied(xs, dtype, 5)
     x[0, 0, 0, 0] = np.nan  # first cell of window (0, 0)
-    x[0, 1, 4, 1] = np.nan  # a later cell of window (0, 1)
+    x[0, 1, pool[1] + 1, 1] = np.nan  # a later cell of window (0, 1)
+    x[1, 1, 1, 0] = np.nan  # a later cell of window (0, 0), its last when 2x2
     x[1, 4, 6, 2] = 99.0  # in no window
-    dy = data(out_shape, np.float64, 6)
+    dy = data(out_shape, dtype, 6)
     dy[0, 0, 1, 2] = -0.0
-    dx = np.full(xs, np.nan)
+    out = np.full(out_shape, 7, dtype)
+    K.k_max_pool2d(x, out, *geometry)
+    np.testing.assert_array_equal(out, reference("max_pool2d", x, **attrs))
+    assert np.isnan(out[0, 0, 1, 1]) and np.isnan(out[1, 0, 0, 0])
+    dx = np.full(xs, np.nan, dtype)
     K.k_max_pool2d_grad(x, dy, dx, *geometry)
     expected = reference("max_pool2d_grad", x, dy, **attrs)
     np.testing.assert_array_equal(dx, expected)

@@ -39,10 +39,41 @@ def _max_image(x, out, b, ph, pw, sh, sw, pt, pl):
 
 
 @numba.njit(cache=True, fastmath=False)
+def _tiles(x, out, ph, pw, sh, sw, pt, pl):
+    """Windows that tile the image: stride = pool size, no padding before, every window
+    inside. Each cell is then in one window at most."""
+    return (sh == ph and sw == pw and pt == 0 and pl == 0
+            and out.shape[1] * ph <= x.shape[1] and out.shape[2] * pw <= x.shape[2])
+
+
+@numba.njit(cache=True, fastmath=False)
+def _max_2x2_image(x, out, b):
+    """_max_image for tiling 2x2 windows: the window's four cells as scalars, one select
+    each, so the channel loop vectorizes (convnet pool 1: 0.31 -> 0.12 ms)."""
+    for i in range(out.shape[1]):
+        y = 2 * i
+        for j in range(out.shape[2]):
+            z = 2 * j
+            for ch in range(x.shape[3]):
+                # np.maximum's order: a NaN wins and stays.
+                a = x[b, y, z, ch]
+                v = x[b, y, z + 1, ch]
+                a = v if v > a or v != v else a
+                v = x[b, y + 1, z, ch]
+                a = v if v > a or v != v else a
+                v = x[b, y + 1, z + 1, ch]
+                out[b, i, j, ch] = v if v > a or v != v else a
+
+
+@numba.njit(cache=True, fastmath=False)
 def k_max_pool2d(x, out, ph, pw, sh, sw, pt, pl):
     """out[N, OH, OW, C] = max over each window of x[N, H, W, C] (NaN propagates)."""
+    two = ph == 2 and pw == 2 and _tiles(x, out, ph, pw, sh, sw, pt, pl)
     for b in range(x.shape[0]):
-        _max_image(x, out, b, ph, pw, sh, sw, pt, pl)
+        if two:
+            _max_2x2_image(x, out, b)
+        else:
+            _max_image(x, out, b, ph, pw, sh, sw, pt, pl)
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -126,12 +157,53 @@ def _max_grad_tiled_image(x, dy, dx, b, ph, pw):
 
 
 @numba.njit(cache=True, fastmath=False)
+def _max_grad_2x2_image(x, dy, dx, b, arg):
+    """_max_grad_tiled_image for 2x2 windows. Per output row: first each window's argmax
+    (0..3, as _window_argmax: a later cell wins only when strictly greater) into `arg`
+    (int32[OW, C]), from the four cells as scalars; then the two input rows written in
+    order. Convnet pool 1: 0.60 -> 0.29 ms."""
+    h, w = x.shape[1], x.shape[2]
+    oh, ow = dy.shape[1], dy.shape[2]
+    zero = dx.dtype.type(0)
+    for i in range(oh):
+        y = 2 * i
+        for j in range(ow):
+            z = 2 * j
+            for ch in range(x.shape[3]):
+                best = x[b, y, z, ch]
+                k = np.int32(0)
+                v = x[b, y, z + 1, ch]
+                better = v > best
+                best = v if better else best
+                k = np.int32(1) if better else k
+                v = x[b, y + 1, z, ch]
+                better = v > best
+                best = v if better else best
+                k = np.int32(2) if better else k
+                arg[j, ch] = np.int32(3) if x[b, y + 1, z + 1, ch] > best else k
+        for p in range(2):
+            for j in range(ow):
+                for q in range(2):
+                    at = np.int32(2 * p + q)
+                    for ch in range(x.shape[3]):
+                        # zero + g, as the reference's scatter-add into zeros (-0.0 -> 0.0)
+                        g = zero + dy[b, i, j, ch]
+                        dx[b, y + p, 2 * j + q, ch] = g if arg[j, ch] == at else zero
+            for z in range(2 * ow, w):
+                dx[b, y + p, z] = zero
+    for y in range(2 * oh, h):
+        dx[b, y] = zero
+
+
+@numba.njit(cache=True, fastmath=False)
 def k_max_pool2d_grad(x, dy, dx, ph, pw, sh, sw, pt, pl):
     """dx[N, H, W, C]: each dy element added at its window's first maximum in x."""
-    tiled = (sh == ph and sw == pw and pt == 0 and pl == 0
-             and dy.shape[1] * ph <= x.shape[1] and dy.shape[2] * pw <= x.shape[2])
+    tiled = _tiles(x, dy, ph, pw, sh, sw, pt, pl)
+    arg = np.empty((dy.shape[2], x.shape[3]), np.int32)
     for b in range(x.shape[0]):
-        if tiled:
+        if tiled and ph == 2 and pw == 2:
+            _max_grad_2x2_image(x, dy, dx, b, arg)
+        elif tiled:
             _max_grad_tiled_image(x, dy, dx, b, ph, pw)
         else:
             _max_grad_image(x, dy, dx, b, ph, pw, sh, sw, pt, pl)
