@@ -98,15 +98,21 @@ CONV_CASES = [
     ((1, 7, 6, 3), (2, 3, 3, 2), (1, 2), "same", (2, 1)),
     ((1, 4, 4, 2), (3, 3, 2, 2), (3, 3), "same", (1, 1)),
     ((2, 3, 4, 4), (1, 1, 4, 3), (1, 1), "valid", (1, 1)),  # pointwise: no im2col copy
-    # Large: the threaded branches (9.4M im2col values, PARALLEL_MIN_WORK; the direct
-    # kernels' 38M multiply-adds, PARALLEL_MIN_COMPUTE).
+    # Large: the threaded branches (the direct kernels' 38M multiply-adds,
+    # PARALLEL_MIN_COMPUTE; im2col of the whole batch, 9.4M values, PARALLEL_MIN_WORK, in
+    # test_transposed_columns_are_im2col_transposed). The im2col kernels build its columns
+    # one image at a time.
     ((8, 32, 32, 128), (3, 3, 128, 4), (1, 1), "same", (1, 1)),
+    # Columns built in parts (conv.COLUMN_PART_BYTES), the last one short: 4 images a part in
+    # float32, 2 in float64.
+    ((9, 30, 30, 32), (3, 3, 32, 8), (1, 1), "valid", (1, 1)),
     # One input channel: the columns are built transposed (forward and filter gradient).
     ((3, 9, 8, 1), (3, 2, 1, 5), (1, 1), "valid", (1, 1)),
     ((2, 7, 6, 1), (3, 3, 1, 4), (2, 1), "same", (1, 2)),  # padded rows and columns
     ((2, 4, 5, 1), (1, 1, 1, 3), (1, 1), "valid", (1, 1)),  # pointwise stays pointwise
 ]
 CONV_IDS = ["valid", "same-stride21", "same-dilated", "same-stride33", "pointwise", "large",
+            "parts",
             "one-channel", "one-channel-same-stride21-dilated", "one-channel-pointwise"]
 
 
@@ -425,10 +431,12 @@ from kiln.runtimes.numba.kernels import conv as conv_kernels
 rng = np.random.default_rng(0)
 x = rng.standard_normal((8, 32, 32, 128)); w = rng.standard_normal((3, 3, 128, 4))
 conv = np.empty((8, 32, 32, 4)); K.k_conv2d(x, w, conv, 1, 1, 1, 1, 1, 1)
+cols = np.empty((8 * 32 * 32, 3 * 3 * 128))  # 9.4M values: im2col's threaded branch
+conv_kernels.im2col(x, cols, 3, 3, 1, 1, 1, 1, 1, 1, 32, 32)
 dw = np.empty_like(w); K.k_conv2d_grad_filter_direct(x, conv, dw, 1, 1, 1, 1, 1, 1)
 soft = np.empty((128, 600)); K.k_softmax_lastaxis(rng.standard_normal((128, 600)), soft)
 draw = np.empty((2048, 4096)); K.k_uniform(np.array(5), draw, 0.0, 1.0, 1)
-np.savez(sys.argv[1], conv=conv, dw=dw, soft=soft, draw=draw)
+np.savez(sys.argv[1], conv=conv, cols=cols, dw=dw, soft=soft, draw=draw)
 """
 
 
@@ -443,7 +451,7 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path) -> None:
         subprocess.run([sys.executable, "-c", ONE_THREAD, str(path)], check=True, env=env,
                        cwd=root)
         results[threads] = np.load(path)
-    for name in ("conv", "dw", "soft", "draw"):
+    for name in ("conv", "cols", "dw", "soft", "draw"):
         np.testing.assert_array_equal(results["1"][name], results["all"][name], err_msg=name)
 
 

@@ -58,7 +58,11 @@ layer; medians of 40 interleaved runs, the two quietest of several on a shared 2
     conv2 13x13x32 -> 11x11x64  3.1-3.4 / 25    2.3-2.5 / 19-24  2.8-3.0 / 10.6-12
 At one input channel the columns are built transposed (conv.im2col_t, contiguous runs):
 conv1's forward then took 0.6 ms and its filter gradient 0.85 (minima of 60 on the shared
-machine, against 0.84 and 1.3 with im2col's rows in the same run).
+machine, against 0.84 and 1.3 with im2col's rows in the same run). Otherwise the columns are
+built 4 MiB of whole images at a time, each part's GEMM run before the next
+(conv.COLUMN_PART_BYTES): conv2 then took 2.0 / 1.8-1.9 / 2.3 ms alone, and the convnet's
+train step 0.57 ms less (alternating calls in one process). Max pooling over 2x2 tiling
+windows has its own loops: 0.57 ms less again.
 Cold compile, per dtype: conv2d 2.0-2.5 s, grad_input 1.6 s, grad_filter 0.4 s, each pool op
 0.4-1.0 s, softmax 0.7-1.0 s, gather 0.7 s, scatter_add 1.4 s, draws 0.4-1.1 s (a parallel=True
 kernel costs about 1.5 s more than a serial one, so kernels thread only where it paid). Every

@@ -21,69 +21,79 @@ GRAD_FILTER_SLICES = 8
 
 
 # -- im2col and col2im ---------------------------------------------------------------------
+# The im2col kernels build the columns of this many bytes of whole images at a time (at least
+# one image) and run each part's GEMM before the next: the columns stay in cache between
+# im2col and the GEMM, and a batch of large images never needs all its columns at once. At
+# the convnet's conv2 (64x13x13x32, 3x3x32x64, 8.9 MB of columns) 4 MiB parts took the
+# forward from 2.3-2.5 ms to 2.0, the input gradient 2.0-2.2 -> 1.8-1.9, the filter
+# gradient 2.4-2.8 -> 2.3 (minima, alone, float32).
+COLUMN_PART_BYTES = 4 << 20
+
+
 @numba.njit(cache=True, fastmath=False)
-def _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """Rows of `cols` for image b: row (b, i, j) holds the window at (i, j), (p, q, c) order."""
+def _im2col_row(x, cols, b, i, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """The rows of `cols` for output row i of image b: row (b, i, j) holds the window at
+    (i, j), in (p, q, c) order."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     zero = cols.dtype.type(0)
-    for i in range(oh):
-        for j in range(ow):
-            row = (b * oh + i) * ow + j
-            for p in range(kh):
-                y = i * sh - pt + p * dh
-                for q in range(kw):
-                    z = j * sw - pl + q * dw
-                    base = (p * kw + q) * c
-                    if 0 <= y < h and 0 <= z < w:
-                        for ch in range(c):
-                            cols[row, base + ch] = x[b, y, z, ch]
-                    else:
-                        for ch in range(c):
-                            cols[row, base + ch] = zero
+    for j in range(ow):
+        row = (b * oh + i) * ow + j
+        for p in range(kh):
+            y = i * sh - pt + p * dh
+            for q in range(kw):
+                z = j * sw - pl + q * dw
+                base = (p * kw + q) * c
+                if 0 <= y < h and 0 <= z < w:
+                    for ch in range(c):
+                        cols[row, base + ch] = x[b, y, z, ch]
+                else:
+                    for ch in range(c):
+                        cols[row, base + ch] = zero
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
 def im2col(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """cols[(b*oh + i)*ow + j, (p*kw + q)*C + c] = padded x at the window (i, j), tap (p, q)."""
+    """cols[(b*oh + i)*ow + j, (p*kw + q)*C + c] = padded x at the window (i, j), tap (p, q).
+    Threads split output rows, so one large image uses them too."""
     n = x.shape[0]
     if cols.size < PARALLEL_MIN_WORK:
         for b in range(n):
-            _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+            for i in range(oh):
+                _im2col_row(x, cols, b, i, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     else:
-        for b in prange(n):
-            _im2col_image(x, cols, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        for bi in prange(n * oh):
+            _im2col_row(x, cols, bi // oh, bi % oh, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
-    dx[b] = 0
-    for i in range(oh):
-        for j in range(ow):
-            row = (b * oh + i) * ow + j
-            for p in range(kh):
-                y = i * sh - pt + p * dh
-                if y < 0 or y >= h:
-                    continue
-                for q in range(kw):
-                    z = j * sw - pl + q * dw
-                    if z < 0 or z >= w:
-                        continue
-                    base = (p * kw + q) * c
-                    for ch in range(c):
-                        dx[b, y, z, ch] += cols[row, base + ch]
-
-
-@numba.njit(cache=True, fastmath=False, parallel=True)
 def col2im(cols, dx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """The adjoint of im2col: dx = 0, then each cols entry added back where it was read from."""
-    n = dx.shape[0]
-    if cols.size < PARALLEL_MIN_WORK:
-        for b in range(n):
-            _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    else:
-        for b in prange(n):
-            _col2im_image(cols, dx, b, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    """The adjoint of im2col: dx = 0, then each cols entry added back where it was read from.
+    One thread: the im2col kernels call it on parts of at most COLUMN_PART_BYTES (or one
+    image), below the size where two threads pay, and windows of one image overlap."""
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    dx[:] = 0
+    for b in range(dx.shape[0]):
+        for i in range(oh):
+            for j in range(ow):
+                row = (b * oh + i) * ow + j
+                for p in range(kh):
+                    y = i * sh - pt + p * dh
+                    if y < 0 or y >= h:
+                        continue
+                    for q in range(kw):
+                        z = j * sw - pl + q * dw
+                        if z < 0 or z >= w:
+                            continue
+                        base = (p * kw + q) * c
+                        for ch in range(c):
+                            dx[b, y, z, ch] += cols[row, base + ch]
+
+
+@numba.njit(cache=True, fastmath=False)
+def _part_images(n, rows, k, itemsize):
+    """How many whole images' columns (rows x k values each) fit COLUMN_PART_BYTES; at least
+    one."""
+    return max(1, min(n, COLUMN_PART_BYTES // max(1, rows * k * itemsize)))
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -91,16 +101,6 @@ def _is_pointwise(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
     """A 1x1 kernel that reads every pixel once in place: x itself is the im2col matrix."""
     return kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and oh == h and ow == w
-
-
-@numba.njit(cache=True, fastmath=False)
-def _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    n, h, w, c = x.shape
-    if _is_pointwise(kh, kw, sh, sw, pt, pl, h, w, oh, ow):
-        return x.reshape(n * h * w, c)
-    cols = np.empty((n * oh * ow, kh * kw * c), x.dtype)
-    im2col(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    return cols
 
 
 # At this many input channels or fewer, the columns are built transposed (one row per tap,
@@ -150,53 +150,87 @@ def _few_channels(kh, kw, c, sh, sw, pt, pl, h, w, oh, ow):
 # -- im2col + GEMM ---------------------------------------------------------------------------
 @numba.njit(cache=True, fastmath=False)
 def k_conv2d_im2col(x, w, out, sh, sw, pt, pl, dh, dw):
-    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O] (cols built transposed
-    at few channels)."""
+    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O], the columns built a
+    part of the batch at a time (all at once and transposed at few channels; none at 1x1)."""
     kh, kw, c, o = w.shape
-    n, oh, ow = out.shape[0], out.shape[1], out.shape[2]
-    w2d = w.reshape(kh * kw * c, o)
-    if _few_channels(kh, kw, c, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
-        # BLAS reads the transposed columns with a transpose flag, no copy.
-        np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, w2d,
-               out.reshape(n * oh * ow, o))
+    n, h, wd = x.shape[0], x.shape[1], x.shape[2]
+    oh, ow = out.shape[1], out.shape[2]
+    rows, k = oh * ow, kh * kw * c
+    w2d, out2d = w.reshape(k, o), out.reshape(n * rows, o)
+    if _is_pointwise(kh, kw, sh, sw, pt, pl, h, wd, oh, ow):
+        np.dot(x.reshape(n * rows, c), w2d, out2d)
         return
-    cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-    np.dot(cols, w2d, out.reshape(n * oh * ow, o))
+    if _few_channels(kh, kw, c, sh, sw, pt, pl, h, wd, oh, ow):
+        # BLAS reads the transposed columns with a transpose flag, no copy.
+        np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, w2d, out2d)
+        return
+    step = _part_images(n, rows, k, x.itemsize)
+    cols = np.empty((step * rows, k), x.dtype)
+    for b0 in range(0, n, step):
+        b1 = min(n, b0 + step)
+        part = cols[:(b1 - b0) * rows]
+        im2col(x[b0:b1], part, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        np.dot(part, w2d, out2d[b0 * rows:b1 * rows])
 
 
 @numba.njit(cache=True, fastmath=False)
 def k_conv2d_grad_input_im2col(dy, w, dx, sh, sw, pt, pl, dh, dw):
-    """dx = col2im(dy2d @ w2d.T)."""
+    """dx = col2im(dy2d @ w2d.T), a part of the batch at a time."""
     kh, kw, c, o = w.shape
     n, oh, ow = dy.shape[0], dy.shape[1], dy.shape[2]
     h, wd = dx.shape[1], dx.shape[2]
-    w2d = w.reshape(kh * kw * c, o)
+    rows, k = oh * ow, kh * kw * c
+    w2d, dy2d = w.reshape(k, o), dy.reshape(n * rows, o)
     if _is_pointwise(kh, kw, sh, sw, pt, pl, h, wd, oh, ow):
-        np.dot(dy.reshape(n * oh * ow, o), w2d.T, dx.reshape(n * h * wd, c))
+        np.dot(dy2d, w2d.T, dx.reshape(n * h * wd, c))
         return
-    dcols = np.empty((n * oh * ow, kh * kw * c), dy.dtype)
-    np.dot(dy.reshape(n * oh * ow, o), w2d.T, dcols)
-    col2im(dcols, dx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+    step = _part_images(n, rows, k, dy.itemsize)
+    dcols = np.empty((step * rows, k), dy.dtype)
+    for b0 in range(0, n, step):
+        b1 = min(n, b0 + step)
+        part = dcols[:(b1 - b0) * rows]
+        np.dot(dy2d[b0 * rows:b1 * rows], w2d.T, part)
+        col2im(part, dx[b0:b1], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @numba.njit(cache=True, fastmath=False)
 def k_conv2d_grad_filter_im2col(x, dy, dwk, sh, sw, pt, pl, dh, dw):
-    """dw2d[KH*KW*C, O] = cols.T @ dy2d (cols built transposed at few channels)."""
+    """dw2d[KH*KW*C, O] = cols.T @ dy2d: the parts' products summed in batch order (the
+    columns built transposed, all at once, at few channels)."""
     kh, kw, c, o = dwk.shape
-    n, oh, ow = dy.shape[0], dy.shape[1], dy.shape[2]
-    dy2d, dw2d = dy.reshape(n * oh * ow, o), dwk.reshape(kh * kw * c, o)
+    n, h, wd = x.shape[0], x.shape[1], x.shape[2]
+    oh, ow = dy.shape[1], dy.shape[2]
+    rows, k = oh * ow, kh * kw * c
+    dy2d, dw2d = dy.reshape(n * rows, o), dwk.reshape(k, o)
     # One np.dot per branch: the two column matrices differ in layout (C, F), which Numba
     # would unify to a non-contiguous type that np.dot refuses.
-    if _few_channels(kh, kw, c, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
+    if _few_channels(kh, kw, c, sh, sw, pt, pl, h, wd, oh, ow):
         np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), dy2d, dw2d)
-    else:
-        # dw2d.T = dy2d.T @ cols, then one small transpose: SciPy's OpenBLAS runs this
-        # orientation of the long-K product faster than cols.T @ dy2d (convnet conv2, batch
-        # 64: 3.0-3.5 ms vs 3.6-4.4, medians of 60 interleaved; the same sums, bit for bit).
-        cols = _columns(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-        dw_t = np.empty((o, kh * kw * c), dy.dtype)
-        np.dot(dy2d.T, cols, dw_t)
+        return
+    # dw2d.T = dy2d.T @ cols, then one small transpose: SciPy's OpenBLAS runs this
+    # orientation of the long-K product faster than cols.T @ dy2d (convnet conv2, batch
+    # 64: 3.0-3.5 ms vs 3.6-4.4, medians of 60 interleaved; the same sums, bit for bit).
+    dw_t = np.empty((o, k), dy.dtype)
+    if n == 0:
+        dwk[:] = 0
+        return
+    if _is_pointwise(kh, kw, sh, sw, pt, pl, h, wd, oh, ow):
+        np.dot(dy2d.T, x.reshape(n * rows, c), dw_t)
         dw2d[:, :] = dw_t.T
+        return
+    step = _part_images(n, rows, k, x.itemsize)
+    cols = np.empty((step * rows, k), x.dtype)
+    partial = np.empty((o, k), dy.dtype) if step < n else dw_t
+    for b0 in range(0, n, step):
+        b1 = min(n, b0 + step)
+        part = cols[:(b1 - b0) * rows]
+        im2col(x[b0:b1], part, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        if b0 == 0:
+            np.dot(dy2d[:b1 * rows].T, part, dw_t)
+        else:
+            np.dot(dy2d[b0 * rows:b1 * rows].T, part, partial)
+            dw_t += partial
+    dw2d[:, :] = dw_t.T
 
 
 # -- direct loops ----------------------------------------------------------------------------
