@@ -152,15 +152,20 @@ def test_backward_is_one_reverse_scan_over_saved_carries() -> None:
     assert parse(str(graph)) == graph
 
 
-def test_the_backward_step_reads_the_saved_gate_sums_instead_of_recomputing_them() -> None:
-    """The forward also stacks x @ w + h @ u (the sum its two matmuls feed); the backward
-    step reads it, so its only matmuls are the four of the VJPs, none recomputing a forward
-    product, and the gradients still match finite differences (rnn sample, every input)."""
+def test_the_backward_step_reads_the_saved_activation_instead_of_recomputing_it() -> None:
+    """The forward also stacks tanh(x @ w + h @ u + bias) (not the sum: only adds lead from
+    it to the tanh, whose VJP reads its result); the backward step reads it, so its only
+    matmuls are the four of the VJPs, none recomputing a forward product, and it computes no
+    tanh; the gradients still match finite differences (rnn sample, every input)."""
     sample = BY_NAME["rnn"]
     graph = grad(sample_graph(sample), "y1", ["x0", "x1", "x2", "x3", "x4"])
     forward, backward = [n for n in graph.nodes if n.op == "scan"]
-    saved = forward.outputs[-2]  # before the stacked carries: one saved value
+    stacked = forward.outputs[2:-1]  # after carry and ys, before the stacked carries
+    assert len(stacked) == 1
+    assert _producer(forward.body, forward.body.output_values[2]).op == "tanh"
+    saved = stacked[0]
     assert saved.type.shape == (5, 2, 4) and saved in backward.inputs
+    assert not any(n.op == "tanh" for n in backward.body.nodes)
     body = backward.body
     h, x = body.inputs[backward.attr["num_carry"]], body.inputs[backward.attr["num_carry"] + 1]
     matmuls = [n for n in body.nodes if n.op == "matmul"]
@@ -176,6 +181,52 @@ def test_the_backward_step_reads_the_saved_gate_sums_instead_of_recomputing_them
 
         np.testing.assert_allclose(grads[f"grad.x{i}"], numeric_grad(loss, x0), rtol=1e-5,
                                    atol=1e-6, err_msg=f"x{i}")
+
+
+def _producer(graph, value):  # noqa: ANN001, ANN202
+    return next(n for n in graph.nodes if value in n.outputs)
+
+
+def lstm_step(b: GraphBuilder, h, c, xw, u):  # noqa: ANN001, ANN201
+    """An LSTM cell as the Keras frontend builds it: the input product (and bias) xw comes
+    in as a sequence, the four gates are split from one sum."""
+    i, f, g, o = b.split(b.add(xw, b.matmul(h, u)), axis=1, sizes=(3, 3, 3, 3))
+    c_new = b.add(b.mul(b.sigmoid(f), c), b.mul(b.sigmoid(i), b.tanh(g)))
+    h_new = b.mul(b.sigmoid(o), b.tanh(c_new))
+    return h_new, c_new, h_new
+
+
+def test_an_lstm_cell_saves_its_activations_and_its_backward_runs_none() -> None:
+    """The forward stacks the four gates and tanh(c), not the gate sum (only a split leads
+    from it to the activations); the backward step then computes no sigmoid, tanh or
+    forward matmul, and the gradients match finite differences."""
+    step = body("lstm", [f64(2, 3), f64(2, 3), f64(2, 12), f64(3, 12)], lstm_step)
+    b = GraphBuilder("lstm")
+    names = ("h", "c", "xw", "u")
+    operands = [b.input("h", f64(2, 3)), b.input("c", f64(2, 3)),
+                b.input("xw", f64(4, 2, 12)), b.input("u", f64(3, 12))]
+    h, _, ys = b.scan(*operands, body=step, num_carry=2, num_seq=1)
+    b.output(b.add(b.sum(b.mul(h, h)), b.sum(b.tanh(ys))), "loss")
+    graph = b.build()
+    with_grad = grad(graph, "loss", list(names))
+    forward, backward = [n for n in with_grad.nodes if n.op == "scan"]
+    saved = forward.body.output_values[3:-2]  # after carries and ys, before carries in
+    assert sorted(_producer(forward.body, v).op for v in saved) == [
+        "sigmoid", "sigmoid", "sigmoid", "tanh", "tanh"]
+    assert not any(n.op in ("sigmoid", "tanh", "exp") for n in backward.body.nodes)
+    u_in = backward.body.inputs[-1]
+    assert not any(n.op == "matmul" and u_in in n.inputs and n.inputs[0].type.shape == (2, 3)
+                   for n in backward.body.nodes)  # h @ u is not computed again
+    gen = np.random.default_rng(3)
+    feed = {"h": gen.standard_normal((2, 3)), "c": gen.standard_normal((2, 3)),
+            "xw": gen.standard_normal((4, 2, 12)), "u": gen.standard_normal((3, 12)) * 0.5}
+    grads, _ = run_graph(with_grad, feed)
+    for name, x in feed.items():
+        def loss(v: np.ndarray, name: str = name) -> float:
+            return float(run_graph(graph, {**feed, name: v})[0]["loss"])
+
+        np.testing.assert_allclose(grads[f"grad.{name}"], numeric_grad(loss, x),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_gradient_of_a_nested_scan() -> None:

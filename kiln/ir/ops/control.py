@@ -108,29 +108,54 @@ def _unique(hint: str, used: set[str]) -> str:
     return name
 
 
+# Elementwise ops whose VJP reads only their output: the forward scan stacks their results,
+# so the backward step needs neither them nor what fed them recomputed.
+SAVED_ACTIVATIONS = frozenset({"sigmoid", "tanh"})
+# Ops whose VJPs read none of their operands' or results' values.
+_NO_VALUES_VJP = frozenset({"add", "sub", "neg", "split"})
+
+
 def _saved_values(body: Graph, num_carry: int) -> list[Value]:
-    """The body values the forward scan stacks for its VJP besides the carries: each matmul's
-    result, or the sum a lone add makes of it (a recurrent cell's gate pre-activations), so
-    the backward step reads them instead of recomputing the step's GEMM. The VJPs of matmul
-    and add need only their operands, which the backward step has. (Outputs do not enter the
-    choice: the augmented body, which has more, gives the same list.) None without carries:
-    such a scan is not augmented."""
+    """The body values the forward scan stacks for its VJP besides the carries.
+
+    - Each sigmoid and tanh result (a recurrent cell's gates and its tanh of the cell
+      state): their VJPs read only these, so the backward step runs no exp.
+    - Each matmul's result, or the sum a lone add makes of it (a cell's gate
+      pre-activations), so the backward step does not recompute the step's GEMM; unless
+      every path from it through ops whose VJPs read no values (add, sub, neg, split) ends
+      at such an activation, whose saved result is then all the backward step needs. The
+      VJPs of matmul, add and split need only their operands, which the backward step has.
+
+    (Outputs do not enter the choice: the augmented body, which has more, gives the same
+    list.) None without carries: such a scan is not augmented."""
     if not num_carry:
         return []
     readers: dict[str, list[Node]] = {}
     for n in body.nodes:
         for v in n.inputs:
             readers.setdefault(v.name, []).append(n)
+
+    def feeds_activations_only(value: Value) -> bool:
+        pending = [value]
+        while pending:
+            for n in readers.get(pending.pop().name, []):
+                if n.op in _NO_VALUES_VJP:
+                    pending.extend(n.outputs)
+                elif n.op not in SAVED_ACTIVATIONS:
+                    return False
+        return True
+
     saved: list[Value] = []
     for n in body.nodes:
-        if n.op != "matmul" or not n.output.type.is_float:
-            continue
-        value = n.output
-        after = readers.get(value.name, [])
-        if len(after) == 1 and after[0].op == "add":
-            value = after[0].output
-        if value not in saved:
-            saved.append(value)
+        if n.op == "matmul" and n.output.type.is_float:
+            value = n.output
+            after = readers.get(value.name, [])
+            if len(after) == 1 and after[0].op == "add":
+                value = after[0].output
+            if value not in saved and not feeds_activations_only(value):
+                saved.append(value)
+        elif n.op in SAVED_ACTIVATIONS and n.output.type.is_float and n.output not in saved:
+            saved.append(n.output)
     return saved
 
 
