@@ -1,8 +1,9 @@
 """Launchers of `fused` and `scan`. A fused elementwise or reduction region runs its generated
 kernel (kiln.compiler.codegen.cuda); a fused gemm goes to the GEMM launcher ("fused:gemm",
 ops/linalg.py). A scan is a host loop over the steps launching the body's nodes, with the
-carries kept on the device in two alternating sets of buffers and each step's ys copied into
-place (the loop runs once per batch size: a launch tape replays it, tape.py).
+carries kept on the device in two alternating sets of buffers and each step's ys written by
+the body nodes computing them straight into their rows of the stacked results (the loop runs
+once per batch size: a launch tape replays it, tape.py).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
                           error_flag=ctx.error_flag, error_sites=ctx.error_sites,
                           tape=ctx.tape)
     direct = _computed_carries(body, num_carry)
+    placed = _computed_ys(body, num_carry, direct)
     buffers = _memo(ctx, ("scan", id(node), tuple(sorted(dims.items()))), node,
-                    lambda: _body_buffers(node, dims, direct))
+                    lambda: _body_buffers(node, dims, direct, placed))
     final, ys = outputs[:num_carry], outputs[num_carry:]
     for out, init in zip(final, carries, strict=True):
         copy(ctx, out, init)
@@ -79,10 +81,17 @@ def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
         env: dict[str, Any] = dict(zip(carry_names, now, strict=True))
         env.update(zip(seq_names, (row(s, t) for s in seqs), strict=True))
         env.update(zip(const_names, consts, strict=True))
-        run_nodes(step_ctx, body, env, lambda v, after=after: after[direct[v.name]]
-                  if v.name in direct else buffers[v.name])
-        for y, value in zip(ys, results[num_carry:], strict=True):
-            copy(ctx, row(y, t), env[value.name])
+        def buffer_of(v: Any, after: list = after, t: int = t) -> Any:
+            if v.name in direct:
+                return after[direct[v.name]]
+            if v.name in placed:
+                return row(ys[placed[v.name]], t)
+            return buffers[v.name]
+
+        run_nodes(step_ctx, body, env, buffer_of)
+        for i, (y, value) in enumerate(zip(ys, results[num_carry:], strict=True)):
+            if placed.get(value.name) != i:
+                copy(ctx, row(y, t), env[value.name])
         for j, value in enumerate(results[:num_carry]):
             if direct.get(value.name) != j:
                 copy(ctx, after[j], env[value.name])
@@ -104,17 +113,31 @@ def _computed_carries(body: Graph, num_carry: int) -> dict[str, int]:
     return direct
 
 
+def _computed_ys(body: Graph, num_carry: int, direct: dict[str, int]) -> dict[str, int]:
+    """Ys a body node computes, by value name -> y index, but the new carries in `direct`:
+    those are written straight into their rows of the stacked ys (a value returned as two
+    ys, or as a carry and a y, is copied for the others). On a GPU each saves a copy per
+    step: the LSTM's forward step stacks five activations."""
+    computed = {o.name for n in body.nodes for o in n.outputs}
+    placed: dict[str, int] = {}
+    for i, value in enumerate(body.output_values[num_carry:]):
+        if value.name in computed and value.name not in direct and value.name not in placed:
+            placed[value.name] = i
+    return placed
+
+
 def _body_buffers(node: Node, dims: dict[str, int], direct: dict[str, int],
-                  ) -> dict[str, Any]:
+                  placed: dict[str, int]) -> dict[str, Any]:
     """One device array per value a step computes (but the new carries in `direct`, written
-    into the carry buffers), and a second buffer per carry (the carries alternate between it
-    and the scan's output), reused by every step and every call with these sizes."""
+    into the carry buffers, and the ys in `placed`, written into the stacked ys), and a
+    second buffer per carry (the carries alternate between it and the scan's output), reused
+    by every step and every call with these sizes."""
     body = node.body
     assert body is not None
     buffers = {}
     for n in body.nodes:
         for v in n.outputs:
-            if v.name in direct:
+            if v.name in direct or v.name in placed:
                 continue
             buffers[v.name] = cuda.device_array(v.type.resolve(dims), numpy_dtype(v.type.dtype))
     for j, v in enumerate(body.output_values[:node.attr["num_carry"]]):

@@ -144,9 +144,10 @@ def test_a_scan_whose_carries_swap() -> None:
 @pytest.mark.parametrize("steps", [0, 1, 2, 3, 4])
 def test_scan_carries_alternate_between_two_buffers(
         steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A step writes the carries a body node computes straight into the other buffer set;
-    only carries the body passes through, or returns twice, are copied, and an odd number
-    of steps ends with one copy back into the outputs."""
+    """A step writes the carries a body node computes straight into the other buffer set,
+    and the ys it computes straight into their rows of the stacked ys; only carries and ys
+    the body passes through, or returns twice, are copied, and an odd number of steps ends
+    with one copy back into the outputs."""
     from kiln.runtimes.numba_cuda.ops import control
 
     copies: list[int] = []
@@ -160,12 +161,14 @@ def test_scan_carries_alternate_between_two_buffers(
     bb.output(new, "a")  # computed: written in place
     bb.output(new, "c")  # the same value again: copied
     bb.output(a, "d")  # a carry passed across: copied (the old a, not the new one)
-    bb.output(bb.mul(new, d), "y")  # reads d, the carry entering the step
+    bb.output(bb.mul(new, d), "y")  # reads d, the carry entering the step: in place
+    bb.output(new, "y2")  # a new carry, also a y: copied
+    bb.output(x, "y3")  # a sequence slice passed through: copied
     b = GraphBuilder("scan_mixed")
     inits = [b.input(n, v) for n in ("a0", "c0", "d0")]
     xs = b.input("xs", TensorType((steps, 3), "float64"))
     results = b.op("scan", *inits, xs, num_carry=3, num_seq=1, body=bb.build())
-    for name, value in zip(("a", "c", "d", "ys"), results, strict=True):
+    for name, value in zip(("a", "c", "d", "ys", "y2s", "y3s"), results, strict=True):
         b.output(value, name)
     graph = b.build()
     rng = np.random.default_rng(steps)
@@ -175,8 +178,8 @@ def test_scan_carries_alternate_between_two_buffers(
     got = NumbaCudaExecutable({"run": graph}, {}).run("run", feed)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, err_msg=name)
-    # 3 initial copies; per step 1 ys and 2 carries (c, d); 3 back after an odd count
-    assert len(copies) == 3 + 3 * steps + 3 * (steps % 2)
+    # 3 initial copies; per step 2 carries (c, d) and 2 ys (y2, y3); 3 back after an odd count
+    assert len(copies) == 3 + 4 * steps + 3 * (steps % 2)
 
 
 @pytest.fixture(scope="module")
