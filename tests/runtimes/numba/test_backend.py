@@ -200,6 +200,40 @@ def test_the_source_is_commented_ir_and_array_constants_are_arguments() -> None:
     np.testing.assert_array_equal(exe.run("run", {"x": x})["y"], np.maximum(x * table, 0))
 
 
+def test_a_cheap_kernel_hides_its_short_inner_extent_and_vectorizes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bias add and relu over 32 channels reads its inner extent from a constant argument,
+    so LLVM keeps the loop and vectorizes it (a visible extent of 32 was unrolled into scalar
+    code); a kernel of many ops keeps its literal extent. Results as the reference's."""
+    b = GraphBuilder("cheap")
+    x = b.input("x", TensorType(("N", 5, 5, 32), "float32"))
+    bias = b.input("bias", TensorType((32,), "float32"))
+    b.output(b.relu(b.add(x, bias)), "y")
+    b.output(b.tanh(b.mul(b.sigmoid(b.sub(x, bias)), b.exp(b.neg(x)))), "z")
+    graph = b.build()
+    exe = NumbaExecutable({"run": graph}, {})
+    source = exe.source("run")
+    loops = [line.strip() for line in source.splitlines() if line.strip().startswith("for i")]
+    assert any(line.endswith("in range(const_extent_32[0]):") for line in loops), loops
+    assert any(line.endswith("in range(32):") for line in loops), loops  # the 5-op kernel
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.standard_normal((3, 5, 5, 32)).astype(np.float32),
+            "bias": rng.standard_normal(32).astype(np.float32)}
+    got = exe.run("run", feed)
+    expected, _ = run_graph(graph, feed)
+    np.testing.assert_array_equal(got["y"], expected["y"])
+    np.testing.assert_allclose(got["z"], expected["z"], **F32)
+    alone = GraphBuilder("relu_alone")
+    xa = alone.input("x", TensorType(("N", 5, 5, 32), "float32"))
+    alone.output(alone.relu(alone.add(xa, alone.input("bias", TensorType((32,), "float32")))),
+                 "y")
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))  # compiled here: its code readable
+    relu = NumbaExecutable({"run": alone.build()}, {})
+    np.testing.assert_array_equal(relu.run("run", feed)["y"], expected["y"])
+    asm = "".join(relu.entries["run"].function.inspect_asm().values())
+    assert "maxps" in asm  # the relu as a vector max (maxss when unrolled to scalars)
+
+
 # -- train steps of the test models ------------------------------------------------------------
 # float32 state after several steps: the per-step differences of reductions (see the module
 # docstring) compound through the optimizer, hence a looser tolerance than one op's.

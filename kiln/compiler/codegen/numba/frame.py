@@ -140,6 +140,7 @@ class Emitter:
         self.arena_dtypes: set[str] = set()  # dtypes whose arena view the driver takes
         self.slot_offsets: dict[tuple[int, str], str] = {}  # (slot, dtype) -> variable
         self.uses_kernels = False
+        self.opaque_extents: dict[int, str] = {}  # loops.opaque_extent's constant arguments
         # Checks of the inputs, run before any node so that a bad input changes no state.
         self.checks = SourceWriter()
         self.checks.level = 1

@@ -16,7 +16,7 @@ from kiln.compiler.codegen.numba.frame import Emitter, Ref
 from kiln.compiler.codegen.numba.scalar import SCALAR
 from kiln.compiler.codegen.numba.source import NP_TYPE, group, ir_line, product_text, typed
 from kiln.ir.errors import KilnValueError
-from kiln.ir.graph import Graph, Node
+from kiln.ir.graph import ArrayAttr, Graph, Node
 from kiln.ir.types import Dim, TensorType, normalize_axes
 
 # compute(reads) -> results: emits the statements of one element, given the scalar names of
@@ -32,10 +32,32 @@ def broadcast_index(shape: Sequence[Dim], space: Sequence[Dim], index: Sequence[
     return ["0" if d == 1 else index[lead + a] for a, d in enumerate(shape)]
 
 
+# An inner loop of a few dozen iterations with a cheap body (a bias add and relu over 32
+# channels) is fully unrolled by LLVM, and the unrolled code stays scalar: it cannot prove
+# that the arena's reads and writes do not overlap. A loop whose extent LLVM cannot see stays
+# a loop, which its loop vectorizer vectorizes behind a run-time overlap check: for kernels
+# of at most CHEAP_BODY_OPS ops such an inner extent is read from a constant array argument
+# (conv bias + relu, 32 channels: 0.36 -> 0.13 ns an element; the convnet's predict at batch
+# 128 0.54 ms faster). Not for larger bodies, which LLVM vectorizes anyway and which do
+# better with their trip count known (the LSTM cell: 0.8 ms slower a step with it hidden).
+OPAQUE_EXTENT_MAX = 128
+CHEAP_BODY_OPS = 3
+
+
+def opaque_extent(em: Emitter, extent: int) -> str:
+    """`extent` as an expression LLVM cannot fold: an element of a constant argument."""
+    name = em.opaque_extents.get(extent)
+    if name is None:
+        name = em.opaque_extents[extent] = em.constant(
+            ArrayAttr(np.array([extent], np.int64)), f"extent_{extent}")
+    return f"{name}[0]"
+
+
 def elementwise_loop(em: Emitter, space: Sequence[Dim], operands: Sequence[Ref],
-                     results: Sequence[Ref], compute: Compute) -> None:
+                     results: Sequence[Ref], compute: Compute, cheap: bool = False) -> None:
     """One loop nest over `space` reading each operand (broadcast into it) and writing each
-    result (of shape `space`) at every element."""
+    result (of shape `space`) at every element. `cheap`: a body of few ops, whose short
+    constant inner extent is hidden from LLVM (opaque_extent)."""
     axes = [a for a, d in enumerate(space) if d != 1]
     # Per operand and axis: does it span the axis (True) or broadcast over it (False)?
     spans = []
@@ -51,6 +73,9 @@ def elementwise_loop(em: Emitter, space: Sequence[Dim], operands: Sequence[Ref],
         else:
             groups.append([k])
     extents = [product_text([em.dim(space[axes[k]]) for k in g]) for g in groups]
+    if (cheap and len(extents) > 1 and extents[-1].isdigit()
+            and int(extents[-1]) <= OPAQUE_EXTENT_MAX):
+        extents[-1] = opaque_extent(em, int(extents[-1]))
     indices = [em.fresh("i") for _ in groups]
     hoisted: list[str] = []
     for ref, s in zip(operands, spans, strict=True):
@@ -141,7 +166,8 @@ def elementwise_kernel(em: Emitter, body: Graph, operands: Sequence[Ref],
                 scalar_node(em, node, env)
         return [env[v.name] for v in body.output_values]
 
-    elementwise_loop(em, space, operands, results, compute)
+    ops = sum(1 for node in body.nodes if node.op != "constant")
+    elementwise_loop(em, space, operands, results, compute, cheap=ops <= CHEAP_BODY_OPS)
 
 
 # -- reductions ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def lower_elementwise(em: Emitter, frame: Frame, node: Node) -> None:
         return [name]
 
     elementwise_loop(em, node.output.type.shape, [frame.read(v) for v in node.inputs], [out],
-                     compute)
+                     compute, cheap=True)
 
 
 def lower_reduction(em: Emitter, frame: Frame, node: Node) -> None:
@@ -74,7 +74,7 @@ def lower_view(em: Emitter, frame: Frame, node: Node) -> None:
 
 def lower_broadcast_to(em: Emitter, frame: Frame, node: Node) -> None:
     elementwise_loop(em, node.output.type.shape, [frame.read(node.inputs[0])],
-                     [frame.output(node.output)], lambda reads: reads)
+                     [frame.output(node.output)], lambda reads: reads, cheap=True)
 
 
 def index_loop(em: Emitter, t: TensorType, write: Callable[[list[str]], None]) -> None:
