@@ -34,6 +34,18 @@ def numeric_grad(loss, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:  # noqa:
     return result
 
 
+def assert_grads_match_finite_differences(graph, with_grad, feed: dict) -> None:  # noqa: ANN001
+    """Every input's `grad.NAME` from `with_grad` against central differences of the scalar
+    output `loss` of `graph`."""
+    grads, _ = run_graph(with_grad, feed)
+    for name, x in feed.items():
+        def loss(v: np.ndarray, name: str = name) -> float:
+            return float(run_graph(graph, {**feed, name: v})[0]["loss"])
+
+        np.testing.assert_allclose(grads[f"grad.{name}"], numeric_grad(loss, x),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # -- forward -------------------------------------------------------------------------------
 def test_cumsum_matches_numpy() -> None:
     sample = BY_NAME["cumsum"]
@@ -133,13 +145,7 @@ def test_symbolic_batch_and_length(batch: int, length: int) -> None:
 
     with_grad = grad(symbolic, "loss", ["h", "xs", "w", "u", "bias"])
     assert parse(str(with_grad)) == with_grad
-    grads, _ = run_graph(with_grad, feed)
-    for name, x in feed.items():
-        def loss(v: np.ndarray, name: str = name) -> float:
-            return float(run_graph(symbolic, {**feed, name: v})[0]["loss"])
-
-        np.testing.assert_allclose(grads[f"grad.{name}"], numeric_grad(loss, x),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert_grads_match_finite_differences(symbolic, with_grad, feed)
 
 
 # -- gradient structure --------------------------------------------------------------------
@@ -220,13 +226,7 @@ def test_an_lstm_cell_saves_its_activations_and_its_backward_runs_none() -> None
     gen = np.random.default_rng(3)
     feed = {"h": gen.standard_normal((2, 3)), "c": gen.standard_normal((2, 3)),
             "xw": gen.standard_normal((4, 2, 12)), "u": gen.standard_normal((3, 12)) * 0.5}
-    grads, _ = run_graph(with_grad, feed)
-    for name, x in feed.items():
-        def loss(v: np.ndarray, name: str = name) -> float:
-            return float(run_graph(graph, {**feed, name: v})[0]["loss"])
-
-        np.testing.assert_allclose(grads[f"grad.{name}"], numeric_grad(loss, x),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert_grads_match_finite_differences(graph, with_grad, feed)
 
 
 def test_gradient_of_a_nested_scan() -> None:
@@ -243,13 +243,7 @@ def test_gradient_of_a_nested_scan() -> None:
     graph = b.build()
     gen = np.random.default_rng(3)
     feed = {"c": gen.standard_normal(3) * 0.3, "xs": gen.standard_normal((4, 2, 3)) * 0.3}
-    grads, _ = run_graph(grad(graph, "loss", ["c", "xs"]), feed)
-    for name, x in feed.items():
-        def loss(v: np.ndarray, name: str = name) -> float:
-            return float(run_graph(graph, {**feed, name: v})[0]["loss"])
-
-        np.testing.assert_allclose(grads[f"grad.{name}"], numeric_grad(loss, x),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert_grads_match_finite_differences(graph, grad(graph, "loss", ["c", "xs"]), feed)
 
 
 # -- type errors ---------------------------------------------------------------------------
