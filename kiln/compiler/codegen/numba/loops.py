@@ -38,10 +38,11 @@ def broadcast_index(shape: Sequence[Dim], space: Sequence[Dim], index: Sequence[
 # a loop, which its loop vectorizer vectorizes behind a run-time overlap check: for kernels
 # of at most CHEAP_BODY_OPS ops such an inner extent is read from a constant array argument
 # (conv bias + relu, 32 channels: 0.36 -> 0.13 ns an element; the convnet's predict at batch
-# 128 0.54 ms faster). Not for larger bodies, which LLVM vectorizes anyway and which do
-# better with their trip count known (the LSTM cell: 0.8 ms slower a step with it hidden).
+# 128 0.6 ms faster). Not for larger bodies, which LLVM vectorizes anyway and which do
+# better with their trip count known (the LSTM cell: 0.8 ms slower a step with it hidden;
+# the convnet's training relu, which also writes its mask, 0.14 ms slower at 3 ops).
 OPAQUE_EXTENT_MAX = 128
-CHEAP_BODY_OPS = 3
+CHEAP_BODY_OPS = 2
 
 
 def opaque_extent(em: Emitter, extent: int) -> str:
