@@ -31,6 +31,7 @@ class GraphEditor:
         self._subst: dict[str, Value] = {}
         self._producers: dict[str, Node] = {}
         self._names = {v.name for v in graph.values()}
+        self._reads: dict[str, int] | None = None
 
     # -- reading -------------------------------------------------------------------------
     def value(self, v: Value) -> Value:
@@ -43,6 +44,18 @@ class GraphEditor:
         if inputs == node.inputs:
             return node
         return Node(node.op, inputs, node.outputs, node.attrs, node.body)
+
+    def reads(self, v: Value) -> int:
+        """How many times the graph reads `v`: as a node's operand, an output or an update
+        (after the edit so far: reads of the values `v` replaced count too)."""
+        if self._reads is None:
+            g = self.graph
+            self._reads = {}
+            for name in [*(v.name for n in g.nodes for v in n.inputs),
+                         *(v.name for v in g.output_values), *(v.name for _, v in g.updates)]:
+                self._reads[name] = self._reads.get(name, 0) + 1
+        return sum(self._reads.get(old, 0) for old in
+                   [v.name, *(old for old, new in self._subst.items() if new.name == v.name)])
 
     def producer(self, v: Value) -> Node | None:
         """The node of the new graph that produces `v` (None for inputs and state)."""

@@ -58,6 +58,14 @@ CASES: dict[str, tuple] = {
     "broadcast_scalar": (f32["N", 3], lambda b, x: b.add(
         x, b.broadcast_to(b.expand_dims(b.constant(2.0), axes=(0,)), shape=("N", 3))),
         {"add": 1, "constant": 1}),
+    # The bias add and relu run on the pooled image.
+    "pool_activation": (f32["N", 4, 4, 3], lambda b, x: b.op("max_pool2d", b.relu(b.add(
+        x, b.constant(np.array([0.5, -1.0, 2.0], "f4")))), pool_size=(2, 2)),
+        {"add": 1, "constant": 1, "max_pool2d": 1, "relu": 1}),
+    "pool_activation/chain": (f32["N", 5, 5, 2], lambda b, x: b.op("max_pool2d", b.op(
+        "clip", b.maximum(b.constant(np.full((1, 1, 1, 2), -0.5, "f4")), b.sub(x, b.constant(
+            np.array([1.0, -1.0], "f4")))), min=-1.0, max=1.0), pool_size=(3, 3), strides=(2, 2),
+        padding="same"), {"clip": 1, "constant": 2, "max_pool2d": 1, "maximum": 1, "sub": 1}),
     "log_softmax": (f32["N", 3], lambda b, x: b.log(b.softmax(x, axis=-1)),
                     {"log_softmax": 1}),
     "log_sigmoid": (f32[5], lambda b, x: b.log(b.sigmoid(x)),
@@ -113,6 +121,54 @@ def test_a_transpose_that_moves_the_gathered_rows_is_left_alone() -> None:
                   b.constant(np.array([0, 3], "int32")), axis=0, size=4), "z")
     graph = b.build()
     assert op_counts(simplify(graph)) == op_counts(graph)
+
+
+def _pooled_chain(b: GraphBuilder, x, bias) -> object:
+    return b.op("max_pool2d", b.relu(b.add(x, b.constant(bias))), pool_size=(2, 2))
+
+
+def test_pool_activation_pools_first_with_the_same_numbers() -> None:
+    b = GraphBuilder("g")
+    x = b.input("x", f32["N", 4, 6, 3])
+    b.output(_pooled_chain(b, x, np.array([0.5, -1.0, np.inf], "f4")), "y")
+    graph = b.build()
+    after = simplify(graph)
+    assert [n.op for n in after.nodes if n.op != "constant"] == ["max_pool2d", "add", "relu"]
+    assert after.nodes[[n.op for n in after.nodes].index("max_pool2d")].inputs[0].name == "x"
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((3, 4, 6, 3)).astype("f4")
+    array[0, 1, 1, 0] = np.nan  # a NaN wins either way
+    array[1, :2, :2, 1] = -2.0  # relu's zeros tie
+    array[2, 0, 0, :2] = np.inf
+    before = run_graph(graph, {"x": array}, {})[0]["y"]
+    got = run_graph(after, {"x": array}, {})[0]["y"]
+    np.testing.assert_array_equal(got, before)
+    assert np.isnan(got[0, 0, 0, 0]) and got[1, 0, 0, 1] == 0.0
+
+
+@pytest.mark.parametrize("variant, ops", [
+    ("read_twice", ["constant", "add", "relu", "max_pool2d"]),  # as a train step's gradient
+    ("bias_over_columns", ["constant", "add", "max_pool2d", "relu"]),  # only the relu moves
+    ("bias_minus_x", ["constant", "sub", "max_pool2d"]),  # decreasing in x
+])
+def test_pool_activation_moves_only_what_commutes_with_the_max(variant: str,
+                                                               ops: list[str]) -> None:
+    b = GraphBuilder("g")
+    x = b.input("x", f32["N", 4, 4, 3])
+    if variant == "read_twice":
+        act = b.relu(b.add(x, b.constant(np.ones(3, "f4"))))
+        b.output(b.op("max_pool2d", act, pool_size=(2, 2)), "y")
+        b.output(act, "z")
+    elif variant == "bias_over_columns":
+        b.output(_pooled_chain(b, x, np.arange(12, dtype="f4").reshape(4, 3)), "y")
+    else:
+        b.output(b.op("max_pool2d", b.sub(b.constant(np.ones(3, "f4")), x), pool_size=(2, 2)),
+                 "y")
+    graph = b.build()
+    after = simplify(graph)
+    assert [n.op for n in after.nodes] == ops
+    array = np.random.default_rng(1).standard_normal((2, 4, 4, 3)).astype("f4")
+    assert_same_results(graph, after, Case(graph, {"x": array}), rtol=0, atol=0)
 
 
 def test_rewritten_values_keep_their_names() -> None:

@@ -23,6 +23,14 @@ Exact rules (the same numbers, up to the sign of a zero and rounding of the stab
     cast_noop       cast to x's own dtype -> x
     broadcast_scalar  broadcast_to / expand_dims / reshape / squeeze / transpose of a constant
                     holding one value -> a constant of that value filled to the new shape
+    pool_activation  max_pool2d(f(x)) -> f(max_pool2d(x)) for a chain f of relu, clip, and
+                    add, sub (x - b), maximum, minimum with a b constant over batch, rows and
+                    columns (a bias): a max commutes with a nondecreasing function, and each
+                    of these is nondecreasing as rounded. Only where the chain's values are
+                    read by nothing else (a predict graph; a train step's gradients read
+                    them), so f runs on the pooled image, a quarter of the size at 2x2. The
+                    same numbers but for the sign of a zero, and a NaN where an infinite b
+                    meets an infinite x of the other sign.
     log_softmax     log(softmax(x)) -> log_softmax(x) (finite where softmax underflows to 0)
     log_sigmoid     log(sigmoid(x)) -> -softplus(-x), log(1 - sigmoid(x)) -> -softplus(x)
                     (finite where sigmoid rounds to 0 or 1)
@@ -301,6 +309,53 @@ def _broadcast_scalar(ed: GraphEditor, node: Node) -> Value | None:
     t = node.output.type
     return ed.op("constant", value=value, dtype=t.dtype, shape=t.shape,
                  name=f"{node.output.name}.constant")
+
+
+# -- pooling before activation -------------------------------------------------------------
+# Elementwise ops f(x, b) nondecreasing in x, as rounded (NaN in, NaN out, as max pooling).
+_MONOTONE_UNARY = frozenset({"relu", "clip"})
+_MONOTONE_BINARY = frozenset({"add", "sub", "maximum", "minimum"})
+
+
+def _pool_invariant(b: Value, image: Value) -> bool:
+    """b broadcasts into the NHWC image along the channel axis only (a per-channel bias)."""
+    shape = b.type.shape
+    rank = image.type.rank
+    return (len(shape) <= rank and b.type.dtype == image.type.dtype
+            and all(d == 1 for d in shape[:len(shape) - 1]))
+
+
+def _monotone_step(ed: GraphEditor, v: Value) -> tuple[Node, int] | None:
+    """(node, k) when v = node(...) is nondecreasing in its operand k, of v's type, and v is
+    read once."""
+    node = ed.producer(v)
+    if node is None or ed.reads(v) != 1:
+        return None
+    if node.op in _MONOTONE_UNARY and node.inputs[0].type == v.type:
+        return node, 0
+    if node.op in _MONOTONE_BINARY:
+        for k in (0, 1) if node.op != "sub" else (0,):
+            x, b = node.inputs[k], node.inputs[1 - k]
+            if x.type == v.type and _pool_invariant(b, x):
+                return node, k
+    return None
+
+
+@rule("pool_activation", "max_pool2d")
+def _pool_activation(ed: GraphEditor, node: Node) -> Value | None:
+    chain, v = [], node.inputs[0]
+    while (step := _monotone_step(ed, v)) is not None:
+        chain.append(step)
+        v = step[0].inputs[step[1]]
+    if not chain:
+        return None
+    name = node.output.name
+    out = ed.op("max_pool2d", v, name=f"{name}.max_pool2d", **node.attr)
+    for f, k in reversed(chain):
+        operands = list(f.inputs)
+        operands[k] = out
+        out = ed.op(f.op, *operands, name=f"{name}.{f.op}", **f.attr)
+    return out
 
 
 # -- stable forms ------------------------------------------------------------------------------
