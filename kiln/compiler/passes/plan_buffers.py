@@ -86,21 +86,29 @@ def live_ranges(graph: Graph) -> dict[str, tuple[int, int]]:
 
 def _views_extend(graph: Graph, ranges: dict[str, tuple[int, int]],
                   ) -> dict[str, tuple[int, int]]:
-    """Live ranges where a transpose of the last two axes keeps its operand alive as long as
-    itself: a backend may read it as a view of the operand (BLAS's transpose flag for each
-    matrix), which needs the operand's buffer intact until the transpose's last reader."""
+    """Live ranges where a node a backend may run as a view of its operand keeps the operand
+    alive as long as itself, so the operand's buffer stays intact until the view's last
+    reader: a reshape, expand_dims or squeeze (the same elements in the same order; a
+    Flatten's reshape was a copy of the pooled image) and a transpose of the last two axes
+    (BLAS's transpose flag for each matrix)."""
     extended = dict(ranges)
     for node in reversed(graph.nodes):  # a chain of views: the last one's end first
-        if node.op != "transpose":
-            continue
-        rank = node.inputs[0].type.rank
-        perm = node.attr["perm"]
-        perm = tuple(range(rank - 1, -1, -1)) if perm is None else tuple(perm)
-        source = node.inputs[0].name
-        if rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2) and source in ranges:
+        source = node.inputs[0].name if node.inputs else None
+        if source in ranges and _is_view(node):
             start, end = extended[source]
             extended[source] = (start, max(end, extended[node.output.name][1]))
     return extended
+
+
+def _is_view(node: Node) -> bool:
+    if node.op in ("reshape", "expand_dims", "squeeze"):
+        return True
+    if node.op != "transpose":
+        return False
+    rank = node.inputs[0].type.rank
+    perm = node.attr["perm"]
+    perm = tuple(range(rank - 1, -1, -1)) if perm is None else tuple(perm)
+    return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
 
 
 def _overwritable(node: Node, operand: str) -> bool:
@@ -190,9 +198,9 @@ def plan_buffers(graph: Graph, sizes: Mapping[str, int] | None = None) -> Graph:
     """Assign every node output a buffer slot, reusing slots of dead values; record the plan.
 
     Sound because two values share a slot only when their live ranges (definition to last
-    read, both inclusive; a transpose of the last two axes extends its operand's to its own,
-    so a backend may read it as a view) do not overlap, and an update overwrites its state
-    only when the old state is read by nothing later (see in_place_updates). Which values
+    read, both inclusive; a reshape, and a transpose of the last two axes, extends its
+    operand's to its own, so a backend may read it as a view) do not overlap, and an update
+    overwrites its state only when the old state is read by nothing later (see in_place_updates). Which values
     may share a slot depends on the graph alone, so the plan holds for every batch size; `sizes`
     (symbol -> size, default 128 for each symbol) sets the byte counts recorded and guides
     the best fit. Graph inputs and state are the caller's buffers and are not planned;
