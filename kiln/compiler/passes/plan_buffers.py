@@ -200,12 +200,12 @@ def plan_buffers(graph: Graph, sizes: Mapping[str, int] | None = None) -> Graph:
     Sound because two values share a slot only when their live ranges (definition to last
     read, both inclusive; a reshape, and a transpose of the last two axes, extends its
     operand's to its own, so a backend may read it as a view) do not overlap, and an update
-    overwrites its state only when the old state is read by nothing later (see in_place_updates). Which values
-    may share a slot depends on the graph alone, so the plan holds for every batch size; `sizes`
-    (symbol -> size, default 128 for each symbol) sets the byte counts recorded and guides
-    the best fit. Graph inputs and state are the caller's buffers and are not planned;
-    nested bodies (scan steps, fused kernels) keep their values to themselves. Run it last:
-    a pass that rebuilds the graph drops the plan.
+    overwrites its state only when the old state is read by nothing later (see
+    in_place_updates). Which values may share a slot depends on the graph alone, so the plan
+    holds for every batch size; `sizes` (symbol -> size, default 128 for each symbol) sets
+    the byte counts recorded and guides the best fit. Graph inputs and state are the
+    caller's buffers and are not planned; nested bodies (scan steps, fused kernels) keep
+    their values to themselves. Run it last: a pass that rebuilds the graph drops the plan.
     """
     assumed = _assumed(graph, sizes)
     in_place = in_place_updates(graph)
