@@ -29,7 +29,7 @@ PIPELINES: dict[int, tuple[str, ...]] = {
     0: ("infer_types", "plan_buffers"),
     1: ("infer_types", "fold_constants", "simplify", "cse", "dce", "plan_buffers"),
     2: ("infer_types", "fold_constants", "simplify", "cse", "dce",
-        "fuse_gemm_epilogue", "fuse_elementwise", "dce", "plan_buffers"),
+        "fuse_conv_pool", "fuse_gemm_epilogue", "fuse_elementwise", "dce", "plan_buffers"),
 }
 DEFAULT_LEVEL = 2
 

@@ -36,28 +36,42 @@ def _activation(node: Node) -> bool:
     return node.op in ACTIVATIONS and node.output.type == node.inputs[0].type
 
 
-def _regions(graph: Graph) -> list[tuple[list[int], str]]:
-    """Each matmul with the first bias add reading it, and the first activation reading
-    that (or the matmul, when there is no bias add); each step only when the node set stays
-    convex. Nodes already taken by an earlier matmul's region are not taken again."""
-    producers = producer_index(graph)
+def readers_index(graph: Graph) -> dict[str, list[int]]:
+    """Value name -> the nodes (by index) that read it."""
     readers: dict[str, list[int]] = {}
     for j, node in enumerate(graph.nodes):
         for v in node.inputs:
             readers.setdefault(v.name, []).append(j)
+    return readers
+
+
+def with_epilogue(graph: Graph, members: list[int], readers: dict[str, list[int]],
+                  producers: dict[str, int], taken: set[int]) -> list[int]:
+    """`members`, whose last node's result is the product, with the first bias add reading
+    the product and the first activation reading that (or the product, when there is no
+    bias add); each step only when the node set stays convex and the node is not taken."""
+    members, tail = list(members), graph.nodes[members[-1]].output.name
+    for accepts in (lambda n, t: _bias_add(n, t), lambda n, t: _activation(n)):
+        for j in readers.get(tail, ()):
+            if (j not in taken and accepts(graph.nodes[j], tail)
+                    and is_convex(graph, [*members, j], producers)):
+                members.append(j)
+                tail = graph.nodes[j].output.name
+                break
+    return members
+
+
+def _regions(graph: Graph) -> list[tuple[list[int], str]]:
+    """Each matmul with its epilogue (with_epilogue). Nodes already taken by an earlier
+    matmul's region are not taken again."""
+    producers = producer_index(graph)
+    readers = readers_index(graph)
     taken: set[int] = set()
     regions = []
     for i, node in enumerate(graph.nodes):
         if node.op != "matmul":
             continue
-        members, tail = [i], node.output.name
-        for accepts in (lambda n, t: _bias_add(n, t), lambda n, t: _activation(n)):
-            for j in readers.get(tail, ()):
-                if (j not in taken and accepts(graph.nodes[j], tail)
-                        and is_convex(graph, [*members, j], producers)):
-                    members.append(j)
-                    tail = graph.nodes[j].output.name
-                    break
+        members = with_epilogue(graph, [i], readers, producers, taken)
         if len(members) > 1:
             taken.update(members)
             regions.append((members, "gemm"))

@@ -24,7 +24,12 @@ from kiln.ir.types import TensorType
 #   elementwise  one loop nest over the results' shape; operands broadcast into it
 #   reduction    elementwise prologue, reductions over one set of axes, elementwise epilogue
 #   gemm         a matmul first, then its epilogue (bias add, activation) on its result
-KINDS = ("elementwise", "reduction", "gemm")
+#   conv         a conv2d first, the max_pool2d of its result (which nothing else reads),
+#                then an epilogue on the pooled result: the convolution's output is made a
+#                few images at a time and pooled while in cache, never stored whole
+KINDS = ("elementwise", "reduction", "gemm", "conv")
+# kind -> the ops a body of that kind starts with, in order, each reading the one before
+HEADS = {"gemm": ("matmul",), "conv": ("conv2d", "max_pool2d")}
 
 
 def _allowed(op: str, kind: str) -> bool:
@@ -60,11 +65,10 @@ def _fused_rule(types: Sequence[TensorType], attrs: Any, body: Graph | None) -> 
     if not body.outputs:
         fail(f"expected a body with at least one output. Received: @{body.name} with none")
     ops = [n.op for n in body.nodes]
-    if kind == "gemm":
-        if not ops or ops[0] != "matmul" or "matmul" in ops[1:]:
-            fail(f"expected a gemm body to start with its one matmul. Received: @{body.name} "
-                 f"with ops {ops}")
-        ops = ops[1:]
+    head = HEADS.get(kind, ())
+    if head:
+        _check_head(body, kind, head)
+        ops = ops[len(head):]
     bad = [op for op in ops if not _allowed(op, kind)]
     if bad:
         fail(f"expected a {kind} body of elementwise ops and constants"
@@ -74,6 +78,24 @@ def _fused_rule(types: Sequence[TensorType], attrs: Any, body: Graph | None) -> 
         fail(f"expected a reduction body to hold a reduction. Received: @{body.name} with "
              f"ops {ops}")
     return [v.type for v in body.output_values]
+
+
+def _check_head(body: Graph, kind: str, head: tuple[str, ...]) -> None:
+    """The body starts with the kind's head ops, each (but the first) reading the one before,
+    whose results but the last nothing else reads."""
+    ops = [n.op for n in body.nodes]
+    names = " then ".join(head)
+    if tuple(ops[:len(head)]) != head or any(op in head for op in ops[len(head):]):
+        fail(f"expected a {kind} body to start with its one {names}. Received: "
+             f"@{body.name} with ops {ops}")
+    nodes = body.nodes[:len(head)]
+    for before, after in zip(nodes, nodes[1:]):
+        inner = before.output
+        readers = [n for n in body.nodes if inner in n.inputs]
+        if (after.inputs[0] != inner or readers != [after]
+                or inner in body.output_values):
+            fail(f"expected the {after.op} of a {kind} body to be the only reader of "
+                 f"%{inner.name}. Received: @{body.name}")
 
 
 def _fused_reference(ctx: Any, *arrays: np.ndarray, kind: str) -> tuple:

@@ -168,6 +168,41 @@ def test_transposed_columns_are_im2col_transposed(case) -> None:
     np.testing.assert_array_equal(cols_t, cols.T)
 
 
+# (pool_size, strides, padding) after each convolution of CONV_CASES
+POOL_AFTER_CONV = [((2, 2), None, "valid"), ((3, 3), (2, 1), "same")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pooling", POOL_AFTER_CONV, ids=["2x2", "3x3-same-stride21"])
+@pytest.mark.parametrize("case", [
+    *CONV_CASES,
+    # An output of 370 KB an image in float32: one image a part (conv.CONV_POOL_PART_BYTES).
+    ((3, 40, 40, 2), (3, 3, 2, 64), (1, 1), "valid", (1, 1)),
+], ids=[*CONV_IDS, "one-image-parts"])
+def test_conv2d_max_pool2d_is_the_pooled_convolution(case, pooling, dtype) -> None:
+    xs, ws, strides, padding, dilation = case
+    pool, pool_strides, pool_padding = pooling
+    (n, oh, ow, o), geometry = conv_geometry(case)
+    if oh < pool[0] and pool_padding == "valid":
+        pytest.skip("the convolution's output is smaller than the window")
+    out_shape, pool_args = pool_geometry((n, oh, ow, o), pool, pool_strides, pool_padding)
+    x, w = data(xs, dtype, 1), data(ws, dtype, 2)
+    out = np.full(out_shape, np.nan, dtype)
+    K.k_conv2d_max_pool2d(x, w, out, *geometry, oh, ow, *pool_args)
+    conv = reference("conv2d", x, w, strides=strides, padding=padding, dilation=dilation)
+    expected = reference("max_pool2d", conv, pool_size=pool, strides=pool_strides,
+                         padding=pool_padding)
+    assert_close(out, expected, dtype)
+
+
+def test_conv2d_max_pool2d_of_an_empty_batch() -> None:
+    x, w = np.zeros((0, 6, 6, 2), np.float32), data((3, 3, 2, 4), np.float32)
+    out = np.zeros((0, 2, 2, 4), np.float32)
+    K.k_conv2d_max_pool2d(x, w, out, 1, 1, 0, 0, 1, 1, 4, 4, 2, 2, 2, 2, 0, 0)
+    conv = np.zeros((0, 4, 4, 4), np.float32)
+    K.k_conv2d(x, w, conv, 1, 1, 0, 0, 1, 1)
+
+
 def test_conv2d_defaults_are_the_im2col_kernels() -> None:
     assert K.k_conv2d is K.k_conv2d_im2col
     assert K.k_conv2d_grad_input is K.k_conv2d_grad_input_im2col

@@ -25,6 +25,7 @@ from kiln.compiler.codegen.cuda import (
 from kiln.compiler.codegen.cuda.scalar import SCALAR
 from kiln.ir.graph import Graph
 from kiln.runtimes.numba import cache
+from kiln.runtimes.numba_cuda.ops.control import conv_parts
 
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
 NUMBA = {"float32": "float32", "float64": "float64", "int32": "int32", "int64": "int64",
@@ -49,6 +50,10 @@ def generated_kernels(graph: Graph, seen: set[str] | None = None) -> Iterator[Ke
     source is in `seen` (which grows) are left out."""
     seen = set() if seen is None else seen
     for node in graph.nodes:
+        if node.op == "fused" and node.attr["kind"] == "conv":
+            assert node.body is not None
+            yield from generated_kernels(conv_parts(node.body), seen)
+            continue
         if node.op == "fused" and node.attr["kind"] != "gemm":
             assert node.body is not None
             k = fused_kernel(node.body, node.attr["kind"], f"fused %{node.outputs[0].name}")

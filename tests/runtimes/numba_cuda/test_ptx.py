@@ -74,13 +74,21 @@ def _compile(case: KernelCase) -> str:
 SEEN: set[str] = set()  # kernel sources compiled already (the models share many kernels)
 
 
+@pytest.mark.parametrize("entry", ["train_step", "predict"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_generated_kernel_of_a_train_step_compiles_to_ptx(name: str) -> None:
+def test_every_generated_kernel_of_an_entry_compiles_to_ptx(name: str, entry: str) -> None:
+    """Train steps, and the forward graphs predict runs (the convnet's a fused conv, whose
+    epilogue is a kernel of its own on the GPU)."""
     model = MODELS[name]()
-    graph, _ = compile_graph(model.train_step(RMSprop(0.01)).graph)
+    source = model.train_step(RMSprop(0.01)).graph if entry == "train_step" else model.forward
+    graph, _ = compile_graph(source)
     before = len(SEEN)
     cases = list(generated_kernels(graph, SEEN))
-    assert len(SEEN) - before == len(cases) and len(list(generated_kernels(graph))) >= 5
+    assert len(SEEN) - before == len(cases)
+    if entry == "train_step":
+        assert len(list(generated_kernels(graph))) >= 5
+    elif name == "convnet":  # the conv kernel's epilogue
+        assert graph.nodes[0].attr["kind"] == "conv" and list(generated_kernels(graph))
     for case in cases:
         ptx = _compile(case)
         if "float32" in case.signature and "float64" not in case.signature:

@@ -35,12 +35,13 @@ def broadcast_index(shape: Sequence[Dim], space: Sequence[Dim], index: Sequence[
 # An inner loop of a few dozen iterations with a cheap body (a bias add and relu over 32
 # channels) is fully unrolled by LLVM, and the unrolled code stays scalar: it cannot prove
 # that the arena's reads and writes do not overlap. A loop whose extent LLVM cannot see stays
-# a loop, which its loop vectorizer vectorizes behind a run-time overlap check: for kernels
-# of at most CHEAP_BODY_OPS ops such an inner extent is read from a constant array argument
-# (conv bias + relu, 32 channels: 0.36 -> 0.13 ns an element; the convnet's predict at batch
-# 128 0.6 ms faster). Not for larger bodies, which LLVM vectorizes anyway and which do
-# better with their trip count known (the LSTM cell: 0.8 ms slower a step with it hidden;
-# the convnet's training relu, which also writes its mask, 0.14 ms slower at 3 ops).
+# a loop, which its loop vectorizer vectorizes behind a run-time overlap check: for kernels of
+# at most CHEAP_BODY_OPS ops such an inner extent is read from a constant array argument (conv
+# bias + relu, 32 channels: 0.36 -> 0.13 ns an element; the convnet's predict at batch 128 0.6
+# ms faster; as the epilogue of a fused conv + pooling, 0.06-0.11 ms). Not for larger bodies,
+# which LLVM vectorizes anyway and which do better with their trip count known (the LSTM cell:
+# 0.8 ms slower a step with it hidden; the convnet's training relu, which also writes its
+# mask, 0.14 ms slower at 3 ops).
 OPAQUE_EXTENT_MAX = 128
 CHEAP_BODY_OPS = 2
 
@@ -334,26 +335,30 @@ def reduction_kernel(em: Emitter, body: Graph, operands: Sequence[Ref], results:
 
 # -- GEMM epilogues --------------------------------------------------------------------------
 def gemm_epilogue(em: Emitter, body: Graph, product: Ref, operands: Sequence[Ref],
-                  results: Sequence[Ref]) -> None:
-    """The elementwise ops after a gemm kernel's matmul, whose result is in `product`; a
-    loop over the product's shape writing every result (the product too, unless `product`
-    is its own buffer)."""
-    matmul = body.nodes[0]
+                  results: Sequence[Ref], head: int = 1) -> None:
+    """The elementwise ops after the first `head` nodes of a gemm or conv kernel (the
+    matmul; conv2d and max_pool2d), whose last result is in `product`; a loop over the
+    product's shape writing every result (the product too, unless `product` is its own
+    buffer)."""
+    last = body.nodes[head - 1]
+    tail = body.nodes[head:]
     env: dict[str, str] = {}
     scalar_constants(em, body, env)
     used = [(v, e) for v, e in zip(body.inputs, operands, strict=True)
-            if any(v in n.inputs for n in body.nodes[1:])]
+            if any(v in n.inputs for n in tail)]
     outs = [(v, r) for v, r in zip(body.output_values, results, strict=True)
-            if not (v == matmul.output and r == product)]
+            if not (v == last.output and r == product)]
     reads = [product] + [e for _, e in used]
 
     def compute(names: list[str]) -> list[str]:
-        env[matmul.output.name] = names[0]
+        env[last.output.name] = names[0]
         env.update({v.name: n for (v, _), n in zip(used, names[1:], strict=True)})
-        for node in body.nodes[1:]:
+        for node in tail:
             if node.op != "constant":
                 scalar_node(em, node, env)
         return [env[v.name] for v, _ in outs]
 
+    ops = sum(1 for node in tail if node.op != "constant")
     if outs:
-        elementwise_loop(em, matmul.output.type.shape, reads, [r for _, r in outs], compute)
+        elementwise_loop(em, last.output.type.shape, reads, [r for _, r in outs], compute,
+                         cheap=ops <= CHEAP_BODY_OPS)

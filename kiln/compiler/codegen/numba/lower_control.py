@@ -1,4 +1,4 @@
-"""Lowerings of the ops with a body: `fused` kernels (elementwise, reduction, gemm) and
+"""Lowerings of the ops with a body: `fused` kernels (elementwise, reduction, gemm, conv) and
 `scan`, whose body is inlined into a loop over the sequences' leading axis of the driver.
 """
 
@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from kiln.compiler.codegen.numba.frame import Emitter, Frame, Ref, Root, plus
 from kiln.compiler.codegen.numba.loops import elementwise_kernel, gemm_epilogue, reduction_kernel
+from kiln.compiler.codegen.numba.lower_nn import conv_max_pool_into
 from kiln.compiler.codegen.numba.lower_tensor import matmul_into
+from kiln.compiler.codegen.numba.source import ir_line
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Node
 
@@ -22,36 +24,62 @@ def lower_fused(em: Emitter, frame: Frame, node: Node) -> None:
         reduction_kernel(em, body, operands, results, frame.aliases(node.outputs, node.inputs))
     elif kind == "gemm":
         _gemm(em, frame, node, operands, results)
+    elif kind == "conv":
+        _conv(em, frame, node, operands, results)
     else:
         raise KilnValueError(f"numba codegen: expected a fused kind among elementwise, "
-                             f"reduction, gemm. Received: kind={kind!r}")
+                             f"reduction, gemm, conv. Received: kind={kind!r}")
 
 
-def _gemm(em: Emitter, frame: Frame, node: Node, operands: list[Ref], results: list[Ref],
-          ) -> None:
-    """The matmul into a result buffer (the product's own when it is a result), then the
-    epilogue over it. A buffer that is also an operand's storage (a state updated in place)
-    cannot hold the product: it would overwrite the operand before the epilogue reads it."""
+def _product(em: Emitter, frame: Frame, node: Node, results: list[Ref], head: int) -> Ref:
+    """Where the result of the kernel's first `head` nodes goes: its own buffer when it is
+    a result, else a result's buffer, before the epilogue runs over it. A buffer that is
+    also an operand's storage (a state updated in place) cannot hold it: it would overwrite
+    the operand before the epilogue reads it."""
     body = node.body
     assert body is not None
-    matmul = body.nodes[0]
-    inner = dict(zip((v.name for v in body.inputs), operands, strict=True))
+    last = body.nodes[head - 1].output
     operand_roots = {frame.root(v) for v in node.inputs}
     safe = [r for r, o in zip(results, node.outputs, strict=True)
             if frame.root(o) not in operand_roots]
     names = [v.name for v in body.output_values]
-    t = matmul.output.type
-    if matmul.output.name in names and results[names.index(matmul.output.name)] in safe:
-        product = results[names.index(matmul.output.name)]
+    if last.name in names and results[names.index(last.name)] in safe:
+        product = results[names.index(last.name)]
     elif safe:
         product = safe[0]
     else:  # every result overwrites an operand: the product gets a slot of its own
-        product = em.slot_ref(em.new_slot(t), t)
-    product = product.with_shape(t.shape, em.dims_of(t))
+        product = em.slot_ref(em.new_slot(last.type), last.type)
+    return product.with_shape(last.type.shape, em.dims_of(last.type))
+
+
+def _gemm(em: Emitter, frame: Frame, node: Node, operands: list[Ref], results: list[Ref],
+          ) -> None:
+    """The matmul into a result buffer (see _product), then the epilogue over it."""
+    body = node.body
+    assert body is not None
+    matmul = body.nodes[0]
+    inner = dict(zip((v.name for v in body.inputs), operands, strict=True))
+    product = _product(em, frame, node, results, 1)
     x, y = matmul.inputs
-    em.w.comment(f"%{matmul.output.name} = matmul(%{x.name}, %{y.name}) : {t}")
+    em.w.comment(f"%{matmul.output.name} = matmul(%{x.name}, %{y.name}) : {matmul.output.type}")
     matmul_into(em, inner[x.name], inner[y.name], product)
     gemm_epilogue(em, body, product, operands, results)
+
+
+def _conv(em: Emitter, frame: Frame, node: Node, operands: list[Ref], results: list[Ref],
+          ) -> None:
+    """The convolution and its pooling through one kernel into a result buffer (see
+    _product), then the epilogue over the pooled values."""
+    body = node.body
+    assert body is not None
+    conv, pool = body.nodes[:2]
+    inner = dict(zip((v.name for v in body.inputs), operands, strict=True))
+    pooled = _product(em, frame, node, results, 2)
+    for n in (conv, pool):
+        em.w.comment(ir_line(n))
+    conv_max_pool_into(em, conv, pool, inner[conv.inputs[0].name],
+                       inner[conv.inputs[1].name], pooled)
+    gemm_epilogue(em, body, pooled, operands, results, head=2)
 
 
 def lower_scan(em: Emitter, frame: Frame, node: Node) -> None:

@@ -48,6 +48,17 @@ def lower_conv2d(em: Emitter, frame: Frame, node: Node) -> None:
           [*_geometry(win), *win.dilation])
 
 
+def conv_max_pool_into(em: Emitter, conv: Node, pool: Node, x: Ref, w: Ref, out: Ref) -> None:
+    """out = max_pool2d(conv2d(x, w)) through the kernel that pools the convolution's output
+    a few images at a time (a fused kernel of kind conv)."""
+    xv, wv = conv.inputs
+    win = _conv_window(conv, xv.type.shape[1:3], wv.type.shape[:2])
+    size = conv.output.type.shape[1:3]
+    pooling = _pool_window(pool, size)
+    _call(em, "k_conv2d_max_pool2d", [x.array(), w.array(), out.array()],
+          [*_geometry(win), *win.dilation, *size, *pooling.kernel, *_geometry(pooling)])
+
+
 def lower_conv2d_grad_input(em: Emitter, frame: Frame, node: Node) -> None:
     dy, w = node.inputs
     win = _conv_window(node, node.attr["input_size"], w.type.shape[:2])

@@ -29,6 +29,10 @@ The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel 
         after follows from the shapes). Defaults: im2col + one BLAS GEMM. The direct-loop
         versions (k_conv2d_direct, k_conv2d_grad_input_direct, k_conv2d_grad_filter_direct)
         take the same arguments and are slower at every shape measured (below).
+    k_conv2d_max_pool2d(x, w, out[N,PH,PW,O], <k_conv2d's six>, conv_h, conv_w,
+                        <k_max_pool2d's six>)
+        max_pool2d(conv2d(x, w)), the convolution's output (conv_h x conv_w per image)
+        made a few images at a time and pooled while in cache (a fused kernel of kind conv).
 
     k_max_pool2d(x[N,H,W,C], out[N,OH,OW,C], pool_h, pool_w, stride_h, stride_w, pad_top,
                  pad_left)
@@ -84,6 +88,7 @@ from kiln.runtimes.numba.kernels.conv import (
     k_conv2d_grad_input_direct,
     k_conv2d_grad_input_im2col,
     k_conv2d_im2col,
+    k_conv2d_max_pool2d,
 )
 from kiln.runtimes.numba.kernels.fastmath32 import exp32, sigmoid32, tanh32
 from kiln.runtimes.numba.kernels.indexing import k_gather, k_one_hot, k_scatter_add
@@ -130,6 +135,7 @@ __all__ = [
     "k_conv2d_grad_input_direct",
     "k_conv2d_grad_input_im2col",
     "k_conv2d_im2col",
+    "k_conv2d_max_pool2d",
     "k_gather",
     "k_log_softmax_lastaxis",
     "k_matmul_2d",

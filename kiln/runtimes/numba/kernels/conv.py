@@ -14,6 +14,7 @@ import numpy as np
 from numba import prange
 
 from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE, PARALLEL_MIN_WORK
+from kiln.runtimes.numba.kernels.pool import k_max_pool2d
 
 # conv2d_grad_filter_direct sums this many per-slice partial kernels (any count is exact;
 # enough to balance the threads of these machines).
@@ -149,28 +150,76 @@ def _few_channels(kh, kw, c, sh, sw, pt, pl, h, w, oh, ow):
 
 # -- im2col + GEMM ---------------------------------------------------------------------------
 @numba.njit(cache=True, fastmath=False)
-def k_conv2d_im2col(x, w, out, sh, sw, pt, pl, dh, dw):
-    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O], the columns built a
-    part of the batch at a time (all at once and transposed at few channels; none at 1x1)."""
+def _column_count(x, w, sh, sw, pt, pl, oh, ow):
+    """The number of column values per image the convolution builds (none at 1x1)."""
+    kh, kw, c = w.shape[0], w.shape[1], w.shape[2]
+    if _is_pointwise(kh, kw, sh, sw, pt, pl, x.shape[1], x.shape[2], oh, ow):
+        return 0
+    return oh * ow * kh * kw * c
+
+
+@numba.njit(cache=True, fastmath=False)
+def _conv_into(x, w, out, cols, sh, sw, pt, pl, dh, dw):
+    """out = conv2d(x, w) with every image's columns built at once into the flat scratch
+    `cols` (at least _column_count values per image): im2col's matrix, or its transpose at
+    few channels (BLAS reads it with a transpose flag, no copy); none at 1x1."""
     kh, kw, c, o = w.shape
     n, h, wd = x.shape[0], x.shape[1], x.shape[2]
     oh, ow = out.shape[1], out.shape[2]
-    rows, k = oh * ow, kh * kw * c
-    w2d, out2d = w.reshape(k, o), out.reshape(n * rows, o)
+    m, k = n * oh * ow, kh * kw * c
+    w2d, out2d = w.reshape(k, o), out.reshape(m, o)
     if _is_pointwise(kh, kw, sh, sw, pt, pl, h, wd, oh, ow):
-        np.dot(x.reshape(n * rows, c), w2d, out2d)
-        return
-    if _few_channels(kh, kw, c, sh, sw, pt, pl, h, wd, oh, ow):
-        # BLAS reads the transposed columns with a transpose flag, no copy.
-        np.dot(_columns_t(x, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow).T, w2d, out2d)
-        return
-    step = _part_images(n, rows, k, x.itemsize)
-    cols = np.empty((step * rows, k), x.dtype)
+        np.dot(x.reshape(m, c), w2d, out2d)
+    elif _few_channels(kh, kw, c, sh, sw, pt, pl, h, wd, oh, ow):
+        cols_t = cols[:k * m].reshape(k, m)
+        im2col_t(x, cols_t, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        np.dot(cols_t.T, w2d, out2d)
+    else:
+        part = cols[:m * k].reshape(m, k)
+        im2col(x, part, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        np.dot(part, w2d, out2d)
+
+
+@numba.njit(cache=True, fastmath=False)
+def k_conv2d_im2col(x, w, out, sh, sw, pt, pl, dh, dw):
+    """out = conv2d(x, w): out2d[N*OH*OW, O] = cols @ w2d[KH*KW*C, O], the columns built a
+    part of the batch at a time (all at once and transposed at few channels; none at 1x1)."""
+    n = x.shape[0]
+    oh, ow = out.shape[1], out.shape[2]
+    per_image = _column_count(x, w, sh, sw, pt, pl, oh, ow)
+    few = _few_channels(w.shape[0], w.shape[1], w.shape[2], sh, sw, pt, pl, x.shape[1],
+                        x.shape[2], oh, ow)
+    step = n if few or per_image == 0 else _part_images(n, per_image, 1, x.itemsize)
+    cols = np.empty(step * per_image, x.dtype)
+    for b0 in range(0, n, max(step, 1)):  # an empty batch has an empty output
+        b1 = min(n, b0 + step)
+        _conv_into(x[b0:b1], w, out[b0:b1], cols, sh, sw, pt, pl, dh, dw)
+
+
+# The fused convolution + max pooling convolves this many bytes of output at a time (at
+# least one image, and columns of at most COLUMN_PART_BYTES), which the pooling reads back
+# while they are in cache: the convolution's output never goes to memory whole.
+CONV_POOL_PART_BYTES = 384 << 10
+
+
+@numba.njit(cache=True, fastmath=False)
+def k_conv2d_max_pool2d(x, w, out, sh, sw, pt, pl, dh, dw, oh, ow, ph, pw, psh, psw, ppt,
+                        ppl):
+    """out = max_pool2d(conv2d(x, w)), the convolution's output (OH x OW per image) made a
+    few images at a time. Attributes: the convolution's (as k_conv2d), its output size, the
+    pooling's (as k_max_pool2d)."""
+    n, o = x.shape[0], w.shape[3]
+    per_image = _column_count(x, w, sh, sw, pt, pl, oh, ow)
+    step = max(1, min(n, CONV_POOL_PART_BYTES // max(1, oh * ow * o * x.itemsize)))
+    if per_image:
+        step = min(step, _part_images(n, per_image, 1, x.itemsize))
+    scratch = np.empty((step, oh, ow, o), x.dtype)
+    cols = np.empty(step * per_image, x.dtype)
     for b0 in range(0, n, step):
         b1 = min(n, b0 + step)
-        part = cols[:(b1 - b0) * rows]
-        im2col(x[b0:b1], part, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-        np.dot(part, w2d, out2d[b0 * rows:b1 * rows])
+        part = scratch[:b1 - b0]
+        _conv_into(x[b0:b1], w, part, cols, sh, sw, pt, pl, dh, dw)
+        k_max_pool2d(part, out[b0:b1], ph, pw, psh, psw, ppt, ppl)
 
 
 @numba.njit(cache=True, fastmath=False)

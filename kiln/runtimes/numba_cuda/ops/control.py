@@ -1,9 +1,11 @@
 """Launchers of `fused` and `scan`. A fused elementwise or reduction region runs its generated
 kernel (kiln.compiler.codegen.cuda); a fused gemm goes to the GEMM launcher ("fused:gemm",
-ops/linalg.py). A scan is a host loop over the steps launching the body's nodes, with the
-carries kept on the device in two alternating sets of buffers and each step's ys written by
-the body nodes computing them straight into their rows of the stacked results (the loop runs
-once per batch size: a launch tape replays it, tape.py).
+ops/linalg.py); a fused conv runs its convolution and pooling through their launchers and
+its epilogue as one generated elementwise kernel (conv_parts). A scan is a host loop over
+the steps launching the body's nodes, with the carries kept on the device in two alternating
+sets of buffers and each step's ys written by the body nodes computing them straight into
+their rows of the stacked results (the loop runs once per batch size: a launch tape replays
+it, tape.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from numba import cuda
 
 from kiln.compiler.codegen.cuda import fused_kernel
 from kiln.compiler.codegen.numba.source import ir_line
+from kiln.compiler.passes.fuse_elementwise import fuse_elementwise
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Graph, Node
 from kiln.ir.types import numpy_dtype
@@ -39,12 +42,40 @@ def launch_fused(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[A
                                  f"kernels; expected one for {ir_line(node)}")
         gemm(ctx, node, inputs, outputs)
         return
+    if kind == "conv":
+        _launch_conv(ctx, node, inputs, outputs)
+        return
     assert node.body is not None
     body = node.body
     kernel = _memo(ctx, ("fused", id(node)), node, lambda: fused_kernel(
         body, kind, f"generated CUDA kernel of fused {kind} %{node.outputs[0].name}",
         MAX_THREADS))
     launch_generated(ctx, node, kernel, inputs, outputs)
+
+
+def conv_parts(body: Graph) -> Graph:
+    """The body of a fused conv as the GPU runs it: conv2d and max_pool2d (each through its
+    launcher), then the epilogue fused into one elementwise kernel."""
+    return fuse_elementwise(body)
+
+
+def _launch_conv(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
+    """The parts of a fused conv in order, the values between them in device buffers kept
+    for these sizes (the pooling's input is the convolution's full output: on the GPU the
+    fusion saves the host a launch and a plan slot, not the memory traffic)."""
+    body = node.body
+    assert body is not None
+    parts = _memo(ctx, ("conv", id(node)), node, lambda: conv_parts(body))
+    results = {v.name: a for v, a in zip(body.output_values, outputs, strict=True)}
+
+    def make_buffers() -> dict[str, Any]:
+        return {v.name: cuda.device_array(v.type.resolve(ctx.dims), numpy_dtype(v.type.dtype))
+                for n in parts.nodes for v in n.outputs if v.name not in results}
+
+    between = _memo(ctx, ("conv", id(node), tuple(sorted(ctx.dims.items()))), node,
+                    make_buffers)
+    env = {v.name: a for v, a in zip(body.inputs, inputs, strict=True)}
+    run_nodes(ctx, parts, env, lambda v: results.get(v.name, between.get(v.name)))
 
 
 def launch_scan(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
