@@ -114,11 +114,17 @@ TRANSPOSED_COLUMNS_MAX_C = 1
 @numba.njit(cache=True, fastmath=False)
 def im2col_t(x, cols_t, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     """cols_t[(p*kw + q)*C + c, (b*oh + i)*ow + j] = padded x at window (i, j), tap (p, q):
-    im2col's matrix transposed."""
+    im2col's matrix transposed. The columns that read real input are copied apart from the
+    padded ones, unit strides in a loop of their own: LLVM vectorizes that copy (convnet
+    conv1, batch 64: 0.42 -> 0.20 ms)."""
     n, h, w, c = x.shape
     zero = cols_t.dtype.type(0)
     for p in range(kh):
         for q in range(kw):
+            off = q * dw - pl  # column j reads input column j * sw + off
+            # the output columns reading real input columns: [j0, j1)
+            j0 = min(ow, (max(0, -off) + sw - 1) // sw)
+            j1 = max(j0, min(ow, (w - off + sw - 1) // sw))
             for ch in range(c):
                 row = cols_t[(p * kw + q) * c + ch]
                 for b in range(n):
@@ -129,9 +135,19 @@ def im2col_t(x, cols_t, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
                             for j in range(ow):
                                 row[base + j] = zero
                             continue
-                        for j in range(ow):
-                            z = j * sw - pl + q * dw
-                            row[base + j] = x[b, y, z, ch] if 0 <= z < w else zero
+                        for j in range(j0):
+                            row[base + j] = zero
+                        # Unsigned indices, known to be in range: no negative-index wraparound
+                        # check in the loop, which would keep LLVM from vectorizing it.
+                        yu = np.uint64(y)
+                        if sw == 1:
+                            for j in range(j0, j1):
+                                row[np.uint64(base + j)] = x[b, yu, np.uint64(j + off), ch]
+                        else:
+                            for j in range(j0, j1):
+                                row[np.uint64(base + j)] = x[b, yu, np.uint64(j * sw + off), ch]
+                        for j in range(j1, ow):
+                            row[base + j] = zero
 
 
 @numba.njit(cache=True, fastmath=False)
