@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from kiln.compiler.passes import PASSES
+from kiln.compiler.passes.fuse_conv_pool import fuse_conv_pool
 from kiln.compiler.passes.fuse_elementwise import fuse_elementwise
 from kiln.compiler.passes.fuse_gemm_epilogue import fuse_gemm_epilogue
 from kiln.compiler.passes.plan_buffers import (
@@ -169,6 +170,18 @@ def test_a_state_read_by_the_matmul_of_its_own_update_is_not_overwritten() -> No
     s = b.state("s", f32[3, 3])
     b.update(s, b.matmul(x, s))
     assert check_plan(b.build()).in_place == ()
+
+
+def test_a_state_read_by_the_convolution_of_its_own_update_is_not_overwritten() -> None:
+    """A fused conv reads its image at other indices than it writes: a same-size
+    convolution, pooled 1x1, whose result updates the very image it read."""
+    b = GraphBuilder("conv")
+    w = b.input("w", f32[3, 3, 2, 2])
+    s = b.state("s", f32[1, 4, 4, 2])
+    b.update(s, b.relu(b.max_pool2d(b.conv2d(s, w, padding="same"), pool_size=(1, 1))))
+    graph = fuse_conv_pool(b.build())
+    assert graph.nodes[0].attr["kind"] == "conv"
+    assert check_plan(graph).in_place == ()
 
 
 def test_reading_a_plan() -> None:

@@ -115,18 +115,25 @@ def _overwritable(node: Node, operand: str) -> bool:
     """Whether the node's result may overwrite `operand`, an operand of the result's type:
     the node reads each element of it only in computing the same element of its results.
 
-    True for elementwise ops, and for fused kernels unless the operand feeds the matmul of
-    a gemm kernel: an elementwise or reduction kernel reads an operand at an index before
-    it writes its results at that index (the contract of the fused op for backends), and
-    an epilogue writes element r only after the reduction of r has read everything.
+    True for elementwise ops, and for fused kernels unless the operand feeds an op of the
+    body that reads it at other indices (the matmul of a gemm kernel, the conv2d of a conv
+    kernel): an elementwise or reduction kernel reads an operand at an index before it
+    writes its results at that index (the contract of the fused op for backends), and an
+    epilogue writes element r only after the reduction of r has read everything.
     """
     if node.op != "fused":
         return "elementwise" in OPS[node.op].tags
     body = node.body
     assert body is not None
     inner = {b.name for v, b in zip(node.inputs, body.inputs, strict=True) if v.name == operand}
-    return not any(n.op == "matmul" and any(v.name in inner for v in n.inputs)
+    return not any(_reads_across(n) and any(v.name in inner for v in n.inputs)
                    for n in body.nodes)
+
+
+def _reads_across(node: Node) -> bool:
+    """An op of a fused body whose results read its operands at other indices."""
+    tags = OPS[node.op].tags
+    return "elementwise" not in tags and "reduction" not in tags and node.op != "constant"
 
 
 def in_place_updates(graph: Graph) -> list[tuple[str, str]]:
