@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from kiln.ir import Graph, GraphBuilder, TensorType, Value, verify
+from kiln.ir import Graph, GraphBuilder, TensorType, Value, parse, verify
 from kiln.ir.training import RMSprop
 from kiln.ir.types import broadcast_shapes
 from kiln.runtimes.reference import run_graph
@@ -209,6 +209,23 @@ def check_pass_on_random_graph(run_pass: Callable[[Graph], Graph], case: Case,
     assert_same_results(case.graph, after, case)
     assert str(run_pass(case.graph, **(options or {}))) == str(after)
     return after
+
+
+def check_fusion(fuse: Callable[[Graph], Graph], graph: Graph,
+                 feed: Mapping[str, np.ndarray]) -> Graph:
+    """The fused graph: verified, printing and parsing back equal, left alone by a second
+    run of the pass, and computing bit for bit what `graph` computes on the reference
+    runtime (a body runs the same NumPy calls); `feed` holds at least graph's inputs."""
+    fused = fuse(graph)
+    verify(fused)
+    assert parse(str(fused)) == fused
+    assert fuse(fused) == fused
+    inputs = {v.name: feed[v.name] for v in graph.inputs}
+    expected, got = run_graph(graph, inputs)[0], run_graph(fused, inputs)[0]
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    return fused
 
 
 def op_counts(graph: Graph) -> dict[str, int]:

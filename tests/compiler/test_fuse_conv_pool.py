@@ -11,9 +11,9 @@ import pytest
 from kiln.compiler import compile_graph
 from kiln.compiler.passes.fuse_conv_pool import fuse_conv_pool
 from kiln.compiler.passes.simplify import simplify
-from kiln.ir import Graph, GraphBuilder, KilnTypeError, f32, parse, verify
+from kiln.ir import Graph, GraphBuilder, KilnTypeError, f32
 from kiln.runtimes.reference import run_graph
-from tests.compiler.differential import train_step_case
+from tests.compiler.differential import check_fusion, train_step_case
 from tests.models import convnet
 
 RNG = np.random.default_rng(5)
@@ -41,16 +41,7 @@ def conv_layer(pool: bool = True, epilogue: bool = True, conv_out: bool = False)
 
 
 def check(graph: Graph) -> Graph:
-    fused = fuse_conv_pool(graph)
-    verify(fused)
-    assert parse(str(fused)) == fused
-    assert fuse_conv_pool(fused) == fused
-    feed = {v.name: FEED[v.name] for v in graph.inputs}
-    expected, got = run_graph(graph, feed)[0], run_graph(fused, feed)[0]
-    assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name])
-    return fused
+    return check_fusion(fuse_conv_pool, graph, FEED)
 
 
 @pytest.mark.parametrize("epilogue", [True, False])

@@ -9,9 +9,8 @@ import pytest
 
 from kiln.compiler.passes.fuse_elementwise import fuse_elementwise
 from kiln.compiler.passes.fuse_gemm_epilogue import ACTIVATIONS, fuse_gemm_epilogue
-from kiln.ir import Graph, GraphBuilder, f32, parse, verify
-from kiln.runtimes.reference import run_graph
-from tests.compiler.differential import train_step_case
+from kiln.ir import Graph, GraphBuilder, f32
+from tests.compiler.differential import check_fusion, train_step_case
 
 RNG = np.random.default_rng(3)
 FEED = {"x": RNG.standard_normal((4, 5)).astype("f4"),
@@ -34,15 +33,7 @@ def dense(activation: str | None = "relu", bias_first: bool = False,
 
 
 def check(graph: Graph) -> Graph:
-    fused = fuse_gemm_epilogue(graph)
-    verify(fused)
-    assert parse(str(fused)) == fused
-    assert fuse_gemm_epilogue(fused) == fused
-    feed = {v.name: FEED[v.name] for v in graph.inputs}
-    expected, got = run_graph(graph, feed)[0], run_graph(fused, feed)[0]
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name])
-    return fused
+    return check_fusion(fuse_gemm_epilogue, graph, FEED)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
