@@ -349,12 +349,11 @@ def _pool_activation(ed: GraphEditor, node: Node) -> Value | None:
         v = step[0].inputs[step[1]]
     if not chain:
         return None
-    name = node.output.name
-    out = ed.op("max_pool2d", v, name=f"{name}.max_pool2d", **node.attr)
-    for f, k in reversed(chain):
+    out = ed.op("max_pool2d", v, name=f"{node.output.name}.max_pool2d", **node.attr)
+    for f, k in reversed(chain):  # each under its own name (its layer's), made unique
         operands = list(f.inputs)
         operands[k] = out
-        out = ed.op(f.op, *operands, name=f"{name}.{f.op}", **f.attr)
+        out = ed.op(f.op, *operands, name=f.output.name, **f.attr)
     return out
 
 
