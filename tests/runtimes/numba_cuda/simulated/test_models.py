@@ -1,7 +1,8 @@
 """The train steps of the test models (tests/models.py: MLP, convnet, LSTM with scan) on the
 numba-cuda backend against the reference runtime, at tiny sizes (the simulator runs a few
 thousand GPU threads a second), over several steps and two batch sizes; a step in steady
-state allocates no device memory, and the transposes the GEMMs read are views."""
+state allocates no device memory, and the transposes the GEMMs read are views; and the
+convnet's forward, whose convolution, pooling, bias and relu are one fused conv."""
 
 from __future__ import annotations
 
@@ -89,3 +90,22 @@ def test_train_steps_match_the_reference(name: str, monkeypatch: pytest.MonkeyPa
                                    **STEP_TOL)
     assert gpu_state["optimizer.iterations"] == 3
     assert len(exe.entries["train_step"].arenas) == 2
+
+
+def test_the_convnet_forward_runs_its_fused_conv_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward graph (what predict runs) optimizes to a fused conv (convolution,
+    pooling, bias and relu), which runs as its parts' launches and matches the reference at
+    two batch sizes; the second call at a size allocates no device memory."""
+    model = TINY["convnet"]()
+    exe = NumbaCudaExecutable({"predict": model.forward}, dict(model.params))
+    fused = [n for n in exe.entries["predict"].optimized.nodes if n.op == "fused"]
+    assert fused[0].attr["kind"] == "conv"
+    ref = ReferenceExecutable({"predict": model.forward}, dict(model.params))
+    made: list[str] = []
+    for step, size in enumerate((5, 3, 3)):
+        batch = {"x": model.x[:size]}
+        if step == 2:
+            made = _count_device_allocations(monkeypatch)
+        expected, got = ref.run("predict", batch), exe.run("predict", batch)
+        np.testing.assert_allclose(got["out"], expected["out"], rtol=1e-5, atol=1e-6)
+    assert made == [], made
