@@ -131,7 +131,8 @@ def _overwritable(node: Node, operand: str) -> bool:
 
 
 def _reads_across(node: Node) -> bool:
-    """An op of a fused body whose results read its operands at other indices."""
+    """An op of a fused body that reads its operands at other indices than it writes
+    (matmul, conv2d, pooling)."""
     tags = OPS[node.op].tags
     return "elementwise" not in tags and "reduction" not in tags and node.op != "constant"
 
