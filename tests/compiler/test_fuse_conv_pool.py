@@ -56,7 +56,7 @@ def test_conv_pool_and_epilogue_become_one_kernel(epilogue: bool) -> None:
 
 
 @pytest.mark.parametrize("variant", ["no_pool", "conv_read_elsewhere"])
-def test_a_convolution_read_by_more_than_one_pooling_stays(variant: str) -> None:
+def test_a_convolution_not_read_by_one_pooling_alone_stays(variant: str) -> None:
     graph = conv_layer(pool=False) if variant == "no_pool" else conv_layer(conv_out=True)
     assert fuse_conv_pool(graph) == graph
 

@@ -61,8 +61,9 @@ def conv_parts(body: Graph) -> Graph:
 
 def _launch_conv(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
     """The parts of a fused conv in order, the values between them in device buffers kept
-    for these sizes (the pooling's input is the convolution's full output: on the GPU the
-    fusion saves the host a launch and a plan slot, not the memory traffic)."""
+    for these sizes. The same three launches as unfused, and the convolution's full output
+    still written: on the GPU the fusion saves nothing yet (a kernel that pools in shared
+    memory would); its buffer lives here instead of in the arena."""
     body = node.body
     assert body is not None
     parts = _memo(ctx, ("conv", id(node)), node, lambda: conv_parts(body))
