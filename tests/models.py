@@ -139,3 +139,81 @@ def _lstm_cell(units: int, dtype: str) -> Graph:
     b.output(h_new, "h")
     b.output(c_new, "c")
     return b.build()
+
+
+# -- every loss and metric at once ---------------------------------------------------------
+# (loss, activation of its head, target kind); each head is act(x @ w) with its own kernel.
+LOSS_HEADS = (
+    ("mean_squared_error", None, "real"),
+    ("mean_absolute_error", None, "real"),
+    ("mean_absolute_percentage_error", None, "real"),
+    ("mean_squared_logarithmic_error", "softplus", "counts"),
+    ("huber", None, "real"),
+    ("log_cosh", None, "real"),
+    ("cosine_similarity", None, "real"),
+    ("binary_crossentropy", "sigmoid", "binary"),
+    ("categorical_crossentropy", "softmax", "onehot"),
+    ("sparse_categorical_crossentropy", "softmax", "labels"),
+    ("kl_divergence", "softmax", "onehot"),
+    ("poisson", "softplus", "counts"),
+    ("hinge", "tanh", "binary"),
+    ("squared_hinge", "tanh", "signs"),
+    ("categorical_hinge", None, "onehot"),
+)
+# metric -> (target kind, keyword arguments); each on the first head with that target kind
+METRIC_TARGETS = {
+    "binary_accuracy": ("binary", {}), "categorical_accuracy": ("onehot", {}),
+    "sparse_categorical_accuracy": ("labels", {}),
+    "top_k_categorical_accuracy": ("onehot", {"k": 2}),
+    "sparse_top_k_categorical_accuracy": ("labels", {"k": 2}),
+    "mean_absolute_error": ("real", {}), "mean_squared_error": ("real", {}),
+    "mean_absolute_percentage_error": ("real", {}),
+    "mean_squared_logarithmic_error": ("counts", {}), "log_cosh": ("real", {}),
+    "cosine_similarity": ("real", {}), "kl_divergence": ("onehot", {}),
+    "poisson": ("counts", {}), "hinge": ("binary", {}), "squared_hinge": ("signs", {}),
+    "categorical_hinge": ("onehot", {}), "binary_crossentropy": ("binary", {}),
+    "categorical_crossentropy": ("onehot", {}),
+    "sparse_categorical_crossentropy": ("labels", {}),
+}
+
+
+def losses_and_metrics(samples: int = 24, features: int = 4, classes: int = 3,
+                       seed: int = 5) -> tuple[TrainStep, dict[str, np.ndarray],
+                                               dict[str, np.ndarray]]:
+    """One train step with a head per loss of LOSS_HEADS and every metric of METRICS: its
+    step, its initial state (SGD) and its data (x and a target per head)."""
+    from kiln.ir.training import SGD
+
+    gen = np.random.default_rng(seed)
+    b = GraphBuilder("forward")
+    x = b.input("x", TensorType(("N", features), "float32"))
+    for i, (_, act, _) in enumerate(LOSS_HEADS):
+        with b.scope(f"head{i}"):
+            z = b.matmul(x, b.state(f"head{i}.w", TensorType((features, classes), "float32")))
+            b.output(b.op(act, z, **({"axis": -1} if act == "softmax" else {}))
+                     if act else z, f"out{i}")
+    forward = b.build()
+    labels = gen.integers(0, classes, samples)
+    data = {
+        "real": gen.standard_normal((samples, classes)).astype(np.float32),
+        "counts": gen.uniform(0.0, 3.0, (samples, classes)).astype(np.float32),
+        "binary": gen.integers(0, 2, (samples, classes)).astype(np.float32),
+        "signs": (2.0 * gen.integers(0, 2, (samples, classes)) - 1).astype(np.float32),
+        "onehot": np.eye(classes, dtype=np.float32)[labels],
+        "labels": labels.astype(np.int32),
+    }
+    kinds = [kind for _, _, kind in LOSS_HEADS]
+    losses = [LossSpec(f"out{i}", LOSSES[name], target_type=TensorType(
+        ("N", *data[kind].shape[1:]), str(data[kind].dtype)))
+        for i, (name, _, kind) in enumerate(LOSS_HEADS)]
+    metrics = []
+    for name, (kind, kwargs) in METRIC_TARGETS.items():
+        fn = METRICS[name]
+        metrics.append(MetricSpec(f"out{kinds.index(kind)}", name,
+                                  (lambda b, t, p, fn=fn, kw=kwargs: fn(b, t, p, **kw))))
+    step = build_train_step(forward, losses, SGD(0.1), metrics)
+    state = {f"head{i}.w": glorot(gen, (features, classes), "float32")
+             for i in range(len(LOSS_HEADS))}
+    feed = {"x": gen.standard_normal((samples, features)).astype(np.float32),
+            **{f"y.out{i}": data[kind] for i, kind in enumerate(kinds)}}
+    return step, {**state, **step.initial_state}, feed

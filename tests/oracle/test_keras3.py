@@ -16,6 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 from kiln import layers, models, optimizers  # noqa: E402
+from kiln import metrics as kiln_metrics  # noqa: E402
 
 rng = np.random.default_rng(0)
 # Keras 3.15's torch backend warns about NumPy 2's copy keyword on every conversion.
@@ -95,3 +96,77 @@ def test_training_steps_agree(name: str, optimizer: str) -> None:
         assert our_loss == pytest.approx(their_loss, rel=1e-4, abs=1e-6), f"step {step}"
     for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+
+
+# -- Keras 3's other losses and metrics ----------------------------------------------------
+TARGETS = {
+    "real": lambda n: rng.standard_normal((n, 3)).astype("float32"),
+    "counts": lambda n: rng.uniform(0, 3, (n, 3)).astype("float32"),
+    "onehot": lambda n: np.eye(3, dtype="float32")[rng.integers(0, 3, n)],
+    "binary": lambda n: rng.integers(0, 2, (n, 3)).astype("float32"),
+    "signs": lambda n: (2 * rng.integers(0, 2, (n, 3)) - 1).astype("float32"),
+    "labels": lambda n: rng.integers(0, 3, (n,)).astype("int32"),
+}
+
+
+def _head(activation: str | None):  # noqa: ANN202
+    return lambda L, S: S([L.Input(shape=(6,)), L.Dense(8, activation="tanh"),
+                           L.Dense(3, activation=activation)])
+
+
+LOSSES = {  # compile name -> (activation of the last layer, targets)
+    "mape": (None, "real"), "msle": ("softplus", "counts"), "huber": (None, "real"),
+    "Huber": (None, "real"), "log_cosh": (None, "real"), "kl_divergence": ("softmax", "onehot"),
+    "kld": ("softmax", "onehot"), "poisson": ("softplus", "counts"),
+    "hinge": ("tanh", "binary"), "squared_hinge": ("tanh", "signs"),
+    "categorical_hinge": (None, "onehot"), "cosine_similarity": (None, "real"),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_more_losses_train_like_keras(loss: str) -> None:
+    activation, kind = LOSSES[loss]
+    theirs, ours = _pair(_head(activation))
+    theirs.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
+    ours.compile(optimizer=optimizers.Adam(0.01), loss=loss)
+    for step in range(3):
+        x, y = rng.standard_normal((16, 6)).astype("float32"), TARGETS[kind](16)
+        their_loss = float(np.ravel(theirs.train_on_batch(x, y))[0])
+        our_loss = float(np.ravel(ours.train_on_batch(x, y))[0])
+        assert our_loss == pytest.approx(their_loss, rel=1e-4, abs=1e-6), f"step {step}"
+    for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+
+
+METRICS = {  # a name, or a factory taking keras.metrics / kiln.metrics -> targets
+    "mape": "real", "msle": "counts", "log_cosh_error": "real", "LogCoshError": "real",
+    "cosine_similarity": "real", "kl_divergence": "onehot", "poisson": "counts",
+    "hinge": "binary", "squared_hinge": "signs", "categorical_hinge": "onehot",
+    "binary_crossentropy": "binary", "bce": "binary", "categorical_crossentropy": "onehot",
+    "sparse_categorical_crossentropy": "labels",
+    "top2": ("onehot", lambda m: m.TopKCategoricalAccuracy(k=2, name="top2")),
+    "sparse_top1": ("labels", lambda m: m.SparseTopKCategoricalAccuracy(k=1,
+                                                                        name="sparse_top1")),
+    "bce_logits": ("binary", lambda m: m.BinaryCrossentropy(
+        name="bce_logits", from_logits=True, label_smoothing=0.1)),
+}
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_more_metrics_fit_like_keras(metric: str) -> None:
+    spec = METRICS[metric]
+    kind, make = (spec, None) if isinstance(spec, str) else spec
+    theirs, ours = _pair(_head("softmax"))
+    loss = "sparse_categorical_crossentropy" if kind == "labels" else "mse"
+    theirs.compile(optimizer="rmsprop", loss=loss,
+                   metrics=[make(keras.metrics) if make else metric])
+    ours.compile(optimizer="rmsprop", loss=loss,
+                 metrics=[make(kiln_metrics) if make else metric])
+    x, y = rng.standard_normal((50, 6)).astype("float32"), TARGETS[kind](50)
+    kwargs = dict(batch_size=16, epochs=2, shuffle=False, verbose=0, validation_split=0.2)
+    their_history = theirs.fit(x, y, **kwargs).history
+    our_history = ours.fit(x, y, **kwargs).history
+    assert sorted(our_history) == sorted(their_history)
+    for key, values in their_history.items():
+        np.testing.assert_allclose(our_history[key], values, rtol=1e-4, atol=1e-5,
+                                   err_msg=key)

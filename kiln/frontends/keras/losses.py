@@ -123,6 +123,90 @@ class MeanAbsoluteError(LossFunctionWrapper):
         super().__init__(ir_losses.mean_absolute_error, name, reduction)
 
 
+class MeanAbsolutePercentageError(LossFunctionWrapper):
+    """100 * mean(|y_true - y_pred| / max(|y_true|, 1e-7), axis=-1)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_absolute_percentage_error", dtype: str | None = None):
+        super().__init__(ir_losses.mean_absolute_percentage_error, name, reduction)
+
+
+class MeanSquaredLogarithmicError(LossFunctionWrapper):
+    """mean(square(log(y_pred + 1) - log(y_true + 1)), axis=-1), both at least 1e-7."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_squared_logarithmic_error", dtype: str | None = None):
+        super().__init__(ir_losses.mean_squared_logarithmic_error, name, reduction)
+
+
+class Huber(LossFunctionWrapper):
+    """Quadratic for errors up to `delta`, linear beyond: mean over the last axis."""
+
+    def __init__(self, delta: float = 1.0, reduction: str | None = "sum_over_batch_size",
+                 name: str = "huber_loss", dtype: str | None = None):
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta >= 0:
+            raise KilnValueError(f"Huber: expected a number delta >= 0. "
+                                 f"Received: delta={delta!r}")
+        super().__init__(ir_losses.huber, name, reduction, delta=float(delta))
+
+
+class LogCosh(LossFunctionWrapper):
+    """mean(log(cosh(y_pred - y_true)), axis=-1)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size", name: str = "log_cosh",
+                 dtype: str | None = None):
+        super().__init__(ir_losses.log_cosh, name, reduction)
+
+
+class KLDivergence(LossFunctionWrapper):
+    """sum(y_true * log(y_true / y_pred), axis=-1), both clipped to [1e-7, 1]."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "kl_divergence", dtype: str | None = None):
+        super().__init__(ir_losses.kl_divergence, name, reduction)
+
+
+class Poisson(LossFunctionWrapper):
+    """mean(y_pred - y_true * log(y_pred + 1e-7), axis=-1)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size", name: str = "poisson",
+                 dtype: str | None = None):
+        super().__init__(ir_losses.poisson, name, reduction)
+
+
+class Hinge(LossFunctionWrapper):
+    """mean(max(1 - y_true * y_pred, 0), axis=-1); labels -1/1 (a batch of 0/1 labels is
+    converted, as Keras does)."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size", name: str = "hinge",
+                 dtype: str | None = None):
+        super().__init__(ir_losses.hinge, name, reduction)
+
+
+class SquaredHinge(LossFunctionWrapper):
+    """mean(square(max(1 - y_true * y_pred, 0)), axis=-1); labels as Hinge's."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "squared_hinge", dtype: str | None = None):
+        super().__init__(ir_losses.squared_hinge, name, reduction)
+
+
+class CategoricalHinge(LossFunctionWrapper):
+    """max(max((1 - y_true) * y_pred) - sum(y_true * y_pred) + 1, 0) over the last axis."""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "categorical_hinge", dtype: str | None = None):
+        super().__init__(ir_losses.categorical_hinge, name, reduction)
+
+
+class CosineSimilarity(LossFunctionWrapper):
+    """-sum(l2_normalize(y_true) * l2_normalize(y_pred), axis): -1 for the same direction."""
+
+    def __init__(self, axis: int = -1, reduction: str | None = "sum_over_batch_size",
+                 name: str = "cosine_similarity", dtype: str | None = None):
+        super().__init__(ir_losses.cosine_similarity_loss, name, reduction, axis=axis)
+
+
 def _check_smoothing(value: Any, owner: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise KilnValueError(f"{owner}: expected label_smoothing in [0, 1]. "
@@ -236,8 +320,53 @@ def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool 
                                          reduction="none")(y_true, y_pred)
 
 
+def mean_absolute_percentage_error(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.mean_absolute_percentage_error, y_true, y_pred)
+
+
+def mean_squared_logarithmic_error(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.mean_squared_logarithmic_error, y_true, y_pred)
+
+
+def huber(y_true: Any, y_pred: Any, delta: float = 1.0) -> np.ndarray:
+    return Huber(delta, reduction="none")(y_true, y_pred)
+
+
+def log_cosh(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.log_cosh, y_true, y_pred)
+
+
+def kl_divergence(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.kl_divergence, y_true, y_pred)
+
+
+def poisson(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.poisson, y_true, y_pred)
+
+
+def hinge(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.hinge, y_true, y_pred)
+
+
+def squared_hinge(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.squared_hinge, y_true, y_pred)
+
+
+def categorical_hinge(y_true: Any, y_pred: Any) -> np.ndarray:
+    return run_eager(ir_losses.categorical_hinge, y_true, y_pred)
+
+
+def cosine_similarity(y_true: Any, y_pred: Any, axis: int = -1) -> np.ndarray:
+    """-cosine similarity per sample (Keras's loss function of this name)."""
+    return CosineSimilarity(axis, reduction="none")(y_true, y_pred)
+
+
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
+kld = KLD = kl_divergence
+bce = BCE = binary_crossentropy
 
 _CLASSES: dict[str, type[Loss]] = {
     "mean_squared_error": MeanSquaredError,
@@ -245,13 +374,28 @@ _CLASSES: dict[str, type[Loss]] = {
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "mean_absolute_percentage_error": MeanAbsolutePercentageError,
+    "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+    "huber": Huber,
+    "log_cosh": LogCosh,
+    "kl_divergence": KLDivergence,
+    "poisson": Poisson,
+    "hinge": Hinge,
+    "squared_hinge": SquaredHinge,
+    "categorical_hinge": CategoricalHinge,
+    "cosine_similarity": CosineSimilarity,
 }
-_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
+# Keras 3's short names (either case), then the class names.
+_SHORT = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
+          "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
+          "kld": "kl_divergence", "bce": "binary_crossentropy"}
+_ALIASES = {**_SHORT, **{k.upper(): v for k, v in _SHORT.items()},
             **{cls.__name__: name for name, cls in _CLASSES.items()}}
-_FUNCTIONS = {mean_squared_error: "mean_squared_error", mean_absolute_error: "mean_absolute_error",
-              binary_crossentropy: "binary_crossentropy",
-              categorical_crossentropy: "categorical_crossentropy",
-              sparse_categorical_crossentropy: "sparse_categorical_crossentropy"}
+_FUNCTIONS = {fn: fn.__name__ for fn in (
+    mean_squared_error, mean_absolute_error, binary_crossentropy, categorical_crossentropy,
+    sparse_categorical_crossentropy, mean_absolute_percentage_error,
+    mean_squared_logarithmic_error, huber, log_cosh, kl_divergence, poisson, hinge,
+    squared_hinge, categorical_hinge, cosine_similarity)}
 
 
 def _snake(name: str) -> str:
@@ -267,11 +411,13 @@ def get(identifier: Any, argument: str = "loss") -> Loss | None:
         name = _ALIASES.get(identifier, identifier)
         if name not in _CLASSES:
             raise KilnValueError(f"Could not interpret loss identifier: {identifier!r}. Expected "
-                                 f"one of {sorted({*_CLASSES, 'mse', 'mae'})}. "
+                                 f"one of {sorted({*_CLASSES, *_SHORT})} (or a class name). "
                                  f"Received: {argument}={identifier!r}")
         loss = _CLASSES[name]()
-        loss.name = identifier if identifier in _CLASSES or identifier in ("mse", "mae") \
-            else name
+        # A function's name (or short name) names the loss as given; a class name gives the
+        # class's default name, as in Keras.
+        if identifier in _CLASSES or identifier.lower() in _SHORT:
+            loss.name = identifier
         return loss
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return identifier()
@@ -286,8 +432,13 @@ def get(identifier: Any, argument: str = "loss") -> Loss | None:
 
 
 __all__ = [
-    "MAE", "MSE", "BinaryCrossentropy", "CategoricalCrossentropy", "Loss",
-    "LossFunctionWrapper", "MeanAbsoluteError", "MeanSquaredError",
-    "SparseCategoricalCrossentropy", "binary_crossentropy", "categorical_crossentropy", "get",
-    "mae", "mean_absolute_error", "mean_squared_error", "mse", "sparse_categorical_crossentropy",
+    "BCE", "KLD", "MAE", "MAPE", "MSE", "MSLE", "BinaryCrossentropy", "CategoricalCrossentropy",
+    "CategoricalHinge", "CosineSimilarity", "Hinge", "Huber", "KLDivergence", "LogCosh", "Loss",
+    "LossFunctionWrapper", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredError",
+    "MeanSquaredLogarithmicError", "Poisson", "SparseCategoricalCrossentropy", "SquaredHinge",
+    "bce", "binary_crossentropy", "categorical_crossentropy", "categorical_hinge",
+    "cosine_similarity", "get", "hinge", "huber", "kl_divergence", "kld", "log_cosh", "mae",
+    "mape", "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
+    "mean_squared_logarithmic_error", "mse", "msle", "poisson", "sparse_categorical_crossentropy",
+    "squared_hinge",
 ]

@@ -9,14 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Value
-from kiln.ir.training.losses import (
-    _float_target,
-    _last_axis_mean,
-    mean_absolute_error,
-    mean_squared_error,
-    sparse_labels,
-)
+from kiln.ir.training import losses
+from kiln.ir.training.losses import _float_target, _last_axis_mean, sparse_labels
 
 
 def binary_accuracy(b: Any, y_true: Value, y_pred: Value, threshold: float = 0.5) -> Value:
@@ -38,10 +34,41 @@ def sparse_categorical_accuracy(b: Any, y_true: Value, y_pred: Value) -> Value:
     return b.cast(hits, dtype=y_pred.type.dtype)
 
 
+def _in_top_k(b: Any, labels: Value, y_pred: Value, k: int) -> Value:
+    """1 where the label's score is among the k largest of its row, as Keras's in_top_k:
+    at least the k-th largest score, i.e. fewer than k scores strictly above it (ties
+    count for the label)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise KilnValueError(f"top-k accuracy: expected an integer k >= 1. Received: k={k!r}")
+    hot = b.one_hot(labels, depth=y_pred.type.shape[-1], dtype="bool")
+    score = b.sum(b.where(hot, y_pred, 0.0), axes=(-1,), keepdims=True)
+    above = b.sum(b.cast(b.greater(y_pred, score), dtype="int32"), axes=(-1,))
+    return b.cast(b.less(above, k), dtype=y_pred.type.dtype)
+
+
+def top_k_categorical_accuracy(b: Any, y_true: Value, y_pred: Value, k: int = 5) -> Value:
+    """1 where argmax(y_true) is among the k highest-scored classes."""
+    y_true = _float_target(b, y_true, y_pred, "top_k_categorical_accuracy")
+    return _in_top_k(b, b.argmax(y_true, axis=-1), y_pred, k)
+
+
+def sparse_top_k_categorical_accuracy(b: Any, y_true: Value, y_pred: Value,
+                                      k: int = 5) -> Value:
+    """1 where the integer label is among the k highest-scored classes."""
+    labels = sparse_labels(b, y_true, y_pred, "sparse_top_k_categorical_accuracy")
+    return _in_top_k(b, labels, y_pred, k)
+
+
 METRICS: dict[str, Callable[..., Value]] = {
     "binary_accuracy": binary_accuracy,
     "categorical_accuracy": categorical_accuracy,
     "sparse_categorical_accuracy": sparse_categorical_accuracy,
-    "mean_absolute_error": mean_absolute_error,
-    "mean_squared_error": mean_squared_error,
+    "top_k_categorical_accuracy": top_k_categorical_accuracy,
+    "sparse_top_k_categorical_accuracy": sparse_top_k_categorical_accuracy,
+    # the losses that are metrics too; cosine_similarity with its own sign (1 is best)
+    **{name: getattr(losses, name) for name in (
+        "mean_absolute_error", "mean_squared_error", "mean_absolute_percentage_error",
+        "mean_squared_logarithmic_error", "log_cosh", "kl_divergence", "poisson", "hinge",
+        "squared_hinge", "categorical_hinge", "cosine_similarity", "binary_crossentropy",
+        "categorical_crossentropy", "sparse_categorical_crossentropy")},
 }

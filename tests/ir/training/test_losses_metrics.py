@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiln.ir import GraphBuilder, KilnTypeError, KilnValueError, TensorType, f32, f64, i64
+from kiln.ir import GraphBuilder, KilnTypeError, KilnValueError, TensorType, f32, f64, grad, i64
 from kiln.ir.training import (
     LOSSES,
     METRICS,
@@ -168,3 +168,135 @@ def test_integer_labels_input_type_can_differ_from_the_output() -> None:
                     target_type=i64["N"])
     graph = build_train_step(forward, [spec], SGD(0.1)).graph
     assert graph.inputs[1].type == i64["N"]
+
+
+# -- the losses beyond the book's (Keras 3's regression, probabilistic and hinge losses) ----
+regression_true = rng.standard_normal((6, 3))
+regression_pred = rng.standard_normal((6, 3))
+counts_true = rng.uniform(0.0, 3.0, (6, 3))
+counts_pred = rng.uniform(0.1, 3.0, (6, 3))
+signs = np.where(binary_true > 0, 1.0, -1.0)
+tanh_pred = np.tanh(regression_pred)
+
+
+def _huber(t: np.ndarray, p: np.ndarray, delta: float) -> np.ndarray:
+    e = np.abs(p - t)
+    return np.mean(np.where(e <= delta, 0.5 * e * e, delta * e - 0.5 * delta * delta), -1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("name,args,kwargs,expected", [
+    ("mean_absolute_percentage_error", (regression_true, regression_pred), {},
+     100 * np.mean(np.abs(regression_true - regression_pred)
+                   / np.maximum(np.abs(regression_true), EPS), -1)),
+    ("mean_squared_logarithmic_error", (counts_true, regression_pred), {},
+     np.mean((np.log(np.maximum(regression_pred, EPS) + 1)
+              - np.log(np.maximum(counts_true, EPS) + 1)) ** 2, -1)),
+    ("huber", (regression_true, regression_pred), {},
+     _huber(regression_true, regression_pred, 1.0)),
+    ("huber", (regression_true, regression_pred), {"delta": 0.4},
+     _huber(regression_true, regression_pred, 0.4)),
+    ("log_cosh", (regression_true, regression_pred), {},
+     np.mean(np.log(np.cosh(regression_pred - regression_true)), -1)),
+    ("kl_divergence", (onehot, probs), {},
+     np.sum(np.clip(onehot, EPS, 1) * np.log(np.clip(onehot, EPS, 1) / probs), -1)),
+    ("poisson", (counts_true, counts_pred), {},
+     np.mean(counts_pred - counts_true * np.log(counts_pred + EPS), -1)),
+    # 0/1 labels become -1/1 when the whole batch is 0/1; -1/1 labels stay
+    ("hinge", (binary_true, tanh_pred), {},
+     np.mean(np.maximum(1 - signs * tanh_pred, 0), -1)),
+    ("hinge", (signs, tanh_pred), {}, np.mean(np.maximum(1 - signs * tanh_pred, 0), -1)),
+    ("squared_hinge", (binary_true, tanh_pred), {},
+     np.mean(np.maximum(1 - signs * tanh_pred, 0) ** 2, -1)),
+    ("categorical_hinge", (onehot, logits), {},
+     np.maximum(np.max((1 - onehot) * logits, -1) - np.sum(onehot * logits, -1) + 1, 0)),
+    ("cosine_similarity", (regression_true, regression_pred), {},
+     -np.sum(_unit(regression_true) * _unit(regression_pred), -1)),
+    ("cosine_similarity", (regression_true, regression_pred), {"axis": 0},
+     -np.sum(regression_true / np.linalg.norm(regression_true, axis=0)
+             * regression_pred / np.linalg.norm(regression_pred, axis=0), 0)),
+])
+def test_more_losses_match_keras_definitions(name, args, kwargs, expected) -> None:  # noqa: ANN001
+    np.testing.assert_allclose(_apply(LOSSES[name], *args, **kwargs), expected, rtol=1e-10)
+
+
+def test_hinge_keeps_labels_of_a_batch_that_is_not_all_zero_or_one() -> None:
+    labels = binary_true.copy()
+    labels[0, 0] = 0.5  # one label outside {0, 1}: Keras converts none of the batch
+    np.testing.assert_allclose(_apply(LOSSES["hinge"], labels, tanh_pred),
+                               np.mean(np.maximum(1 - labels * tanh_pred, 0), -1))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero")  # rsqrt(0) = inf, then clipped to 1e7
+def test_cosine_similarity_of_a_zero_vector_is_zero_and_the_axis_is_checked() -> None:
+    t = np.array([[0.0, 0.0], [1.0, 1.0]])
+    p = np.array([[1.0, 0.0], [2.0, 2.0]])
+    np.testing.assert_allclose(_apply(METRICS["cosine_similarity"], t, p), [0.0, 1.0])
+    with pytest.raises(KilnValueError, match="cosine_similarity: expected an axis"):
+        _apply(LOSSES["cosine_similarity"], t, p, axis=2)
+
+
+def test_top_k_counts_ties_for_the_label_like_keras_in_top_k() -> None:
+    scores = np.array([[0.1, 0.5, 0.5, 0.2], [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4],
+                       [0.25, 0.25, 0.25, 0.25]])
+    labels = np.array([2, 0, 1, 3])
+    # row 0: label's score ties for first; row 2: third largest; row 3: all tie
+    np.testing.assert_array_equal(
+        _apply(METRICS["sparse_top_k_categorical_accuracy"], labels, scores, k=1),
+        [1.0, 1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(
+        _apply(METRICS["sparse_top_k_categorical_accuracy"], labels, scores, k=2),
+        [1.0, 1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(
+        _apply(METRICS["top_k_categorical_accuracy"], np.eye(4)[labels], scores, k=3),
+        [1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(
+        _apply(METRICS["sparse_top_k_categorical_accuracy"], labels[:, None].astype(np.int32),
+               scores, k=5), [1.0, 1.0, 1.0, 1.0])  # k beyond the classes: every label
+    with pytest.raises(KilnValueError, match="k >= 1"):
+        _apply(METRICS["top_k_categorical_accuracy"], np.eye(4)[labels], scores, k=0)
+
+
+def _finite_difference(fn, y_true: np.ndarray, y_pred: np.ndarray,  # noqa: ANN001
+                       eps: float = 1e-6) -> np.ndarray:
+    def total(p: np.ndarray) -> float:
+        return float(np.sum(_apply(fn, y_true, p)))
+
+    result = np.zeros_like(y_pred)
+    for index in np.ndindex(y_pred.shape):
+        plus, minus = y_pred.copy(), y_pred.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        result[index] = (total(plus) - total(minus)) / (2 * eps)
+    return result
+
+
+# Predictions kept away from each loss's kinks (the hinge's 1, huber's delta, the clips).
+GRADIENT_CASES = {
+    "mean_absolute_percentage_error": (regression_true, regression_pred),
+    "mean_squared_logarithmic_error": (counts_true, counts_pred),
+    "huber": (regression_true, regression_pred),
+    "log_cosh": (regression_true, regression_pred),
+    "kl_divergence": (onehot * 0.8 + 0.05, probs),
+    "poisson": (counts_true, counts_pred),
+    "hinge": (binary_true, tanh_pred * 0.9),
+    "squared_hinge": (signs, tanh_pred * 0.9),
+    "categorical_hinge": (onehot, logits),
+    "cosine_similarity": (regression_true, regression_pred),
+}
+
+
+@pytest.mark.parametrize("name", GRADIENT_CASES)
+def test_more_losses_gradients_match_finite_differences(name: str) -> None:
+    y_true, y_pred = GRADIENT_CASES[name]
+    b = GraphBuilder("loss")
+    t = b.input("t", TensorType(y_true.shape, "float64"))
+    p = b.input("p", TensorType(y_pred.shape, "float64"))
+    b.output(b.sum(LOSSES[name](b, t, p)), "loss")
+    graph = grad(b.build(), "loss", ["p"])
+    analytic = run_graph(graph, {"t": y_true, "p": y_pred})[0]["grad.p"]
+    np.testing.assert_allclose(analytic, _finite_difference(LOSSES[name], y_true, y_pred),
+                               rtol=1e-5, atol=1e-7)

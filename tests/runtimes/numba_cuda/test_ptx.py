@@ -20,7 +20,7 @@ import pytest
 
 from kiln.compiler.pass_manager import compile_graph
 from kiln.ir.training import RMSprop
-from tests.models import convnet, lstm, mlp
+from tests.models import convnet, losses_and_metrics, lstm, mlp
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("compile_ptx needs the real CUDA target, not the simulator",
@@ -93,6 +93,14 @@ def test_every_generated_kernel_of_an_entry_compiles_to_ptx(name: str, entry: st
         ptx = _compile(case)
         if "float32" in case.signature and "float64" not in case.signature:
             assert ".f64" not in ptx, f"{case.name}: float64 arithmetic in a float32 kernel"
+
+
+def test_every_loss_and_metric_kernel_compiles_to_ptx() -> None:
+    """The kernels of a train step with a head per loss and every metric (tests/models.py)."""
+    graph, _ = compile_graph(losses_and_metrics()[0].graph)
+    assert len(list(generated_kernels(graph))) >= 20
+    for case in generated_kernels(graph, SEEN):
+        _compile(case)
 
 
 def test_movement_kernels_compile_to_ptx() -> None:

@@ -2,7 +2,8 @@
 numba-cuda backend against the reference runtime, at tiny sizes (the simulator runs a few
 thousand GPU threads a second), over several steps and two batch sizes; a step in steady
 state allocates no device memory, and the transposes the GEMMs read are views; and the
-convnet's forward, whose convolution, pooling, bias and relu are one fused conv."""
+convnet's forward, whose convolution, pooling, bias and relu are one fused conv; and every loss
+and metric."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from kiln.ir.training import RMSprop
 from kiln.runtimes.numba_cuda import NumbaCudaExecutable
 from kiln.runtimes.reference import ReferenceExecutable
-from tests.models import convnet, lstm, mlp
+from tests.models import convnet, losses_and_metrics, lstm, mlp
 
 # float32 state after several steps: the per-step differences of reductions compound through
 # the optimizer, hence a looser tolerance than one op's (as the numba backend's tests).
@@ -109,3 +110,23 @@ def test_the_convnet_forward_runs_its_fused_conv_kernel(monkeypatch: pytest.Monk
         expected, got = ref.run("predict", batch), exe.run("predict", batch)
         np.testing.assert_allclose(got["out"], expected["out"], rtol=1e-5, atol=1e-6)
     assert made == [], made
+
+
+def test_every_loss_and_metric_matches_the_reference() -> None:
+    """tests/models.py's step with a head per loss and every metric (the CPU backends run it
+    in tests/runtimes/test_losses_metrics.py), at a full and a short batch."""
+    step, state, feed = losses_and_metrics(samples=7, features=3)
+    ref_state = {k: v.copy() for k, v in state.items()}
+    ref = ReferenceExecutable({"train_step": step.graph}, ref_state)
+    exe = NumbaCudaExecutable({"train_step": step.graph}, state)
+    start = 0
+    for size in (4, 3):
+        batch = {k: v[start:start + size] for k, v in feed.items()}
+        start += size
+        got, want = exe.run("train_step", batch), ref.run("train_step", batch)
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], **STEP_TOL, err_msg=name)
+    exe.sync_state()
+    for name in ref_state:
+        np.testing.assert_allclose(state[name], ref_state[name], **STEP_TOL, err_msg=name)
