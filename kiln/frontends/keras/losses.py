@@ -386,9 +386,7 @@ _CLASSES: dict[str, type[Loss]] = {
     "cosine_similarity": CosineSimilarity,
 }
 # Keras 3's short names (either case), then the class names.
-_SHORT = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
-          "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
-          "kld": "kl_divergence", "bce": "binary_crossentropy"}
+_SHORT = ir_losses.ALIASES
 _ALIASES = {**_SHORT, **{k.upper(): v for k, v in _SHORT.items()},
             **{cls.__name__: name for name, cls in _CLASSES.items()}}
 _FUNCTIONS = {fn: fn.__name__ for fn in (

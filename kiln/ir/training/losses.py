@@ -222,6 +222,7 @@ LOSSES: dict[str, Callable[..., Value]] = {
     "categorical_hinge": categorical_hinge,
     "cosine_similarity": cosine_similarity_loss,
 }
+# Keras 3's short names of losses
 ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
            "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
-           "kld": "kl_divergence"}
+           "kld": "kl_divergence", "bce": "binary_crossentropy"}
