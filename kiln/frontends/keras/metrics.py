@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -121,19 +122,13 @@ class MeanSquaredError(MeanMetricWrapper):
         super().__init__(ir_losses.mean_squared_error, name, dtype, direction="down")
 
 
-def _check_k(k: Any, owner: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise KilnValueError(f"{owner}: expected an integer k >= 1. Received: k={k!r}")
-    return k
-
-
 class TopKCategoricalAccuracy(MeanMetricWrapper):
     """1 where argmax(y_true) is among the k highest-scored classes (ties count)."""
 
     def __init__(self, k: int = 5, name: str = "top_k_categorical_accuracy",
                  dtype: str | None = None):
         super().__init__(ir_metrics.top_k_categorical_accuracy, name, dtype,
-                         k=_check_k(k, "TopKCategoricalAccuracy"))
+                         k=ir_metrics.check_k(k, "TopKCategoricalAccuracy"))
 
 
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
@@ -142,7 +137,7 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
     def __init__(self, k: int = 5, name: str = "sparse_top_k_categorical_accuracy",
                  dtype: str | None = None):
         super().__init__(ir_metrics.sparse_top_k_categorical_accuracy, name, dtype,
-                         k=_check_k(k, "SparseTopKCategoricalAccuracy"))
+                         k=ir_metrics.check_k(k, "SparseTopKCategoricalAccuracy"))
 
 
 class MeanAbsolutePercentageError(MeanMetricWrapper):
@@ -195,44 +190,36 @@ class CategoricalHinge(MeanMetricWrapper):
         super().__init__(ir_losses.categorical_hinge, name, dtype, direction="down")
 
 
-def _crossentropy(b: Any, y_true: Value, y_pred: Value, loss: str, **kwargs: Any) -> Value:
-    """The per-sample values of the loss class named `loss` (kiln.losses) with kwargs."""
-    return getattr(losses, loss)(**kwargs, reduction="none").ir(b, y_true, y_pred)
+def _crossentropy(loss: type[losses.Loss], b: Any, y_true: Value, y_pred: Value,
+                  **kwargs: Any) -> Value:
+    """The per-sample values of the kiln.losses class `loss` made with kwargs."""
+    return loss(**kwargs, reduction="none").ir(b, y_true, y_pred)
 
 
 class BinaryCrossentropy(MeanMetricWrapper):
     def __init__(self, name: str = "binary_crossentropy", dtype: str | None = None,
                  from_logits: bool = False, label_smoothing: float = 0.0):
         losses.BinaryCrossentropy(from_logits, label_smoothing)  # checks the arguments
-        super().__init__(_crossentropy, name, dtype, direction="down",
-                         loss="BinaryCrossentropy", from_logits=bool(from_logits),
+        super().__init__(partial(_crossentropy, losses.BinaryCrossentropy), name, dtype,
+                         direction="down", from_logits=bool(from_logits),
                          label_smoothing=float(label_smoothing))
-
-    def get_config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().get_config().items() if k != "loss"}
 
 
 class CategoricalCrossentropy(MeanMetricWrapper):
     def __init__(self, name: str = "categorical_crossentropy", dtype: str | None = None,
                  from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1):
         losses.CategoricalCrossentropy(from_logits, label_smoothing, axis)
-        super().__init__(_crossentropy, name, dtype, direction="down",
-                         loss="CategoricalCrossentropy", from_logits=bool(from_logits),
+        super().__init__(partial(_crossentropy, losses.CategoricalCrossentropy), name, dtype,
+                         direction="down", from_logits=bool(from_logits),
                          label_smoothing=float(label_smoothing))
-
-    def get_config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().get_config().items() if k != "loss"}
 
 
 class SparseCategoricalCrossentropy(MeanMetricWrapper):
     def __init__(self, name: str = "sparse_categorical_crossentropy", dtype: str | None = None,
                  from_logits: bool = False, axis: int = -1):
         losses._check_axis(axis, "SparseCategoricalCrossentropy")
-        super().__init__(_crossentropy, name, dtype, direction="down",
-                         loss="SparseCategoricalCrossentropy", from_logits=bool(from_logits))
-
-    def get_config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().get_config().items() if k != "loss"}
+        super().__init__(partial(_crossentropy, losses.SparseCategoricalCrossentropy), name,
+                         dtype, direction="down", from_logits=bool(from_logits))
 
 
 # -- functions: per-sample values on arrays, and usable in `compile(metrics=[fn])` --------

@@ -34,12 +34,18 @@ def sparse_categorical_accuracy(b: Any, y_true: Value, y_pred: Value) -> Value:
     return b.cast(hits, dtype=y_pred.type.dtype)
 
 
+def check_k(k: Any, owner: str = "top-k accuracy") -> int:
+    """k of a top-k accuracy: an integer of at least 1."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise KilnValueError(f"{owner}: expected an integer k >= 1. Received: k={k!r}")
+    return k
+
+
 def _in_top_k(b: Any, labels: Value, y_pred: Value, k: int) -> Value:
     """1 where the label's score is among the k largest of its row, as Keras's in_top_k:
     at least the k-th largest score, i.e. fewer than k scores strictly above it (ties
     count for the label)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise KilnValueError(f"top-k accuracy: expected an integer k >= 1. Received: k={k!r}")
+    check_k(k)
     hot = b.one_hot(labels, depth=y_pred.type.shape[-1], dtype="bool")
     score = b.sum(b.where(hot, y_pred, 0.0), axes=(-1,), keepdims=True)
     above = b.sum(b.cast(b.greater(y_pred, score), dtype="int32"), axes=(-1,))
