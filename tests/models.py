@@ -9,6 +9,7 @@ import numpy as np
 
 from kiln.ir import Graph, GraphBuilder, TensorType
 from kiln.ir.training import LOSSES, METRICS, LossSpec, MetricSpec, UpdateRule, build_train_step
+from kiln.ir.training import summed_metrics as sm
 from kiln.ir.training.train_step import TrainStep
 
 
@@ -176,12 +177,33 @@ METRIC_TARGETS = {
     "sparse_categorical_crossentropy": ("labels", {}),
 }
 
+# summed metric -> (target kind, statistics builder, its keyword arguments, finish): every
+# builder of kiln.ir.training.summed_metrics and each of its paths, on the first head with
+# that target kind (the binary one has sigmoid scores)
+SUMMED_TARGETS = {
+    "precision": ("binary", sm.confusion_statistics,
+                  {"thresholds": [0.3, 0.5, 0.7], "label_weights": [1.0, 0.5, 2.0]},
+                  sm.finish_precision),
+    "auc": ("binary", sm.confusion_statistics, {"thresholds": sm.auc_thresholds(7)},
+            sm.finish_auc),
+    "auc_multi": ("binary", sm.confusion_statistics,
+                  {"thresholds": sm.auc_thresholds(5), "multi_label": True}, None),
+    "recall_top_k": ("binary", sm.confusion_statistics,
+                     {"thresholds": [sm.NEG_INF], "top_k": 2, "class_id": 1},
+                     sm.finish_recall),
+    "f1_score": ("onehot", sm.fbeta_statistics, {}, sm.finish_fbeta),
+    "r2_score": ("real", sm.r2_statistics, {}, sm.finish_r2),
+    "root_mean_squared_error": ("counts", sm.squared_error_statistics, {},
+                                sm.finish_root_mean_squared),
+}
+
 
 def losses_and_metrics(samples: int = 24, features: int = 4, classes: int = 3,
                        seed: int = 5) -> tuple[TrainStep, dict[str, np.ndarray],
                                                dict[str, np.ndarray]]:
-    """One train step with a head per loss of LOSS_HEADS and every metric of METRICS: its
-    step, its initial state (SGD) and its data (x and a target per head)."""
+    """One train step with a head per loss of LOSS_HEADS, every metric of METRICS and each
+    case of SUMMED_TARGETS: its step, its initial state (SGD) and its data (x and a target per
+    head)."""
     from kiln.ir.training import SGD
 
     gen = np.random.default_rng(seed)
@@ -211,6 +233,10 @@ def losses_and_metrics(samples: int = 24, features: int = 4, classes: int = 3,
         fn = METRICS[name]
         metrics.append(MetricSpec(f"out{kinds.index(kind)}", name,
                                   (lambda b, t, p, fn=fn, kw=kwargs: fn(b, t, p, **kw))))
+    for name, (kind, fn, kwargs, finish) in SUMMED_TARGETS.items():
+        metrics.append(MetricSpec(f"out{kinds.index(kind)}", name,
+                                  (lambda b, t, p, fn=fn, kw=kwargs: fn(b, t, p, **kw)),
+                                  finish or (lambda sums: sums)))
     step = build_train_step(forward, losses, SGD(0.1), metrics)
     state = {f"head{i}.w": glorot(gen, (features, classes), "float32")
              for i in range(len(LOSS_HEADS))}

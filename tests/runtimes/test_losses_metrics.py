@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 from kiln.ir.training import METRICS
+from kiln.ir.training import summed_metrics as sm
 from kiln.runtimes import create_executable
 from kiln.runtimes.reference import ReferenceExecutable
-from tests.models import METRIC_TARGETS, losses_and_metrics
+from tests.models import METRIC_TARGETS, SUMMED_TARGETS, losses_and_metrics
 
 
 def test_the_step_covers_every_metric() -> None:
     assert set(METRIC_TARGETS) == set(METRICS)
+    builders = {getattr(sm, name) for name in dir(sm) if name.endswith("_statistics")}
+    assert {fn for _, fn, _, _ in SUMMED_TARGETS.values()} == builders
 
 
 @pytest.mark.parametrize("backend", ["numba", "onnxruntime"])

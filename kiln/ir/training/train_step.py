@@ -39,11 +39,16 @@ class LossSpec:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric on one model output: fn(builder, y_true, y_pred) -> per-sample value."""
+    """A metric on one model output: fn(builder, y_true, y_pred) -> per-sample value, which
+    the step reports as its batch mean. With `finish`, fn returns the batch's statistics
+    instead (summed over its samples, of a shape without the batch), which the step reports
+    as they are: whoever runs the steps adds them up and applies `finish` to the sum
+    (kiln.ir.training.summed_metrics)."""
 
     output: str
     name: str
     fn: Callable[[Any, Value, Value], Value]
+    finish: Callable[[np.ndarray], Any] | None = None
 
 
 @dataclass
@@ -114,7 +119,14 @@ def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
             raise KilnValueError(f"metric {spec.name!r} on output {spec.output!r}, which has "
                                  "no loss and so no target")
         with b.scope(f"metric.{spec.name}"):
-            value = weighted_mean(b, spec.fn(b, targets[spec.output], outs[spec.output]), None)
+            value = spec.fn(b, targets[spec.output], outs[spec.output])
+            if spec.finish is None:
+                value = weighted_mean(b, value, None)
+            elif not value.type.is_float or not all(isinstance(d, int)
+                                                    for d in value.type.shape):
+                raise KilnValueError(f"metric {spec.name!r}: expected its batch statistics as "
+                                     f"a float tensor of a fixed shape. Received: "
+                                     f"{value.type}")
         b.output(value, spec.name if len(losses) == 1 else f"{spec.output}_{spec.name}")
     return total
 
