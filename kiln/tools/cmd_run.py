@@ -131,11 +131,18 @@ def train_command(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.data}: {err}") from None
     model.save(output, backend=args.backend)
     logs = {k: v[-1] for k, v in history.history.items() if v}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items())
+    shown = ", ".join(f"{k} {_number(v)}" for k, v in logs.items())
     print(f"trained {args.epochs} epoch(s) on {len(next(iter(xs.values())))} samples"
           + (f": {shown}" if shown else ""))
     print(f"wrote {output}")
     return 0
+
+
+def _number(value: Any) -> str:
+    """A log value: a number, or a metric's values at several thresholds or classes."""
+    if np.ndim(value):
+        return "[" + " ".join(f"{v:.4g}" for v in np.ravel(value)) + "]"
+    return f"{value:.4g}"
 
 
 def _keys(items: list[str] | None, option: str, default: str, names: list[str],

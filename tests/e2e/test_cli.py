@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,26 @@ def test_train_then_run_gives_the_trained_models_predictions(cli: SimpleNamespac
     untrained = _predict(cli.artifact, cli.x)
     assert np.abs(trained - untrained).max() > 1e-3
     np.testing.assert_allclose(trained, _predict(copy, cli.x), rtol=1e-6, atol=1e-7)
+
+
+def test_train_reports_summed_metrics(cli: SimpleNamespace) -> None:
+    """Metrics finished from summed statistics travel in the artifact and come back from
+    `kiln train`, one at several thresholds as a list."""
+    script = Path(__file__).parent / "data" / "binary_model.py"
+    compiled = cli.kiln("compile", script, "-o", "binary.kiln", "--backend", "reference")
+    assert compiled.returncode == 0, compiled.stderr
+    y = np.stack([cli.y > 0, cli.y > 1], axis=1).astype(np.float32)
+    np.savez(cli.work / "binary.npz", x=cli.x, y=y)
+    proc = cli.kiln("train", "binary.kiln", "--data", "binary.npz", "--epochs", "1",
+                    "--verbose", "0")
+    assert proc.returncode == 0, proc.stderr
+    from kiln.models import load_model
+
+    model = load_model(cli.work / "binary.kiln")
+    logs = model.evaluate(cli.x, y, verbose=0, return_dict=True)
+    assert 0 < logs["auc"] < 1 and np.shape(logs["precision"]) == (2,)
+    assert re.search(r"auc 0\.\d+, loss [\d.]+, precision \[[\d.]+ [\d.]+\]", proc.stdout), \
+        proc.stdout
 
 
 def test_a_model_compiled_without_training_is_refused_by_train(cli: SimpleNamespace) -> None:

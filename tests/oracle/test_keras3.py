@@ -162,11 +162,71 @@ def test_more_metrics_fit_like_keras(metric: str) -> None:
                    metrics=[make(keras.metrics) if make else metric])
     ours.compile(optimizer="rmsprop", loss=loss,
                  metrics=[make(kiln_metrics) if make else metric])
+    _fits_agree(theirs, ours, kind)
+
+
+def _fits_agree(theirs, ours, kind: str, validation: bool = True) -> None:  # noqa: ANN001
+    """Two epochs of `fit` give the same history: every loss and metric, a metric of several
+    thresholds or classes value by value."""
     x, y = rng.standard_normal((50, 6)).astype("float32"), TARGETS[kind](50)
-    kwargs = dict(batch_size=16, epochs=2, shuffle=False, verbose=0, validation_split=0.2)
+    kwargs = dict(batch_size=16, epochs=2, shuffle=False, verbose=0,
+                  validation_split=0.2 if validation else 0.0)
     their_history = theirs.fit(x, y, **kwargs).history
     our_history = ours.fit(x, y, **kwargs).history
     assert sorted(our_history) == sorted(their_history)
     for key, values in their_history.items():
-        np.testing.assert_allclose(our_history[key], values, rtol=1e-4, atol=1e-5,
+        np.testing.assert_allclose(np.asarray(our_history[key], np.float64),
+                                   np.asarray(values, np.float64), rtol=1e-4, atol=1e-5,
                                    err_msg=key)
+
+
+# -- metrics of summed statistics ----------------------------------------------------------
+SUMMED = {  # name -> (head activation, targets, factory taking keras.metrics / kiln.metrics)
+    "auc": ("sigmoid", "binary", lambda m: m.AUC()),
+    "auc_pr": ("sigmoid", "binary", lambda m: m.AUC(curve="PR", name="auc_pr")),
+    "auc_multi": ("sigmoid", "binary", lambda m: m.AUC(
+        num_thresholds=30, summation_method="majoring", multi_label=True,
+        label_weights=[1.0, 0.5, 2.0], name="auc_multi")),
+    "auc_logits": (None, "binary", lambda m: m.AUC(
+        thresholds=[0.2, 0.45, 0.5, 0.9], from_logits=True, name="auc_logits")),
+    "auc_prgain": ("sigmoid", "binary", lambda m: m.AUC(curve="PRGAIN", name="auc_prgain")),
+    "precision": ("sigmoid", "binary", lambda m: m.Precision(thresholds=[0.3, 0.6])),
+    "recall_top": ("softmax", "onehot", lambda m: m.Recall(top_k=2, name="recall_top")),
+    "precision_class": ("sigmoid", "binary", lambda m: m.Precision(
+        class_id=1, name="precision_class")),
+    "at_recall": ("sigmoid", "binary", lambda m: m.PrecisionAtRecall(0.6, name="at_recall")),
+    "at_specificity": ("sigmoid", "binary", lambda m: m.SensitivityAtSpecificity(
+        0.5, num_thresholds=50, name="at_specificity")),
+    "f1": ("softmax", "onehot", lambda m: m.F1Score(average="macro", name="f1")),
+    "fbeta": ("sigmoid", "binary", lambda m: m.FBetaScore(
+        average="weighted", beta=2.0, threshold=0.5, name="fbeta")),
+    "r2": (None, "real", lambda m: m.R2Score(class_aggregation="variance_weighted_average",
+                                             name="r2")),
+    "rmse": (None, "real", lambda m: m.RootMeanSquaredError(name="rmse")),
+    "precision_by_name": ("sigmoid", "binary", "precision"),
+}
+
+
+@pytest.mark.parametrize("metric", SUMMED)
+def test_summed_metrics_fit_like_keras(metric: str) -> None:
+    activation, kind, make = SUMMED[metric]
+    theirs, ours = _pair(_head(activation))
+    theirs.compile(optimizer="rmsprop", loss="mse",
+                   metrics=[make if isinstance(make, str) else make(keras.metrics)])
+    ours.compile(optimizer="rmsprop", loss="mse",
+                 metrics=[make if isinstance(make, str) else make(kiln_metrics)])
+    _fits_agree(theirs, ours, kind)
+
+
+@pytest.mark.parametrize("cls", ["TruePositives", "FalsePositives", "TrueNegatives",
+                                 "FalseNegatives"])
+def test_confusion_counts_fit_like_keras(cls: str) -> None:
+    # Without validation: Keras on torch returns a count as a view of its accumulator, which
+    # the validation run then resets and refills, so its training value would be the
+    # validation one.
+    theirs, ours = _pair(_head("sigmoid"))
+    theirs.compile(optimizer="rmsprop", loss="mse",
+                   metrics=[getattr(keras.metrics, cls)(thresholds=[0.3, 0.5])])
+    ours.compile(optimizer="rmsprop", loss="mse",
+                 metrics=[getattr(kiln_metrics, cls)(thresholds=[0.3, 0.5])])
+    _fits_agree(theirs, ours, "binary", validation=False)

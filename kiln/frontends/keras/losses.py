@@ -30,8 +30,10 @@ def _as_array(value: Any, float_dtype: bool) -> np.ndarray:
     return array
 
 
-def run_eager(fn: Callable[[Any, Value, Value], Value], y_true: Any, y_pred: Any) -> np.ndarray:
-    """Emit `fn` on two inputs typed like the arrays and run it with the reference runtime."""
+def run_eager(fn: Callable[..., Value], y_true: Any, y_pred: Any,
+              sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Emit `fn` on two inputs typed like the arrays and run it with the reference runtime.
+    Given `sample_weight` (float32 [N]), fn also gets it: fn(b, y_true, y_pred, weights)."""
     from kiln.runtimes.reference import run_graph
 
     pred = _as_array(y_pred, float_dtype=True)
@@ -39,8 +41,14 @@ def run_eager(fn: Callable[[Any, Value, Value], Value], y_true: Any, y_pred: Any
     b = GraphBuilder("eager")
     t = b.input("y_true", TensorType(true.shape, str(true.dtype)))
     p = b.input("y_pred", TensorType(pred.shape, str(pred.dtype)))
-    b.output(fn(b, t, p), "out")
-    return run_graph(b.build(), {"y_true": true, "y_pred": pred})[0]["out"]
+    feed = {"y_true": true, "y_pred": pred}
+    if sample_weight is None:
+        b.output(fn(b, t, p), "out")
+    else:
+        w = b.input("sample_weight", TensorType(sample_weight.shape, str(sample_weight.dtype)))
+        feed["sample_weight"] = sample_weight
+        b.output(fn(b, t, p, w), "out")
+    return run_graph(b.build(), feed)[0]["out"]
 
 
 def _to_float(b: Any, y_true: Value, y_pred: Value) -> Value:

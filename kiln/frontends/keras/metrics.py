@@ -1,17 +1,20 @@
 """Keras-facing metrics: classes (BinaryAccuracy, ...), functions (binary_accuracy, mae, ...)
 and name resolution for `compile(metrics=...)`.
 
-A metric emits its per-sample value as IR (`Metric.ir(b, y_true, y_pred)`); a training or
-test step reports the batch mean and the loop keeps the sample-weighted mean over an epoch,
-as Keras's mean metrics do. "accuracy"/"acc" resolve from the shapes of targets and
-predictions exactly as Keras 3 does: binary_accuracy for a 1-unit output,
-sparse_categorical_accuracy for integer labels (target rank below the prediction's, or a
-last axis of 1 against several classes), categorical_accuracy otherwise.
+A mean metric emits its per-sample value as IR (`Metric.ir(b, y_true, y_pred)`); a training
+or test step reports the batch mean and the loop keeps the sample-weighted mean over an
+epoch, as Keras's mean metrics do. A SummedMetric (RootMeanSquaredError, R2Score and the
+confusion-matrix metrics of confusion_metrics.py) emits its batch's statistics; the loop
+sums them and finishes the sum into the value (kiln.frontends.keras.metric).
+
+"accuracy"/"acc" resolve from the shapes of targets and predictions exactly as Keras 3 does:
+binary_accuracy for a 1-unit output, sparse_categorical_accuracy for integer labels (target
+rank below the prediction's, or a last axis of 1 against several classes),
+categorical_accuracy otherwise.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -19,72 +22,29 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras import losses
+from kiln.frontends.keras.confusion_metrics import (
+    AUC,
+    F1Score,
+    FalseNegatives,
+    FalsePositives,
+    FBetaScore,
+    Precision,
+    PrecisionAtRecall,
+    Recall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
+    TrueNegatives,
+    TruePositives,
+)
 from kiln.frontends.keras.losses import run_eager
+from kiln.frontends.keras.metric import MeanMetricWrapper, Metric, SummedMetric, snake_case
 from kiln.ir import KilnTypeError, KilnValueError, Value
 from kiln.ir.training import losses as ir_losses
 from kiln.ir.training import metrics as ir_metrics
+from kiln.ir.training import summed_metrics as ir_summed
 
 ACCURACY_NAMES = ("accuracy", "acc")
-
-
-class Metric:
-    """Base of the metrics: `ir(b, y_true, y_pred)` emits per-sample values. Used eagerly it
-    keeps Keras's running state: `update_state`, `result`, `reset_state`.
-
-    `direction` ("up" or "down") tells callbacks in mode="auto" which way is better."""
-
-    direction = "up"
-
-    def __init__(self, name: str | None = None, dtype: str | None = None):
-        self.name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
-        self.dtype = dtype
-        self.reset_state()
-
-    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
-        raise NotImplementedError(f"{type(self).__name__}.ir")
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        values = np.asarray(run_eager(self.ir, y_true, y_pred), np.float64)
-        weights = np.ones(values.shape) if sample_weight is None else \
-            np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
-                np.shape(sample_weight) + (1,) * (values.ndim - np.ndim(sample_weight))),
-                values.shape)
-        self.total += float(np.sum(values * weights))
-        self.count += float(np.sum(weights))
-
-    def result(self) -> float:
-        return self.total / self.count if self.count else 0.0
-
-    def reset_state(self) -> None:
-        self.total = 0.0
-        self.count = 0.0
-
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> float:
-        self.update_state(y_true, y_pred, sample_weight)
-        return self.result()
-
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype}
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} name={self.name}>"
-
-
-class MeanMetricWrapper(Metric):
-    """A metric from an IR builder function `fn(b, y_true, y_pred, **kwargs)`."""
-
-    def __init__(self, fn: Callable[..., Value], name: str | None = None,
-                 dtype: str | None = None, direction: str = "up", **kwargs: Any):
-        self.fn = fn
-        self.fn_kwargs = kwargs
-        self.direction = direction
-        super().__init__(name or fn.__name__, dtype)
-
-    def ir(self, b: Any, y_true: Value, y_pred: Value) -> Value:
-        return self.fn(b, y_true, y_pred, **self.fn_kwargs)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.fn_kwargs}
 
 
 class BinaryAccuracy(MeanMetricWrapper):
@@ -120,6 +80,52 @@ class MeanAbsoluteError(MeanMetricWrapper):
 class MeanSquaredError(MeanMetricWrapper):
     def __init__(self, name: str = "mean_squared_error", dtype: str | None = None):
         super().__init__(ir_losses.mean_squared_error, name, dtype, direction="down")
+
+
+class RootMeanSquaredError(SummedMetric):
+    """sqrt of the mean over samples of each sample's mean squared error."""
+
+    direction = "down"
+    finish = staticmethod(ir_summed.finish_root_mean_squared)
+
+    def __init__(self, name: str = "root_mean_squared_error", dtype: str | None = None):
+        super().__init__(name, dtype)
+
+    def statistics(self, b: Any, y_true: Value, y_pred: Value,
+                   weights: Value | None = None) -> Value:
+        return ir_summed.squared_error_statistics(b, y_true, y_pred, weights, what=self.name)
+
+
+class R2Score(SummedMetric):
+    """The coefficient of determination of predictions [N, outputs]: per output
+    (class_aggregation=None) or averaged ("uniform_average", "variance_weighted_average"),
+    adjusted for num_regressors independent variables when that is not 0."""
+
+    def __init__(self, class_aggregation: str | None = "uniform_average",
+                 num_regressors: int = 0, name: str = "r2_score", dtype: str | None = None):
+        valid = (None, "uniform_average", "variance_weighted_average")
+        if class_aggregation not in valid:
+            raise KilnValueError(f"R2Score: invalid value for argument `class_aggregation`. "
+                                 f"Expected one of {valid}. "
+                                 f"Received: class_aggregation={class_aggregation!r}")
+        if isinstance(num_regressors, bool) or not isinstance(num_regressors, int) \
+                or num_regressors < 0:
+            raise KilnValueError(f"R2Score: invalid value for argument `num_regressors`. "
+                                 f"Expected an integer >= 0. "
+                                 f"Received: num_regressors={num_regressors!r}")
+        self.class_aggregation, self.num_regressors = class_aggregation, num_regressors
+        super().__init__(name, dtype)
+
+    def statistics(self, b: Any, y_true: Value, y_pred: Value,
+                   weights: Value | None = None) -> Value:
+        return ir_summed.r2_statistics(b, y_true, y_pred, weights, what=self.name)
+
+    def finish(self, sums: np.ndarray) -> float | np.ndarray:
+        return ir_summed.finish_r2(sums, self.class_aggregation, self.num_regressors)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "class_aggregation": self.class_aggregation,
+                "num_regressors": self.num_regressors}
 
 
 class TopKCategoricalAccuracy(MeanMetricWrapper):
@@ -293,7 +299,22 @@ _CLASSES: dict[str, type[Metric]] = {
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "root_mean_squared_error": RootMeanSquaredError,
+    "r2_score": R2Score,
+    "true_positives": TruePositives,
+    "false_positives": FalsePositives,
+    "true_negatives": TrueNegatives,
+    "false_negatives": FalseNegatives,
+    "precision": Precision,
+    "recall": Recall,
+    "auc": AUC,
+    "f1_score": F1Score,
+    "fbeta_score": FBetaScore,
 }
+# Classes that need an argument, so that no name stands for them (as in Keras, where the
+# name is found and the class then fails to build without it); saved models name them.
+CONSTRAINED: tuple[type[Metric], ...] = (
+    SensitivityAtSpecificity, SpecificityAtSensitivity, PrecisionAtRecall, RecallAtPrecision)
 # Keras 3's short names (either case), its snake-case class names, then the class names.
 _SHORT = {"mae": "mean_absolute_error", "mse": "mean_squared_error",
           "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
@@ -321,6 +342,11 @@ def check(identifier: Any, argument: str = "metrics") -> Metric | str:
     if isinstance(identifier, str):
         if identifier in ACCURACY_NAMES or _ALIASES.get(identifier, identifier) in _CLASSES:
             return identifier
+        for cls in CONSTRAINED:
+            if identifier in (cls.__name__, snake_case(cls.__name__)):
+                raise KilnValueError(f"metric {identifier!r} needs its argument "
+                                     f"{cls.argument!r}: pass kiln.metrics.{cls.__name__}"
+                                     f"({cls.argument}=...). Received: {argument}={identifier!r}")
         raise KilnValueError(f"Could not interpret metric identifier: {identifier!r}. Expected "
                              f"one of {sorted({*ACCURACY_NAMES, *_CLASSES, *_SHORT})} (or a "
                              f"class name) or a kiln.metrics.Metric. "
@@ -352,15 +378,19 @@ def get(identifier: Metric | str, y_true_shape: Sequence[Any], y_pred_shape: Seq
 
 
 __all__ = [
-    "BinaryAccuracy", "BinaryCrossentropy", "CategoricalAccuracy", "CategoricalCrossentropy",
-    "CategoricalHinge", "CosineSimilarity", "Hinge", "KLDivergence", "LogCoshError",
+    "AUC", "BinaryAccuracy", "BinaryCrossentropy", "CategoricalAccuracy",
+    "CategoricalCrossentropy", "CategoricalHinge", "CosineSimilarity", "F1Score", "FBetaScore",
+    "FalseNegatives", "FalsePositives", "Hinge", "KLDivergence", "LogCoshError",
     "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanMetricWrapper", "MeanSquaredError",
-    "MeanSquaredLogarithmicError", "Metric", "Poisson", "SparseCategoricalAccuracy",
-    "SparseCategoricalCrossentropy", "SparseTopKCategoricalAccuracy", "SquaredHinge",
-    "TopKCategoricalAccuracy", "binary_accuracy", "binary_crossentropy", "categorical_accuracy",
-    "categorical_crossentropy", "categorical_hinge", "check", "cosine_similarity", "get", "hinge",
-    "kl_divergence", "log_cosh", "mae", "mape", "mean_absolute_error",
-    "mean_absolute_percentage_error", "mean_squared_error", "mean_squared_logarithmic_error",
-    "mse", "msle", "poisson", "sparse_categorical_accuracy", "sparse_categorical_crossentropy",
-    "sparse_top_k_categorical_accuracy", "squared_hinge", "top_k_categorical_accuracy",
+    "MeanSquaredLogarithmicError", "Metric", "Poisson", "Precision", "PrecisionAtRecall",
+    "R2Score", "Recall", "RecallAtPrecision", "RootMeanSquaredError", "SensitivityAtSpecificity",
+    "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy", "SparseTopKCategoricalAccuracy",
+    "SpecificityAtSensitivity", "SquaredHinge", "SummedMetric", "TopKCategoricalAccuracy",
+    "TrueNegatives", "TruePositives", "binary_accuracy", "binary_crossentropy",
+    "categorical_accuracy", "categorical_crossentropy", "categorical_hinge", "check",
+    "cosine_similarity", "get", "hinge", "kl_divergence", "log_cosh", "mae", "mape",
+    "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
+    "mean_squared_logarithmic_error", "mse", "msle", "poisson", "sparse_categorical_accuracy",
+    "sparse_categorical_crossentropy", "sparse_top_k_categorical_accuracy", "squared_hinge",
+    "top_k_categorical_accuracy",
 ]

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+import numpy as np
+
 
 def format_time_per_unit(seconds: float, unit: str = "step") -> str:
     if seconds >= 1 or seconds == 0:
@@ -21,7 +23,11 @@ def format_time_per_unit(seconds: float, unit: str = "step") -> str:
     return f"{seconds * 1e6:.0f}us/{unit}"
 
 
-def format_value(value: float) -> str:
+def format_value(value: Any) -> str:
+    """A log value as Keras shows it: 4 decimals (or 4 significant digits when tiny); an
+    array (a metric at several thresholds) as a bracketed list of such numbers."""
+    if np.ndim(value):
+        return "[" + " ".join(format_value(float(v)) for v in np.ravel(value)) + "]"
     return f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}"
 
 
@@ -38,14 +44,15 @@ class Progbar:
         self.stream = stream or sys.stdout
         self.dynamic = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.perf_counter()
-        self.values: dict[str, float] = {}
+        self.values: dict[str, float | np.ndarray] = {}
         self._last_width = 0
         self._finalized = False
 
     def update(self, current: int, values: Iterable[tuple[str, Any]] | None = None,
                finalize: bool | None = None) -> None:
         for key, value in values or ():
-            self.values[key] = float(value)
+            # a metric of several thresholds or classes has an array of values
+            self.values[key] = float(value) if np.size(value) == 1 else np.asarray(value, float)
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         if self.verbose == 1:

@@ -69,7 +69,8 @@ def _is_object(value: Any, kind: str) -> bool:
 
 
 _LOSSES = {cls.__name__: cls for cls in losses_mod._CLASSES.values()}
-_METRICS = {cls.__name__: cls for cls in metrics_mod._CLASSES.values()}
+_METRICS = {cls.__name__: cls for cls in (*metrics_mod._CLASSES.values(),
+                                          *metrics_mod.CONSTRAINED)}
 _OPTIMIZERS = {cls.__name__: cls for cls in optimizers_mod._BY_NAME.values()}
 
 
@@ -313,7 +314,7 @@ def entry_points(model: Model) -> tuple[dict[str, Graph], dict[str, np.ndarray]]
     initial: dict[str, np.ndarray] = {}
     if _trainable(model):
         data = None
-        directions = dict(model.metric_directions)
+        directions = dict(model.metric_directions), dict(model.metric_finish)
         try:
             if "train_step" not in built:
                 data = _dummy_dataset(model)
@@ -334,7 +335,8 @@ def entry_points(model: Model) -> tuple[dict[str, Graph], dict[str, np.ndarray]]
                 built = {**built, "test_step": build_eval_step(forward, losses, metrics, False,
                                                                name="test_step")}
         finally:
-            model.metric_directions = directions  # _specs recomputes them as a side effect
+            # _specs recomputes them as a side effect
+            model.metric_directions, model.metric_finish = directions
         graphs["train_step"], graphs["test_step"] = built["train_step"], built["test_step"]
     arrays = model._state_arrays()
     state: dict[str, np.ndarray] = {}

@@ -30,6 +30,7 @@ from kiln.frontends.keras.compile_args import (
 )
 from kiln.frontends.keras.data import Dataset
 from kiln.frontends.keras.layer import LoweringContext
+from kiln.frontends.keras.metric import SummedMetric
 from kiln.frontends.keras.seeding import rng
 from kiln.ir import KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
@@ -40,19 +41,31 @@ SEED_STATE = LoweringContext.SEED_STATE
 
 
 class _Mean:
-    """Keras's mean metrics over an epoch: each step's value weighted by its batch size."""
+    """Keras's metrics over an epoch: each step's value weighted by its batch size, and for
+    summed metrics (log name -> finish) the sum of the steps' statistics, finished."""
 
-    def __init__(self) -> None:
+    def __init__(self, summed: dict[str, Any] | None = None) -> None:
         self.sums: dict[str, float] = {}
         self.count = 0
+        self.summed = summed or {}
+        self.statistics: dict[str, np.ndarray] = {}
 
     def add(self, values: dict[str, Any], size: int) -> None:
         for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value) * size
+            if key in self.summed:
+                total = self.statistics.get(key)
+                if total is None:
+                    self.statistics[key] = np.array(value, np.float64)
+                else:
+                    total += value
+            else:
+                self.sums[key] = self.sums.get(key, 0.0) + float(value) * size
         self.count += size
 
-    def result(self) -> dict[str, float]:
-        return {key: self.sums[key] / self.count for key in sorted(self.sums)}
+    def result(self) -> dict[str, Any]:
+        logs = {key: self.sums[key] / self.count for key in self.sums}
+        logs.update((key, self.summed[key](total)) for key, total in self.statistics.items())
+        return {key: logs[key] for key in sorted(logs)}
 
 
 def _to_host(exe: Any) -> None:
@@ -125,6 +138,8 @@ class Trainer:
         self.stop_training = False
         self.history: History | None = None
         self.metric_directions: dict[str, str] = {}
+        # log name -> finish, for the metrics whose steps report summed statistics
+        self.metric_finish: dict[str, Any] = {}
         self._compile_args: dict[str, Any] = {}
         self._backend: str | None = None
         # The pass level and IR dumps of the backend's compiler (kiln compile -O, --dump-ir).
@@ -251,7 +266,7 @@ class Trainer:
         outputs = self._outputs_spec()
         single = len(outputs) == 1
         loss_specs, metric_specs, taken = [], [], set()
-        self.metric_directions = {}
+        self.metric_directions, self.metric_finish = {}, {}
         for out in outputs:
             if out.loss is None:
                 continue
@@ -266,7 +281,10 @@ class Trainer:
                 log_name = name if single else f"{out.name}_{name}"
                 taken.add(log_name)
                 self.metric_directions[log_name] = metric.direction
-                metric_specs.append(MetricSpec(out.name, name, metric.ir))
+                finish = metric.finish if isinstance(metric, SummedMetric) else None
+                if finish is not None:
+                    self.metric_finish[log_name] = finish
+                metric_specs.append(MetricSpec(out.name, name, metric.ir, finish))
         return loss_specs, metric_specs
 
     def _runtime(self, wanted: dict[str, Dataset | None]) -> Any:
@@ -395,7 +413,8 @@ class Trainer:
             order = self._log_order[entry] = (keys, ordered if isinstance(ordered, list)
                                               else [ordered])
         keys, positions = order
-        values = [float(out[k]) for k in keys]
+        finish = self.metric_finish
+        values = [finish[k](out[k]) if k in finish else float(out[k]) for k in keys]
         if return_dict:
             return dict(zip(keys, values))
         return values[positions[0]] if len(positions) == 1 else [values[i] for i in positions]
@@ -448,7 +467,7 @@ class Trainer:
         logs: dict[str, float] | None = None
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
-            mean = _Mean()
+            mean = _Mean(self.metric_finish)
             batches = _ahead(exe, "train_step", train.batches(
                 batch_size, shuffle, rng(), buffers=2 if hasattr(exe, "prefetch") else 1))
             if hooks:
@@ -481,7 +500,7 @@ class Trainer:
     def _test_loop(self, exe: Any, data: Dataset, batch_size: int,
                    cbs: CallbackList) -> dict[str, float]:
         cbs.on_test_begin()
-        mean = _Mean()
+        mean = _Mean(self.metric_finish)
         for step, (feed, size) in enumerate(data.batches(batch_size)):
             cbs.on_test_batch_begin(step)
             mean.add(exe.run("test_step", feed), size)
