@@ -163,7 +163,8 @@ LOSS_HEADS = (
 )
 # metric -> (target kind, keyword arguments); each on the first head with that target kind
 METRIC_TARGETS = {
-    "binary_accuracy": ("binary", {}), "categorical_accuracy": ("onehot", {}),
+    "accuracy": ("binary", {}), "binary_accuracy": ("binary", {}),
+    "categorical_accuracy": ("onehot", {}),
     "sparse_categorical_accuracy": ("labels", {}),
     "top_k_categorical_accuracy": ("onehot", {"k": 2}),
     "sparse_top_k_categorical_accuracy": ("labels", {"k": 2}),
@@ -175,6 +176,7 @@ METRIC_TARGETS = {
     "categorical_hinge": ("onehot", {}), "binary_crossentropy": ("binary", {}),
     "categorical_crossentropy": ("onehot", {}),
     "sparse_categorical_crossentropy": ("labels", {}),
+    "pearson_correlation": ("real", {}), "concordance_correlation": ("counts", {}),
 }
 
 # summed metric -> (target kind, statistics builder, its keyword arguments, finish): every
@@ -195,6 +197,11 @@ SUMMED_TARGETS = {
     "r2_score": ("real", sm.r2_statistics, {}, sm.finish_r2),
     "root_mean_squared_error": ("counts", sm.squared_error_statistics, {},
                                 sm.finish_root_mean_squared),
+    "mean_iou": ("labels", sm.class_confusion_statistics,
+                 {"num_classes": 3, "sparse_y_pred": False, "ignore_class": 2},
+                 lambda sums: sm.finish_iou(sums, [0, 1, 2])),
+    "binary_iou": ("binary", sm.class_confusion_statistics,
+                   {"num_classes": 2, "threshold": 0.5}, None),
 }
 
 

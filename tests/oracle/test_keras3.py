@@ -143,7 +143,9 @@ METRICS = {  # a name, or a factory taking keras.metrics / kiln.metrics -> targe
     "cosine_similarity": "real", "kl_divergence": "onehot", "poisson": "counts",
     "hinge": "binary", "squared_hinge": "signs", "categorical_hinge": "onehot",
     "binary_crossentropy": "binary", "bce": "binary", "categorical_crossentropy": "onehot",
-    "sparse_categorical_crossentropy": "labels",
+    "sparse_categorical_crossentropy": "labels", "pearson_correlation": "real",
+    "concordance_correlation": "real", "ACC": "onehot", "Accuracy": "labels",
+    "exact": ("binary", lambda m: m.Accuracy(name="exact")),
     "top2": ("onehot", lambda m: m.TopKCategoricalAccuracy(k=2, name="top2")),
     "sparse_top1": ("labels", lambda m: m.SparseTopKCategoricalAccuracy(k=1,
                                                                         name="sparse_top1")),
@@ -204,6 +206,10 @@ SUMMED = {  # name -> (head activation, targets, factory taking keras.metrics / 
                                              name="r2")),
     "rmse": (None, "real", lambda m: m.RootMeanSquaredError(name="rmse")),
     "precision_by_name": ("sigmoid", "binary", "precision"),
+    "mean_iou": ("softmax", "labels", lambda m: m.MeanIoU(3, sparse_y_pred=False)),
+    "onehot_iou": ("softmax", "onehot", lambda m: m.OneHotIoU(3, [0, 2], ignore_class=1,
+                                                             name="onehot_iou")),
+    "binary_iou": ("sigmoid", "binary", lambda m: m.BinaryIoU(threshold=0.4)),
 }
 
 
@@ -211,9 +217,10 @@ SUMMED = {  # name -> (head activation, targets, factory taking keras.metrics / 
 def test_summed_metrics_fit_like_keras(metric: str) -> None:
     activation, kind, make = SUMMED[metric]
     theirs, ours = _pair(_head(activation))
-    theirs.compile(optimizer="rmsprop", loss="mse",
+    loss = "sparse_categorical_crossentropy" if kind == "labels" else "mse"
+    theirs.compile(optimizer="rmsprop", loss=loss,
                    metrics=[make if isinstance(make, str) else make(keras.metrics)])
-    ours.compile(optimizer="rmsprop", loss="mse",
+    ours.compile(optimizer="rmsprop", loss=loss,
                  metrics=[make if isinstance(make, str) else make(kiln_metrics)])
     _fits_agree(theirs, ours, kind)
 

@@ -309,3 +309,112 @@ class F1Score(FBetaScore):
         config = super().get_config()
         del config["beta"]
         return config
+
+
+class IoU(SummedMetric):
+    """Intersection over union of the target_class_ids, averaged over those that occur:
+    class ids (sparse_y_true / sparse_y_pred False: one-hot targets or scores, reduced by
+    argmax along `axis`) counted into a num_classes x num_classes confusion matrix over the
+    batches; targets equal to ignore_class count nothing."""
+
+    def __init__(self, num_classes: int, target_class_ids: Sequence[int],
+                 name: str | None = None, dtype: str | None = None,
+                 ignore_class: int | None = None, sparse_y_true: bool = True,
+                 sparse_y_pred: bool = True, axis: int = -1):
+        owner = type(self).__name__
+        self.num_classes = _optional_int(num_classes, "num_classes", owner, least=1)
+        if self.num_classes is None:
+            raise KilnValueError(f"{owner}: expected `num_classes`, an integer >= 1. "
+                                 f"Received: num_classes=None")
+        ids = [_optional_int(i, "target_class_ids", owner) for i in target_class_ids]
+        if not ids or max(ids) >= self.num_classes:
+            raise KilnValueError(f"{owner}: expected target class ids in [0, "
+                                 f"{self.num_classes}). Received: "
+                                 f"target_class_ids={list(target_class_ids)!r}")
+        self.target_class_ids = ids
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.sparse_y_true, self.sparse_y_pred = bool(sparse_y_true), bool(sparse_y_pred)
+        self.axis = int(axis)
+        super().__init__(name, dtype)
+
+    def statistics(self, b: Any, y_true: Value, y_pred: Value,
+                   weights: Value | None = None) -> Value:
+        return sm.class_confusion_statistics(
+            b, y_true, y_pred, self.num_classes, self.ignore_class, self.sparse_y_true,
+            self.sparse_y_pred, self.axis, threshold=self._threshold(), weights=weights,
+            what=self.name)
+
+    def _threshold(self) -> float | None:
+        return None
+
+    def finish(self, sums: np.ndarray) -> float:
+        return sm.finish_iou(sums, self.target_class_ids)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "target_class_ids": self.target_class_ids, "ignore_class": self.ignore_class,
+                "sparse_y_true": self.sparse_y_true, "sparse_y_pred": self.sparse_y_pred,
+                "axis": self.axis}
+
+
+class BinaryIoU(IoU):
+    """IoU of two classes: a score at or above `threshold` predicts class 1."""
+
+    def __init__(self, target_class_ids: Sequence[int] = (0, 1), threshold: float = 0.5,
+                 name: str | None = None, dtype: str | None = None):
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise KilnValueError(f"BinaryIoU: expected a number threshold. "
+                                 f"Received: threshold={threshold!r}")
+        self.threshold = float(threshold)
+        super().__init__(2, target_class_ids, name, dtype)
+
+    def _threshold(self) -> float | None:
+        return self.threshold
+
+    def get_config(self) -> dict[str, Any]:
+        return {"target_class_ids": self.target_class_ids, "threshold": self.threshold,
+                "name": self.name, "dtype": self.dtype}
+
+
+class MeanIoU(IoU):
+    """IoU averaged over every class."""
+
+    def __init__(self, num_classes: int, name: str | None = None, dtype: str | None = None,
+                 ignore_class: int | None = None, sparse_y_true: bool = True,
+                 sparse_y_pred: bool = True, axis: int = -1):
+        classes = num_classes if isinstance(num_classes, int) else 0
+        super().__init__(num_classes, list(range(classes)), name, dtype, ignore_class,
+                         sparse_y_true, sparse_y_pred, axis)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["target_class_ids"]
+        return config
+
+
+class OneHotIoU(IoU):
+    """IoU of one-hot targets and scores (or, sparse_y_pred=True, predicted class ids)."""
+
+    def __init__(self, num_classes: int, target_class_ids: Sequence[int],
+                 name: str | None = None, dtype: str | None = None,
+                 ignore_class: int | None = None, sparse_y_pred: bool = False, axis: int = -1):
+        super().__init__(num_classes, target_class_ids, name, dtype, ignore_class, False,
+                         sparse_y_pred, axis)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config
+
+
+class OneHotMeanIoU(MeanIoU):
+    """MeanIoU of one-hot targets and scores (or, sparse_y_pred=True, predicted class ids)."""
+
+    def __init__(self, num_classes: int, name: str | None = None, dtype: str | None = None,
+                 ignore_class: int | None = None, sparse_y_pred: bool = False, axis: int = -1):
+        super().__init__(num_classes, name, dtype, ignore_class, False, sparse_y_pred, axis)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config

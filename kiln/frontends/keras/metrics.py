@@ -7,9 +7,9 @@ epoch, as Keras's mean metrics do. A SummedMetric (RootMeanSquaredError, R2Score
 confusion-matrix metrics of confusion_metrics.py) emits its batch's statistics; the loop
 sums them and finishes the sum into the value (kiln.frontends.keras.metric).
 
-"accuracy"/"acc" resolve from the shapes of targets and predictions exactly as Keras 3 does:
-binary_accuracy for a 1-unit output, sparse_categorical_accuracy for integer labels (target
-rank below the prediction's, or a last axis of 1 against several classes),
+"accuracy"/"acc", in any case, resolve from the shapes of targets and predictions exactly as
+Keras 3 does: binary_accuracy for a 1-unit output, sparse_categorical_accuracy for integer
+labels (target rank below the prediction's, or a last axis of 1 against several classes),
 categorical_accuracy otherwise.
 """
 
@@ -24,10 +24,15 @@ import numpy as np
 from kiln.frontends.keras import losses
 from kiln.frontends.keras.confusion_metrics import (
     AUC,
+    BinaryIoU,
     F1Score,
     FalseNegatives,
     FalsePositives,
     FBetaScore,
+    IoU,
+    MeanIoU,
+    OneHotIoU,
+    OneHotMeanIoU,
     Precision,
     PrecisionAtRecall,
     Recall,
@@ -45,6 +50,14 @@ from kiln.ir.training import metrics as ir_metrics
 from kiln.ir.training import summed_metrics as ir_summed
 
 ACCURACY_NAMES = ("accuracy", "acc")
+
+
+class Accuracy(MeanMetricWrapper):
+    """How often predictions equal targets exactly (for class scores, compile with
+    "accuracy", which picks binary, categorical or sparse accuracy from the shapes)."""
+
+    def __init__(self, name: str = "accuracy", dtype: str | None = None):
+        super().__init__(ir_metrics.accuracy, name, dtype)
 
 
 class BinaryAccuracy(MeanMetricWrapper):
@@ -80,6 +93,22 @@ class MeanAbsoluteError(MeanMetricWrapper):
 class MeanSquaredError(MeanMetricWrapper):
     def __init__(self, name: str = "mean_squared_error", dtype: str | None = None):
         super().__init__(ir_losses.mean_squared_error, name, dtype, direction="down")
+
+
+class PearsonCorrelation(MeanMetricWrapper):
+    """The Pearson correlation of targets and predictions along `axis`, per sample."""
+
+    def __init__(self, name: str = "pearson_correlation", dtype: str | None = None,
+                 axis: int = -1):
+        super().__init__(ir_metrics.pearson_correlation, name, dtype, axis=axis)
+
+
+class ConcordanceCorrelation(MeanMetricWrapper):
+    """Lin's concordance correlation along `axis`, per sample, as Keras 3 computes it."""
+
+    def __init__(self, name: str = "concordance_correlation", dtype: str | None = None,
+                 axis: int = -1):
+        super().__init__(ir_metrics.concordance_correlation, name, dtype, axis=axis)
 
 
 class RootMeanSquaredError(SummedMetric):
@@ -252,6 +281,16 @@ def sparse_top_k_categorical_accuracy(y_true: Any, y_pred: Any, k: int = 5) -> n
                      y_true, y_pred)
 
 
+def pearson_correlation(y_true: Any, y_pred: Any, axis: int = -1) -> np.ndarray:
+    return run_eager(lambda b, t, p: ir_metrics.pearson_correlation(b, t, p, axis),
+                     y_true, y_pred)
+
+
+def concordance_correlation(y_true: Any, y_pred: Any, axis: int = -1) -> np.ndarray:
+    return run_eager(lambda b, t, p: ir_metrics.concordance_correlation(b, t, p, axis),
+                     y_true, y_pred)
+
+
 def cosine_similarity(y_true: Any, y_pred: Any, axis: int = -1) -> np.ndarray:
     """The cosine similarity per sample (kiln.losses.cosine_similarity is its negation)."""
     return run_eager(lambda b, t, p: ir_losses.cosine_similarity(b, t, p, axis), y_true, y_pred)
@@ -310,11 +349,21 @@ _CLASSES: dict[str, type[Metric]] = {
     "auc": AUC,
     "f1_score": F1Score,
     "fbeta_score": FBetaScore,
+    "binary_io_u": BinaryIoU,
+    "pearson_correlation": PearsonCorrelation,
+    "concordance_correlation": ConcordanceCorrelation,
 }
-# Classes that need an argument, so that no name stands for them (as in Keras, where the
-# name is found and the class then fails to build without it); saved models name them.
-CONSTRAINED: tuple[type[Metric], ...] = (
-    SensitivityAtSpecificity, SpecificityAtSensitivity, PrecisionAtRecall, RecallAtPrecision)
+# Classes only given as objects: Accuracy, since every spelling of "accuracy" picks one from
+# the shapes as Keras does.
+OBJECTS_ONLY: tuple[type[Metric], ...] = (Accuracy,)
+# Classes that need arguments (class -> their names), so that no name stands for them (in
+# Keras the name is found and the class then fails to build without them); saved models
+# name them.
+NEEDS_ARGUMENTS: dict[type[Metric], str] = {
+    SensitivityAtSpecificity: "specificity", SpecificityAtSensitivity: "sensitivity",
+    PrecisionAtRecall: "recall", RecallAtPrecision: "precision",
+    IoU: "num_classes, target_class_ids", MeanIoU: "num_classes",
+    OneHotIoU: "num_classes, target_class_ids", OneHotMeanIoU: "num_classes"}
 # Keras 3's short names (either case), its snake-case class names, then the class names.
 _SHORT = {"mae": "mean_absolute_error", "mse": "mean_squared_error",
           "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
@@ -326,9 +375,9 @@ _FUNCTIONS: dict[Callable[..., Any], str] = {fn: fn.__name__ for fn in (
     binary_accuracy, categorical_accuracy, sparse_categorical_accuracy,
     top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, mean_absolute_error,
     mean_squared_error, mean_absolute_percentage_error, mean_squared_logarithmic_error,
-    log_cosh, cosine_similarity, kl_divergence, poisson, hinge, squared_hinge,
-    categorical_hinge, binary_crossentropy, categorical_crossentropy,
-    sparse_categorical_crossentropy)}
+    log_cosh, cosine_similarity, pearson_correlation, concordance_correlation, kl_divergence,
+    poisson, hinge, squared_hinge, categorical_hinge, binary_crossentropy,
+    categorical_crossentropy, sparse_categorical_crossentropy)}
 
 
 def check(identifier: Any, argument: str = "metrics") -> Metric | str:
@@ -340,13 +389,15 @@ def check(identifier: Any, argument: str = "metrics") -> Metric | str:
     if isinstance(identifier, type) and issubclass(identifier, Metric):
         return identifier()
     if isinstance(identifier, str):
-        if identifier in ACCURACY_NAMES or _ALIASES.get(identifier, identifier) in _CLASSES:
+        if (identifier.lower() in ACCURACY_NAMES
+                or _ALIASES.get(identifier, identifier) in _CLASSES):
             return identifier
-        for cls in CONSTRAINED:
+        for cls, needed in NEEDS_ARGUMENTS.items():
             if identifier in (cls.__name__, snake_case(cls.__name__)):
-                raise KilnValueError(f"metric {identifier!r} needs its argument "
-                                     f"{cls.argument!r}: pass kiln.metrics.{cls.__name__}"
-                                     f"({cls.argument}=...). Received: {argument}={identifier!r}")
+                given = ", ".join(f"{a}=..." for a in needed.split(", "))
+                raise KilnValueError(f"metric {identifier!r} needs arguments ({needed}): pass "
+                                     f"kiln.metrics.{cls.__name__}({given}). "
+                                     f"Received: {argument}={identifier!r}")
         raise KilnValueError(f"Could not interpret metric identifier: {identifier!r}. Expected "
                              f"one of {sorted({*ACCURACY_NAMES, *_CLASSES, *_SHORT})} (or a "
                              f"class name) or a kiln.metrics.Metric. "
@@ -367,7 +418,7 @@ def get(identifier: Metric | str, y_true_shape: Sequence[Any], y_pred_shape: Seq
     """The metric for a checked identifier, given the target and prediction shapes."""
     if isinstance(identifier, Metric):
         return identifier
-    if identifier in ACCURACY_NAMES:
+    if identifier.lower() in ACCURACY_NAMES:  # "Accuracy" and "ACC" too, as in Keras
         binary = y_pred_shape[-1] == 1
         sparse = len(y_true_shape) < len(y_pred_shape) or (
             y_true_shape[-1] == 1 and y_pred_shape[-1] != 1)
@@ -378,19 +429,20 @@ def get(identifier: Metric | str, y_true_shape: Sequence[Any], y_pred_shape: Seq
 
 
 __all__ = [
-    "AUC", "BinaryAccuracy", "BinaryCrossentropy", "CategoricalAccuracy",
-    "CategoricalCrossentropy", "CategoricalHinge", "CosineSimilarity", "F1Score", "FBetaScore",
-    "FalseNegatives", "FalsePositives", "Hinge", "KLDivergence", "LogCoshError",
-    "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanMetricWrapper", "MeanSquaredError",
-    "MeanSquaredLogarithmicError", "Metric", "Poisson", "Precision", "PrecisionAtRecall",
-    "R2Score", "Recall", "RecallAtPrecision", "RootMeanSquaredError", "SensitivityAtSpecificity",
+    "AUC", "Accuracy", "BinaryAccuracy", "BinaryCrossentropy", "BinaryIoU", "CategoricalAccuracy",
+    "CategoricalCrossentropy", "CategoricalHinge", "ConcordanceCorrelation", "CosineSimilarity",
+    "F1Score", "FBetaScore", "FalseNegatives", "FalsePositives", "Hinge", "IoU", "KLDivergence",
+    "LogCoshError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanIoU",
+    "MeanMetricWrapper", "MeanSquaredError", "MeanSquaredLogarithmicError", "Metric", "OneHotIoU",
+    "OneHotMeanIoU", "PearsonCorrelation", "Poisson", "Precision", "PrecisionAtRecall", "R2Score",
+    "Recall", "RecallAtPrecision", "RootMeanSquaredError", "SensitivityAtSpecificity",
     "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy", "SparseTopKCategoricalAccuracy",
     "SpecificityAtSensitivity", "SquaredHinge", "SummedMetric", "TopKCategoricalAccuracy",
     "TrueNegatives", "TruePositives", "binary_accuracy", "binary_crossentropy",
     "categorical_accuracy", "categorical_crossentropy", "categorical_hinge", "check",
-    "cosine_similarity", "get", "hinge", "kl_divergence", "log_cosh", "mae", "mape",
-    "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
-    "mean_squared_logarithmic_error", "mse", "msle", "poisson", "sparse_categorical_accuracy",
-    "sparse_categorical_crossentropy", "sparse_top_k_categorical_accuracy", "squared_hinge",
-    "top_k_categorical_accuracy",
+    "concordance_correlation", "cosine_similarity", "get", "hinge", "kl_divergence", "log_cosh",
+    "mae", "mape", "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
+    "mean_squared_logarithmic_error", "mse", "msle", "pearson_correlation", "poisson",
+    "sparse_categorical_accuracy", "sparse_categorical_crossentropy",
+    "sparse_top_k_categorical_accuracy", "squared_hinge", "top_k_categorical_accuracy",
 ]

@@ -70,7 +70,7 @@ def _is_object(value: Any, kind: str) -> bool:
 
 _LOSSES = {cls.__name__: cls for cls in losses_mod._CLASSES.values()}
 _METRICS = {cls.__name__: cls for cls in (*metrics_mod._CLASSES.values(),
-                                          *metrics_mod.CONSTRAINED)}
+                                          *metrics_mod.NEEDS_ARGUMENTS, *metrics_mod.OBJECTS_ONLY)}
 _OPTIMIZERS = {cls.__name__: cls for cls in optimizers_mod._BY_NAME.values()}
 
 

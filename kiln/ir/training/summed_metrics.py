@@ -178,6 +178,51 @@ def fbeta_statistics(b: Any, y_true: Value, y_pred: Value, threshold: float | No
     return b.sum(cells if scale is None else b.mul(cells, scale), axes=(0,))
 
 
+def class_confusion_statistics(b: Any, y_true: Value, y_pred: Value, num_classes: int,
+                               ignore_class: int | None = None, sparse_y_true: bool = True,
+                               sparse_y_pred: bool = True, axis: int = -1,
+                               threshold: float | None = None, weights: Value | None = None,
+                               what: str = "iou") -> Value:
+    """The confusion matrix of class ids, [C, C] (rows: the true class, columns: the
+    predicted one), as Keras 3's IoU metrics count it: one-hot targets or scores are first
+    reduced to ids by argmax along `axis`, float ids truncate, `threshold` makes scores at or
+    above it class 1 (BinaryIoU); pairs with an id outside [0, C), or a target equal to
+    ignore_class, count nothing."""
+    if not sparse_y_true:
+        y_true = b.argmax(y_true, axis=axis)
+    if threshold is not None:
+        at_least = b.logical_or(b.greater(y_pred, threshold), b.equal(y_pred, threshold))
+        y_pred = b.cast(at_least, dtype="int32")
+    elif not sparse_y_pred:
+        y_pred = b.argmax(y_pred, axis=axis)
+    ids = []
+    for v in (y_true, y_pred):
+        ids.append(v if v.type.dtype in ("int32", "int64") else b.cast(v, dtype="int32"))
+    y_true, y_pred = match_rank(b, ids[0], ids[1]), ids[1]
+    if y_true.type.shape != y_pred.type.shape:
+        raise KilnTypeError(f"{what}: expected class ids of one shape for targets and "
+                            f"predictions. Received: y_true: {y_true.type}, y_pred: "
+                            f"{y_pred.type}")
+    inside = None
+    for v in (y_true, y_pred):
+        ok = b.logical_and(b.logical_not(b.less(v, 0)), b.less(v, num_classes))
+        inside = ok if inside is None else b.logical_and(inside, ok)
+    if ignore_class is not None:
+        inside = b.logical_and(inside, b.logical_not(b.equal(y_true, ignore_class)))
+    dtype = weights.type.dtype if weights is not None else "float32"
+    count = b.cast(inside, dtype=dtype)
+    scale = _sample_weights(b, weights, count)
+    if scale is not None:
+        count = b.mul(count, scale)
+    rank = y_true.type.rank
+    true_hot = b.one_hot(b.where(inside, y_true, 0), depth=num_classes, dtype=dtype)
+    pred_hot = b.one_hot(b.where(inside, y_pred, 0), depth=num_classes, dtype=dtype)
+    cells = b.mul(b.expand_dims(b.mul(true_hot, b.expand_dims(count, axes=(rank,))),
+                                axes=(rank + 1,)),
+                  b.expand_dims(pred_hot, axes=(rank,)))
+    return b.sum(cells, axes=tuple(range(rank)))
+
+
 def r2_statistics(b: Any, y_true: Value, y_pred: Value, weights: Value | None = None,
                   what: str = "r2_score") -> Value:
     """Per output: the sum of targets, of squared targets, of squared residuals, of weights,
@@ -319,6 +364,16 @@ def finish_fbeta(sums: np.ndarray, beta: float = 1.0,
     if average is not None:
         return float(np.mean(score))
     return value_of(score)
+
+
+def finish_iou(sums: np.ndarray, target_class_ids: Sequence[int]) -> float:
+    """Keras 3's IoU.result: tp / (predicted + actual - tp) per target class, averaged over
+    the target classes that occur (in targets or predictions)."""
+    matrix = np.asarray(sums, np.float64)
+    tp = np.diag(matrix)
+    denominator = (matrix.sum(0) + matrix.sum(1) - tp)[list(target_class_ids)]
+    iou = np.where(denominator > 1e-9, tp[list(target_class_ids)] / (denominator + EPSILON), 0)
+    return float(np.sum(iou) / (np.sum(denominator > 1e-9) + EPSILON))
 
 
 def finish_r2(sums: np.ndarray, class_aggregation: str | None = "uniform_average",

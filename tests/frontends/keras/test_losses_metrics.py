@@ -99,6 +99,23 @@ def test_classification_metrics_and_their_directions() -> None:
                                        "top2": "up", "sparse_categorical_crossentropy": "down"}
 
 
+def test_accuracy_spellings_and_the_exact_accuracy_class(tmp_path) -> None:  # noqa: ANN001
+    model = models.Sequential([layers.Input((6,)), layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy",
+                  metrics=["ACC", "Accuracy", metrics.Accuracy(name="exact")])
+    x = rng.standard_normal((12, 6)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 12)]
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    hits = np.mean(model.predict(x, verbose=0).argmax(-1) == y.argmax(-1))
+    assert logs["ACC"] == logs["Accuracy"] == pytest.approx(hits) and logs["exact"] == 0.0
+    exact = metrics.Accuracy()
+    exact.update_state([[1, 2], [3, 4]], [[1, 2], [3, 0]], sample_weight=[1.0, 3.0])
+    assert exact.result() == pytest.approx((2 * 1 + 1 * 3) / 8)
+    model.save(tmp_path / "m.kiln")
+    assert models.load_model(tmp_path / "m.kiln").evaluate(
+        x, y, verbose=0, return_dict=True) == pytest.approx(logs)
+
+
 def test_functions_on_arrays() -> None:
     y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
     p = np.array([[0.2, 0.5, 0.3], [0.3, 0.6, 0.1]], np.float32)

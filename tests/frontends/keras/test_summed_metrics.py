@@ -37,7 +37,7 @@ def _data(n: int = 30, units: int = 3) -> tuple[np.ndarray, np.ndarray]:
     ("FalseNegatives", metrics.FalseNegatives), ("root_mean_squared_error",
                                                  metrics.RootMeanSquaredError),
     ("r2_score", metrics.R2Score), ("f1_score", metrics.F1Score),
-    ("FBetaScore", metrics.FBetaScore),
+    ("FBetaScore", metrics.FBetaScore), ("binary_io_u", metrics.BinaryIoU),
 ])
 def test_names_resolve_to_summed_metrics_named_as_given(identifier, cls) -> None:  # noqa: ANN001
     metric = metrics.get(metrics.check(identifier), (None, 3), (None, 3))
@@ -86,6 +86,21 @@ def test_fit_reports_each_epoch_over_all_its_batches() -> None:
         np.testing.assert_allclose(epoch, r2, rtol=1e-5)
     val = skm.r2_score(y[:12], model.predict(x[:12], verbose=0), multioutput="raw_values")
     np.testing.assert_allclose(history["val_r2_score"][-1], val, rtol=1e-5)
+
+
+def test_mean_iou_of_a_classifier() -> None:
+    model = models.Sequential([layers.Input((5,)), layers.Dense(4, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                  metrics=[metrics.MeanIoU(4, sparse_y_pred=False),
+                           metrics.IoU(4, [1], sparse_y_pred=False, name="iou_1")])
+    x = rng.standard_normal((40, 5)).astype("float32")
+    labels = rng.integers(0, 4, 40)
+    logs = model.evaluate(x, labels, batch_size=16, verbose=0, return_dict=True)
+    guess = model.predict(x, verbose=0).argmax(-1)
+    per_class = skm.jaccard_score(labels, guess, average=None, labels=range(4))
+    present = np.isin(range(4), np.concatenate([labels, guess]))
+    assert logs["mean_io_u"] == pytest.approx(per_class[present].mean(), rel=1e-5)
+    assert logs["iou_1"] == pytest.approx(per_class[1], rel=1e-5)
 
 
 def test_on_batch_calls_finish_their_own_batch() -> None:
@@ -144,7 +159,8 @@ def test_class_arguments_survive_save_and_load(tmp_path) -> None:  # noqa: ANN00
               metrics.Precision(top_k=1, class_id=2), metrics.PrecisionAtRecall(0.6),
               metrics.SensitivityAtSpecificity(0.4, num_thresholds=30),
               metrics.FBetaScore(average="weighted", beta=0.5, threshold=0.4),
-              metrics.R2Score(num_regressors=2), metrics.FalsePositives(thresholds=0.7)]
+              metrics.R2Score(num_regressors=2), metrics.FalsePositives(thresholds=0.7),
+              metrics.OneHotIoU(3, [0, 2], ignore_class=1), metrics.BinaryIoU([1], 0.3)]
     model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=chosen)
     x, y = _data()
     before = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
@@ -169,7 +185,10 @@ def test_errors_name_the_metric_and_argument() -> None:
         (lambda: metrics.FBetaScore(average="mean"), "invalid `average` argument value"),
         (lambda: metrics.R2Score(class_aggregation="sum"), "R2Score: invalid value for"),
         (lambda: metrics.check("precision_at_recall"),
-         "metric 'precision_at_recall' needs its argument 'recall'"),
+         "metric 'precision_at_recall' needs arguments (recall): pass "
+         "kiln.metrics.PrecisionAtRecall(recall=...)"),
+        (lambda: metrics.check("MeanIoU"), "pass kiln.metrics.MeanIoU(num_classes=...)"),
+        (lambda: metrics.IoU(3, [0, 3]), "IoU: expected target class ids in [0, 3)"),
     ]
     for make, message in cases:
         with pytest.raises(KilnValueError, match=re.escape(message)):

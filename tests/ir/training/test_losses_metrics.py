@@ -223,6 +223,22 @@ def test_more_losses_match_keras_definitions(name, args, kwargs, expected) -> No
     np.testing.assert_allclose(_apply(LOSSES[name], *args, **kwargs), expected, rtol=1e-10)
 
 
+def test_correlation_metrics_match_their_definitions() -> None:
+    t, p = regression_true, regression_pred
+    pearson = [np.corrcoef(a, b)[0, 1] for a, b in zip(t, p)]
+    np.testing.assert_allclose(_apply(METRICS["pearson_correlation"], t, p), pearson,
+                               rtol=1e-10)
+    # Keras 3's concordance centres the targets on the predictions' mean in its covariance
+    tm, pm = t.mean(-1, keepdims=True), p.mean(-1, keepdims=True)
+    spread = t.var(-1, keepdims=True) + p.var(-1, keepdims=True) + (tm - pm) ** 2
+    concordance = np.mean(2 * (t - pm) * (p - pm) / (spread + EPS), -1)
+    np.testing.assert_allclose(_apply(METRICS["concordance_correlation"], t, p), concordance,
+                               rtol=1e-10)
+    np.testing.assert_allclose(_apply(METRICS["pearson_correlation"], t, p, axis=0),
+                               [np.corrcoef(a, b)[0, 1] for a, b in zip(t.T, p.T)],
+                               rtol=1e-10)
+
+
 def test_hinge_keeps_labels_of_a_batch_that_is_not_all_zero_or_one() -> None:
     labels = binary_true.copy()
     labels[0, 0] = 0.5  # one label outside {0, 1}: Keras converts none of the batch

@@ -168,6 +168,43 @@ def test_finishers_agree_with_scikit_learn() -> None:
         np.sqrt(skm.mean_squared_error(target, guess)), rel=1e-6)
 
 
+def test_class_confusion_matches_numpy_and_iou_matches_scikit_learn() -> None:
+    labels = rng.integers(-1, 5, (8, 5))  # ids outside [0, 4) count nothing
+    scores = rng.uniform(size=(8, 5, 4)).astype(np.float32)
+    w = rng.uniform(0, 2, 8).astype(np.float32)
+    got = _apply(sm.class_confusion_statistics, labels, scores, w, num_classes=4,
+                 ignore_class=2, sparse_y_pred=False)
+    predicted = scores.argmax(-1)
+    expected = np.zeros((4, 4))
+    for (i, j), t in np.ndenumerate(labels):
+        if 0 <= t < 4 and t != 2:
+            expected[t, predicted[i, j]] += w[i]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # one-hot targets, float ids that truncate, thresholds for two classes
+    onehot = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 30)]
+    ids = rng.uniform(0, 4, 30).astype(np.float32)
+    got = _apply(sm.class_confusion_statistics, onehot, ids, num_classes=4,
+                 sparse_y_true=False)
+    np.testing.assert_array_equal(got, skm.confusion_matrix(
+        onehot.argmax(-1), ids.astype(int), labels=range(4)))
+    flags = rng.integers(0, 2, (30, 2)).astype(np.float32)
+    binary = (rng.integers(0, 5, (30, 2)) / 8).astype(np.float32)  # 0.5 itself is class 1
+    sums = _apply(sm.class_confusion_statistics, flags, binary, num_classes=2, threshold=0.5)
+    hit = binary >= 0.5
+    assert np.any(binary == 0.5)
+    np.testing.assert_array_equal(sums, skm.confusion_matrix(flags.ravel(), hit.ravel(),
+                                                             labels=[0, 1]))
+    truth, guess = rng.integers(0, 4, 200), rng.integers(0, 3, 200)  # class 3 never guessed
+    sums = _apply(sm.class_confusion_statistics, truth, guess, num_classes=4)
+    per_class = skm.jaccard_score(truth, guess, average=None, labels=range(4))
+    assert sm.finish_iou(sums, [0, 1, 2, 3]) == pytest.approx(np.mean(per_class), rel=1e-6)
+    assert sm.finish_iou(sums, [1, 3]) == pytest.approx(np.mean(per_class[[1, 3]]), rel=1e-6)
+    # a class in neither targets nor predictions does not count in the mean
+    sums[2, :] = sums[:, 2] = 0
+    assert sm.finish_iou(sums, [0, 2]) == pytest.approx(
+        sums[0, 0] / (sums[0].sum() + sums[:, 0].sum() - sums[0, 0]), rel=1e-6)
+
+
 def test_weighted_statistics_match_numpy() -> None:
     target = rng.standard_normal((20, 2)).astype(np.float32)
     guess = rng.standard_normal((20, 2)).astype(np.float32)
