@@ -142,16 +142,16 @@ class AUC(SummedMetric):
             raise KilnValueError(f"{owner}: invalid `summation_method` argument value "
                                  f"{summation_method!r}. Expected one of: {list(_SUMMATIONS)}")
         if thresholds is not None:
-            inner = _thresholds(thresholds, 0.5, owner)
+            inner = sorted(_thresholds(thresholds, 0.5, owner))
             self.num_thresholds = len(inner) + 2
-            self.evenly = sm.evenly_spaced([0.0, *sorted(inner), 1.0])
+            self.evenly = sm.evenly_spaced([0.0, *inner, 1.0])
         else:
             if (isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int)
                     or num_thresholds <= 1):
                 raise KilnValueError(f"{owner}: argument `num_thresholds` must be an integer "
                                      f"> 1. Received: num_thresholds={num_thresholds!r}")
             inner, self.num_thresholds, self.evenly = None, num_thresholds, True
-        self.init_thresholds = None if thresholds is None else sorted(inner)
+        self.init_thresholds = inner
         self.thresholds = sm.auc_thresholds(self.num_thresholds, self.init_thresholds)
         self.curve, self.summation_method = str(curve).upper(), str(summation_method).lower()
         self.multi_label, self.from_logits = bool(multi_label), bool(from_logits)
@@ -317,6 +317,8 @@ class IoU(SummedMetric):
     argmax along `axis`) counted into a num_classes x num_classes confusion matrix over the
     batches; targets equal to ignore_class count nothing."""
 
+    threshold: float | None = None  # BinaryIoU's: scores at or above it predict class 1
+
     def __init__(self, num_classes: int, target_class_ids: Sequence[int],
                  name: str | None = None, dtype: str | None = None,
                  ignore_class: int | None = None, sparse_y_true: bool = True,
@@ -341,11 +343,8 @@ class IoU(SummedMetric):
                    weights: Value | None = None) -> Value:
         return sm.class_confusion_statistics(
             b, y_true, y_pred, self.num_classes, self.ignore_class, self.sparse_y_true,
-            self.sparse_y_pred, self.axis, threshold=self._threshold(), weights=weights,
+            self.sparse_y_pred, self.axis, threshold=self.threshold, weights=weights,
             what=self.name)
-
-    def _threshold(self) -> float | None:
-        return None
 
     def finish(self, sums: np.ndarray) -> float:
         return sm.finish_iou(sums, self.target_class_ids)
@@ -367,9 +366,6 @@ class BinaryIoU(IoU):
                                  f"Received: threshold={threshold!r}")
         self.threshold = float(threshold)
         super().__init__(2, target_class_ids, name, dtype)
-
-    def _threshold(self) -> float | None:
-        return self.threshold
 
     def get_config(self) -> dict[str, Any]:
         return {"target_class_ids": self.target_class_ids, "threshold": self.threshold,

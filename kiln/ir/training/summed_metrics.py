@@ -26,10 +26,14 @@ EPSILON = 1e-7
 
 
 # -- the statistics, as IR --------------------------------------------------------------------
-def _paired(b: Any, y_true: Value, y_pred: Value, what: str) -> Value:
-    """y_true in y_pred's float dtype, after Keras's squeeze-or-expand; same shapes."""
+def _expect_float(y_pred: Value, what: str) -> None:
     if not y_pred.type.is_float:
         raise KilnTypeError(f"{what}: expected float predictions. Received: y_pred: {y_pred.type}")
+
+
+def _paired(b: Any, y_true: Value, y_pred: Value, what: str) -> Value:
+    """y_true in y_pred's float dtype, after Keras's squeeze-or-expand; same shapes."""
+    _expect_float(y_pred, what)
     y_true = _float_target(b, y_true, y_pred, what)
     if y_true.type.shape != y_pred.type.shape:
         raise KilnTypeError(f"{what}: expected targets of the predictions' shape "
@@ -227,8 +231,7 @@ def r2_statistics(b: Any, y_true: Value, y_pred: Value, weights: Value | None = 
                   what: str = "r2_score") -> Value:
     """Per output: the sum of targets, of squared targets, of squared residuals, of weights,
     and the number of target values, [5, C] of predictions [N, C]."""
-    y_true = match_rank(b, y_true, y_pred)
-    if y_pred.type.rank != 2 or y_true.type.rank != 2:
+    if y_pred.type.rank != 2:
         raise KilnTypeError(f"{what}: expected 2D inputs with shape (batch_size, output_dim). "
                             f"Received: y_true: {y_true.type}, y_pred: {y_pred.type}")
     y_true = _paired(b, y_true, y_pred, what)
@@ -249,18 +252,16 @@ def squared_error_statistics(b: Any, y_true: Value, y_pred: Value,
                              what: str = "root_mean_squared_error") -> Value:
     """The sum over samples of each sample's mean squared error, and the number (or total
     weight) of samples, [2]: RootMeanSquaredError's total and count."""
-    if not y_pred.type.is_float:
-        raise KilnTypeError(f"{what}: expected float predictions. Received: y_pred: {y_pred.type}")
+    _expect_float(y_pred, what)
     y_true = match_rank(b, y_true, y_pred)
     if y_true.type.dtype != y_pred.type.dtype:
         y_true = b.cast(y_true, dtype=y_pred.type.dtype)
     error = b.square(b.sub(y_pred, y_true))
     if error.type.rank > 1:
         error = b.mean(error, axes=tuple(range(1, error.type.rank)))
-    if weights is None:
+    w = _sample_weights(b, weights, error)
+    if w is None:
         return _stack(b, [b.sum(error), b.size(error, axes=(0,), dtype=error.type.dtype)])
-    w = b.cast(weights, dtype=error.type.dtype) if weights.type.dtype != error.type.dtype \
-        else weights
     return _stack(b, [b.sum(b.mul(error, w)), b.sum(w)])
 
 
@@ -277,22 +278,24 @@ def value_of(x: np.ndarray) -> float | np.ndarray:
     return float(x) if x.ndim == 0 else x
 
 
+def _per_threshold(values: np.ndarray) -> float | np.ndarray:
+    """A value per threshold: a float for one threshold, as Keras's result()[0]."""
+    return value_of(values[0] if values.shape == (1,) else values)
+
+
 def finish_count(sums: np.ndarray, cell: int) -> float | np.ndarray:
     """One cell of the confusion statistics (0 tp, 1 fp, 2 tn, 3 fn): a count per threshold."""
-    counts = np.asarray(sums, np.float64)[cell]
-    return value_of(counts[0] if counts.shape == (1,) else counts)
+    return _per_threshold(np.asarray(sums, np.float64)[cell])
 
 
 def finish_precision(sums: np.ndarray) -> float | np.ndarray:
     tp, fp = np.asarray(sums, np.float64)[:2]
-    result = divide_no_nan(tp, tp + fp)
-    return value_of(result[0] if result.shape == (1,) else result)
+    return _per_threshold(divide_no_nan(tp, tp + fp))
 
 
 def finish_recall(sums: np.ndarray) -> float | np.ndarray:
     tp, fn = np.asarray(sums, np.float64)[[0, 3]]
-    result = divide_no_nan(tp, tp + fn)
-    return value_of(result[0] if result.shape == (1,) else result)
+    return _per_threshold(divide_no_nan(tp, tp + fn))
 
 
 def _rates(sums: np.ndarray) -> dict[str, np.ndarray]:
