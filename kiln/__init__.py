@@ -5,7 +5,18 @@ static-graph IR (kiln.ir), are differentiated symbolically, optimized by compile
 run by a backend (kiln.runtimes).
 """
 
-from kiln import callbacks, datasets, layers, losses, metrics, models, optimizers, utils
+from kiln import (
+    callbacks,
+    constraints,
+    datasets,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+    utils,
+)
 from kiln.ir.errors import KilnError
 from kiln.models import load_model
 from kiln.runtimes import get_backend, set_backend
@@ -13,6 +24,7 @@ from kiln.runtimes import get_backend, set_backend
 __version__ = "0.1.0"
 
 __all__ = [
-    "KilnError", "__version__", "callbacks", "datasets", "get_backend", "layers", "losses",
-    "load_model", "metrics", "models", "optimizers", "set_backend", "utils",
+    "KilnError", "__version__", "callbacks", "constraints", "datasets", "get_backend",
+    "layers", "losses", "load_model", "metrics", "models", "optimizers", "regularizers",
+    "set_backend", "utils",
 ]

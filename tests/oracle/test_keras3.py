@@ -15,8 +15,10 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
+from kiln import constraints as kiln_constraints  # noqa: E402
 from kiln import layers, models, optimizers  # noqa: E402
 from kiln import metrics as kiln_metrics  # noqa: E402
+from kiln import regularizers as kiln_regularizers  # noqa: E402
 
 rng = np.random.default_rng(0)
 # Keras 3.15's torch backend warns about NumPy 2's copy keyword on every conversion.
@@ -167,10 +169,12 @@ def test_more_metrics_fit_like_keras(metric: str) -> None:
     _fits_agree(theirs, ours, kind)
 
 
-def _fits_agree(theirs, ours, kind: str, validation: bool = True) -> None:  # noqa: ANN001
+def _fits_agree(theirs, ours, kind: str, validation: bool = True,  # noqa: ANN001
+                x: np.ndarray | None = None) -> None:
     """Two epochs of `fit` give the same history: every loss and metric, a metric of several
-    thresholds or classes value by value."""
-    x, y = rng.standard_normal((50, 6)).astype("float32"), TARGETS[kind](50)
+    thresholds or classes value by value (on 50 samples of x, default 6 normal features)."""
+    x = rng.standard_normal((50, 6)).astype("float32") if x is None else x
+    y = TARGETS[kind](50)
     kwargs = dict(batch_size=16, epochs=2, shuffle=False, verbose=0,
                   validation_split=0.2 if validation else 0.0)
     their_history = theirs.fit(x, y, **kwargs).history
@@ -237,3 +241,49 @@ def test_confusion_counts_fit_like_keras(cls: str) -> None:
     ours.compile(optimizer="rmsprop", loss="mse",
                  metrics=[getattr(kiln_metrics, cls)(thresholds=[0.3, 0.5])])
     _fits_agree(theirs, ours, "binary", validation=False)
+
+
+# -- regularizers and constraints ----------------------------------------------------------
+PENALIZED = {  # name -> (build(L, R, C, S), inputs of n samples, targets)
+    "dense": (lambda L, R, C, S: S([
+        L.Input(shape=(6,)),
+        L.Dense(8, activation="tanh", kernel_regularizer=R.L2(0.05), bias_regularizer="l1",
+                activity_regularizer=R.L1L2(l1=0.01, l2=0.02),
+                kernel_constraint=C.MaxNorm(1.0)),
+        L.Dense(3, activation="softmax",
+                kernel_regularizer=R.OrthogonalRegularizer(0.1, mode="columns"),
+                bias_constraint=C.NonNeg())]),
+        lambda n: rng.standard_normal((n, 6)).astype("float32"), "onehot"),
+    "conv_batchnorm": (lambda L, R, C, S: S([
+        L.Input(shape=(7, 7, 2)),
+        L.Conv2D(4, 3, kernel_regularizer=R.L1L2(0.01, 0.01), activity_regularizer="l2",
+                 kernel_constraint=C.MaxNorm(0.8, axis=[0, 1, 2]), use_bias=False),
+        L.BatchNormalization(gamma_regularizer="l2", beta_regularizer=R.L1(0.1),
+                             gamma_constraint=C.MinMaxNorm(0.5, 1.5, rate=0.5)),
+        L.Flatten(), L.Dense(3, activation="softmax", kernel_constraint=C.UnitNorm())]),
+        lambda n: rng.standard_normal((n, 7, 7, 2)).astype("float32"), "onehot"),
+    "embedding_lstm": (lambda L, R, C, S: S([
+        L.Input(shape=(5,), dtype="int32"),
+        L.Embedding(20, 4, embeddings_regularizer=R.L2(0.1),
+                    embeddings_constraint=C.UnitNorm(axis=1)),
+        L.LSTM(5, kernel_regularizer="l2", recurrent_regularizer=R.L1(0.02),
+               bias_regularizer="l2", activity_regularizer="l1",
+               recurrent_constraint=C.MaxNorm(1.0)),
+        L.Dense(3, activation="softmax")]),
+        lambda n: rng.integers(0, 20, (n, 5)).astype("int32"), "onehot"),
+}
+
+
+@pytest.mark.parametrize("name", PENALIZED)
+def test_regularized_and_constrained_fit_like_keras(name: str) -> None:
+    build, make_x, kind = PENALIZED[name]
+    theirs = build(keras.layers, keras.regularizers, keras.constraints, keras.Sequential)
+    ours = build(layers, kiln_regularizers, kiln_constraints, models.Sequential)
+    ours.set_weights(theirs.get_weights())
+    theirs.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy",
+                   metrics=["accuracy"])
+    ours.compile(optimizer=optimizers.Adam(0.01), loss="categorical_crossentropy",
+                 metrics=["accuracy"])
+    _fits_agree(theirs, ours, kind, x=make_x(50))
+    for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)

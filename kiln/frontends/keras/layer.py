@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.frontends.keras import constraints, regularizers
 from kiln.ir import GraphBuilder, KilnError, KilnTypeError, KilnValueError, TensorType, Value
 from kiln.ir.types import canonical_dtype, numpy_dtype
 from kiln.runtimes import residency
@@ -60,12 +61,15 @@ class Variable:
     write the array (the next call sends host writes over)."""
 
     def __init__(self, layer: Layer, name: str, shape: Shape, dtype: str,
-                 initializer: Callable[[Shape, str], np.ndarray], trainable: bool):
+                 initializer: Callable[[Shape, str], np.ndarray], trainable: bool,
+                 regularizer: Callable | None = None, constraint: Callable | None = None):
         self.layer = layer
         self.name = name
         self.shape = tuple(int(d) for d in shape)
         self.dtype = canonical_dtype(dtype)
         self.trainable = trainable
+        self.regularizer = regularizer  # kiln.regularizers: its penalty joins the loss
+        self.constraint = constraint  # kiln.constraints: applied after each update
         value = np.asarray(initializer(self.shape, self.dtype), dtype=numpy_dtype(self.dtype))
         self._value = np.ascontiguousarray(value.reshape(self.shape))
 
@@ -148,11 +152,16 @@ class LoweringContext:
     #: The state that keys random draws; a training graph advances it by one per call.
     SEED_STATE = "seed_generator.state"
 
-    def __init__(self, b: GraphBuilder, training: bool, state_values: dict[int, Value]):
+    def __init__(self, b: GraphBuilder, training: bool, state_values: dict[int, Value],
+                 penalties: bool = False):
         self.b = b
         self.training = training
         self._state = state_values
         self.updates: dict[int, Value] = {}
+        # With `penalties`, the activity regularizers' penalties, in call order (Model.lower
+        # adds them); a step adds them to the loss.
+        self.penalties = penalties
+        self.losses: list[Value] = []
         self.rng_key: Value | None = None
         self._streams = 0
 
@@ -189,12 +198,15 @@ class Layer:
     def __init__(self, name: str | None = None, dtype: str | None = None, trainable: bool = True,
                  input_shape: Sequence[int | None] | None = None,
                  batch_input_shape: Sequence[int | None] | None = None,
-                 input_dim: int | None = None, **kwargs: Any):
+                 input_dim: int | None = None, activity_regularizer: Any = None,
+                 **kwargs: Any):
         if kwargs:
             key = next(iter(kwargs))
             raise KilnTypeError(f"{type(self).__name__}: unrecognized keyword argument "
                                 f"{key!r}. Received: {key}={kwargs[key]!r}")
         self.name = name or unique_name(snake_case(type(self).__name__))
+        self.activity_regularizer = regularizers.get(activity_regularizer,
+                                                     "activity_regularizer")
         self.dtype = canonical_dtype(dtype or "float32")
         self.trainable = trainable
         self.built = False
@@ -210,11 +222,13 @@ class Layer:
 
     # -- weights -------------------------------------------------------------------------
     def add_weight(self, name: str, shape: Shape, initializer: Any = "zeros",
-                   trainable: bool = True, dtype: str | None = None) -> Variable:
+                   trainable: bool = True, dtype: str | None = None, regularizer: Any = None,
+                   constraint: Any = None) -> Variable:
         from kiln.frontends.keras import initializers
 
         init = initializers.get(initializer)
-        variable = Variable(self, name, shape, dtype or self.dtype, init, trainable)
+        variable = Variable(self, name, shape, dtype or self.dtype, init, trainable,
+                            regularizers.get(regularizer), constraints.get(constraint))
         self._variables.append(variable)
         return variable
 
@@ -259,6 +273,8 @@ class Layer:
                                   "dtype": self.dtype}
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return config
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
@@ -313,6 +329,25 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+
+#: The regularizer and constraint arguments of a layer with a kernel and a bias.
+KERNEL_BIAS_OPTIONS = ("kernel_regularizer", "bias_regularizer", "kernel_constraint",
+                       "bias_constraint")
+
+
+def set_weight_options(layer: Layer, **options: Any) -> None:
+    """Store each `<weight>_regularizer` / `<weight>_constraint` argument on the layer,
+    resolved through kiln.regularizers / kiln.constraints (errors name the argument)."""
+    for key, value in options.items():
+        module = regularizers if key.endswith("_regularizer") else constraints
+        setattr(layer, key, module.get(value, key))
+
+
+def weight_options_config(layer: Layer, *keys: str) -> dict[str, Any]:
+    """The serialized `<weight>_regularizer` / `<weight>_constraint` arguments, for get_config."""
+    return {key: (regularizers if key.endswith("_regularizer") else constraints).serialize(
+        getattr(layer, key)) for key in keys}
 
 
 def _shape_arg(shape: Any, what: str, layer: str) -> tuple:

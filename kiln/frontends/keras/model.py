@@ -24,7 +24,7 @@ from kiln.frontends.keras.layer import (
     to_ir_type,
 )
 from kiln.frontends.keras.trainer import Trainer
-from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError
+from kiln.ir import Graph, GraphBuilder, KilnError, KilnTypeError, KilnValueError, Value
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ForwardGraph:
     graph: Graph
     variables: dict[str, Variable]  # IR state name -> variable
     uses_rng: bool
+    penalty: str | None = None  # the output holding the regularizers' total, if any
 
 
 def flatten_structure(value: Any, what: str) -> tuple[list[Any], list[str] | None, bool]:
@@ -154,6 +155,9 @@ class Model(Trainer, Layer):
                                          **record.kwargs)
             outs = out if isinstance(out, (list, tuple)) else [out]
             env.update({id(t): v for t, v in zip(record.outputs, outs)})
+            if ctx.penalties and record.layer.activity_regularizer is not None:
+                with b.scope(f"{record.layer.name}.activity_regularizer"):
+                    ctx.losses.extend(_activity_penalty(b, record.layer, v) for v in outs)
         results = [env[id(t)] for t in self._outputs]
         return results[0] if len(results) == 1 and self._single_output else results
 
@@ -175,10 +179,14 @@ class Model(Trainer, Layer):
             names[id(v)] = name
         return names
 
-    def forward_graph(self, training: bool, name: str | None = None) -> ForwardGraph:
+    def forward_graph(self, training: bool, name: str | None = None,
+                      penalties: bool = False) -> ForwardGraph:
         """The model as one IR graph: inputs by input name, every variable as state,
         outputs by output name; in training mode, state updates (batch-norm statistics) and
-        the random key's advance."""
+        the random key's advance. With `penalties`, one more output (ForwardGraph.penalty
+        names it, None when the model has no regularizer): the sum of the activity
+        regularizers' penalties, in call order, then of the trainable weights' (Keras 3's
+        model.losses), which a step adds to its loss."""
         if not self.built or not self._inputs:
             raise KilnValueError(f"model {self.name!r} has not been built: give the first layer "
                                  "an input_shape, start with layers.Input, or call build()")
@@ -188,13 +196,28 @@ class Model(Trainer, Layer):
                   for n, t in zip(self.input_names, self._inputs)]
         variables = {names[id(v)]: v for v in self.variables}
         state = {id(v): b.state(n, v.type) for n, v in variables.items()}
-        ctx = LoweringContext(b, training=training, state_values=state)
+        ctx = LoweringContext(b, training=training, state_values=state, penalties=penalties)
         outs = self.lower(b, inputs, ctx)
         outs = outs if isinstance(outs, list) else [outs]
         for out_name, value in zip(self.output_names, outs):
             b.output(value, out_name)
+        penalty = None
+        if penalties:
+            terms = list(ctx.losses)
+            for v in (self.trainable_weights if self.trainable else []):
+                if v.regularizer is not None:
+                    with b.scope(f"{v.ir_name}.regularizer"):
+                        terms.append(_weight_penalty(b, v, state[id(v)]))
+            if terms:
+                penalty = "penalty"
+                while penalty in self.output_names:
+                    penalty += "_1"
+                total = terms[0]
+                for term in terms[1:]:
+                    total = b.add(total, term, name=f"{penalty}.add")
+                b.output(total, penalty)
         ctx.finish(names)
-        return ForwardGraph(b.build(), variables, ctx.rng_key is not None)
+        return ForwardGraph(b.build(), variables, ctx.rng_key is not None, penalty)
 
     def count_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.weights))
@@ -226,6 +249,43 @@ class Model(Trainer, Layer):
         from kiln.frontends.keras.saving import functional_from_config
 
         return functional_from_config(config, custom_objects, cls)
+
+
+def _scalar_penalty(value: Any, where: str) -> Value:
+    if not isinstance(value, Value) or value.type.rank != 0 or not value.type.is_float:
+        got = value.type if isinstance(value, Value) else type(value).__name__
+        raise KilnValueError(f"{where}: expected the regularizer to return a float scalar. "
+                             f"Received: {got}")
+    return value
+
+
+def _weight_penalty(b: GraphBuilder, variable: Variable, value: Value) -> Value:
+    """The regularizer's penalty of one trainable weight, a float scalar."""
+    where = f"regularizer of {variable.path}"
+    try:
+        penalty = variable.regularizer(b, value)
+    except KilnError as err:
+        raise type(err)(f"{where}: {err}") from None
+    return _scalar_penalty(penalty, where)
+
+
+def _activity_penalty(b: GraphBuilder, layer: Layer, output: Value) -> Value:
+    """The activity regularizer's penalty of one output, over its batch size as Keras 3
+    divides it (0 for an empty batch, Keras's divide_no_nan)."""
+    where = f"activity_regularizer of layer {layer.name!r}"
+    if not output.type.is_float:
+        raise KilnValueError(f"{where}: expected a float output to penalize. "
+                             f"Received: {output.type}")
+    try:
+        penalty = layer.activity_regularizer(b, output)
+    except KilnError as err:
+        raise type(err)(f"{where}: {err}") from None
+    penalty = _scalar_penalty(penalty, where)
+    if output.type.rank == 0:
+        return penalty
+    batch = b.size(output, axes=[0], dtype=penalty.type.dtype)
+    empty = b.equal(batch, 0.0)
+    return b.where(empty, 0.0, b.div(penalty, b.where(empty, 1.0, batch)))
 
 
 def _unique(variables: list[Variable]) -> list[Variable]:

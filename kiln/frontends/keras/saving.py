@@ -28,7 +28,7 @@ from kiln.frontends.keras.model import Model
 from kiln.frontends.keras.sequential import Sequential
 from kiln.frontends.keras.trainer import SEED_STATE
 from kiln.ir import Graph, KilnError, KilnTypeError, KilnValueError
-from kiln.ir.training import LEARNING_RATE, build_eval_step, build_train_step
+from kiln.ir.training import LEARNING_RATE
 from kiln.runtimes import check_backend, get_backend
 
 CustomObjects = Mapping[str, Any] | None
@@ -316,24 +316,13 @@ def entry_points(model: Model) -> tuple[dict[str, Graph], dict[str, np.ndarray]]
         data = None
         directions = dict(model.metric_directions), dict(model.metric_finish)
         try:
-            if "train_step" not in built:
-                data = _dummy_dataset(model)
-                losses, metrics = model._specs(data)
-                forward = model.forward_graph(training=True, name="forward").graph
-                names = model.state_names()
-                trainable = [names[id(v)] for v in model.trainable_weights
-                             if v.type.is_float] if model.trainable else []
-                step = build_train_step(forward, losses, model.optimizer.rule(), metrics,
-                                        trainable=trainable, sample_weight=False,
-                                        name="train_step")
-                built = {**built, "train_step": step.graph}
-                initial = dict(step.initial_state)
-            if "test_step" not in built:
-                data = data or _dummy_dataset(model)
-                losses, metrics = model._specs(data)
-                forward = model.forward_graph(training=False, name="forward").graph
-                built = {**built, "test_step": build_eval_step(forward, losses, metrics, False,
-                                                               name="test_step")}
+            for entry in ("train_step", "test_step"):
+                if entry not in built:
+                    data = data or _dummy_dataset(model)
+                    losses, metrics = model._specs(data)
+                    graph, entry_initial = model._step_graph(entry, losses, metrics, False)
+                    built = {**built, entry: graph}
+                    initial.update(entry_initial)
         finally:
             # _specs recomputes them as a side effect
             model.metric_directions, model.metric_finish = directions

@@ -287,6 +287,27 @@ class Trainer:
                 metric_specs.append(MetricSpec(out.name, name, metric.ir, finish))
         return loss_specs, metric_specs
 
+    def _step_graph(self, entry: str, losses: list[LossSpec], metrics: list[MetricSpec],
+                    weighted: bool) -> tuple[Any, dict[str, np.ndarray]]:
+        """The train_step or test_step graph for these losses and metrics, and (train_step)
+        the optimizer state's initial values. Both add the regularizers' penalties to the
+        loss; train_step applies the trainable weights' constraints after the update."""
+        forward = self.forward_graph(training=entry == "train_step", name="forward",
+                                     penalties=True)
+        if entry == "test_step":
+            return build_eval_step(forward.graph, losses, metrics, weighted, name="test_step",
+                                   penalty=forward.penalty), {}
+        names = self.state_names()
+        variables = [v for v in self.trainable_weights if v.type.is_float] \
+            if self.trainable else []
+        step = build_train_step(forward.graph, losses, self.optimizer.rule(), metrics,
+                                trainable=[names[id(v)] for v in variables],
+                                sample_weight=weighted, name="train_step",
+                                penalty=forward.penalty,
+                                constraints={names[id(v)]: v.constraint for v in variables
+                                             if v.constraint is not None})
+        return step.graph, step.initial_state
+
     def _runtime(self, wanted: dict[str, Dataset | None]) -> Any:
         """The executable with the entries of `wanted` built for these data's dtypes and
         shapes (entry name -> the data it will run on)."""
@@ -303,21 +324,11 @@ class Trainer:
                 built[entry] = (self.forward_graph(training=False, name="predict").graph, key)
                 continue
             losses, metrics = self._specs(data)
-            weighted = "sample_weight" in data.feed
-            if entry == "test_step":
-                forward = self.forward_graph(training=False, name="forward").graph
-                built[entry] = (build_eval_step(forward, losses, metrics, weighted,
-                                                name="test_step"), key)
-            else:
-                forward = self.forward_graph(training=True, name="forward")
-                names = self.state_names()
-                trainable = [names[id(v)] for v in self.trainable_weights
-                             if v.type.is_float] if self.trainable else []
-                step = build_train_step(forward.graph, losses, self.optimizer.rule(), metrics,
-                                        trainable=trainable, sample_weight=weighted,
-                                        name="train_step")
-                built[entry] = (step.graph, key)
-                train_initial = step.initial_state
+            graph, initial = self._step_graph(entry, losses, metrics,
+                                              "sample_weight" in data.feed)
+            built[entry] = (graph, key)
+            if entry == "train_step":
+                train_initial = initial
         names = self.state_names()
         arrays = self._state_arrays()
         stale = any(arrays.get(name) is not array for name, array in self._bound)

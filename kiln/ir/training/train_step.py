@@ -10,7 +10,7 @@ named outputs, and updates for non-trainable state (batch-norm statistics, RNG c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from kiln.ir.autodiff import backprop, remove_dead_nodes
 from kiln.ir.builder import GraphBuilder
-from kiln.ir.errors import KilnValueError
+from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph, Value
 from kiln.ir.training.optimizers import UpdateRule
 from kiln.ir.types import TensorType, numpy_dtype
@@ -58,8 +58,9 @@ class TrainStep:
     targets: dict[str, str] = field(default_factory=dict)  # output name -> target input
 
 
-def target_names(forward: Graph, losses: Sequence[LossSpec]) -> dict[str, str]:
-    single = len(forward.outputs) == 1
+def target_names(forward: Graph, losses: Sequence[LossSpec],
+                 penalty: str | None = None) -> dict[str, str]:
+    single = len([name for name, _ in forward.outputs if name != penalty]) == 1
     names = {spec.output: ("y" if single else f"y.{spec.output}") for spec in losses}
     taken = {v.name for v in (*forward.inputs, *forward.state)}
     for name in names.values():
@@ -83,11 +84,21 @@ def weighted_mean(b: GraphBuilder, values: Value, weights: Value | None) -> Valu
 
 def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
                         losses: Sequence[LossSpec], metrics: Sequence[MetricSpec],
-                        sample_weight: bool) -> Value:
-    """Declare the target inputs, emit the losses and metrics as outputs; returns the loss."""
+                        sample_weight: bool, penalty: str | None) -> Value:
+    """Declare the target inputs, emit the losses and metrics as outputs; returns the loss
+    (the losses' weighted sum, plus the forward output `penalty` when given)."""
     if not losses:
         raise KilnValueError("expected at least one loss. Received: none")
-    names = target_names(forward, losses)
+    if penalty is not None:
+        if penalty not in outs:
+            raise KilnValueError(f"the penalty {penalty!r} is not an output of "
+                                 f"@{forward.name}")
+        outs = dict(outs)
+        regularization = outs.pop(penalty)
+        if regularization.type.rank != 0 or not regularization.type.is_float:
+            raise KilnValueError(f"the penalty {penalty!r} must be a float scalar. "
+                                 f"Received: {regularization.type}")
+    names = target_names(forward, losses, penalty)
     types = dict(forward.outputs)
     targets: dict[str, Value] = {}
     for spec in losses:
@@ -110,6 +121,10 @@ def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
             term = value if spec.weight == 1.0 else b.mul(value, spec.weight)
             total = term if total is None else b.add(total, term)
     assert total is not None
+    if penalty is not None:
+        if regularization.type.dtype != total.type.dtype:
+            regularization = b.cast(regularization, dtype=total.type.dtype)
+        total = b.add(total, regularization, name="loss.with_penalty")
     b.output(total, "loss")
     if len(losses) > 1:
         for output, value in per_output:
@@ -141,27 +156,37 @@ def _begin(forward: Graph, name: str) -> tuple[GraphBuilder, dict[str, Value], d
 
 def build_eval_step(forward: Graph, losses: Sequence[LossSpec],
                     metrics: Sequence[MetricSpec] = (), sample_weight: bool = False,
-                    name: str = "test_step") -> Graph:
-    """Loss and metrics on a batch, no update: what `evaluate` runs."""
+                    name: str = "test_step", penalty: str | None = None) -> Graph:
+    """Loss and metrics on a batch, no update: what `evaluate` runs. `penalty` names a
+    scalar output of the forward graph added to the loss (the regularizers' total)."""
     b, outs, _ = _begin(forward, name)
-    _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight)
+    _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty)
     return remove_dead_nodes(b.build())
 
 
 def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: UpdateRule,
                      metrics: Sequence[MetricSpec] = (), trainable: Sequence[str] | None = None,
-                     sample_weight: bool = False, name: str = "train_step") -> TrainStep:
-    """One graph for one optimizer step, and the initial values of the optimizer's state."""
+                     sample_weight: bool = False, name: str = "train_step",
+                     penalty: str | None = None,
+                     constraints: Mapping[str, Callable[[Any, Value], Value]] | None = None,
+                     ) -> TrainStep:
+    """One graph for one optimizer step, and the initial values of the optimizer's state.
+
+    `penalty` names a scalar output of the forward graph added to the loss before it is
+    differentiated (the regularizers' total); `constraints` maps a trainable variable to a
+    projection f(builder, updated value) -> value stored instead (applied after the
+    optimizer's update, as Keras 3's optimizer applies weight constraints)."""
+    constraints = dict(constraints or {})
     forward_updates = dict(forward.updates)
     if trainable is None:
         trainable = [v.name for v in forward.state
                      if v.type.is_float and v.name not in forward_updates]
     state_types = {v.name: v.type for v in forward.state}
-    for p in trainable:
+    for p in [*trainable, *constraints]:
         if p not in state_types:
             raise KilnValueError(f"trainable variable {p!r} is not state of @{forward.name}")
     b, outs, updates = _begin(forward, name)
-    loss = _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight)
+    loss = _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty)
 
     params = [b.state_values[[v.name for v in b.state_values].index(p)] for p in trainable]
     seed = b.constant(1.0, loss.type.dtype, name="loss.seed")
@@ -191,10 +216,28 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
                                              numpy_dtype(param.type.dtype))
             with b.scope(param.name):
                 new_param, new_slots = optimizer.apply(b, param, g, slot_values, *steps[dtype])
+            if param.name in constraints:
+                with b.scope(f"{param.name}.constraint"):
+                    new_param = _constrained(b, constraints[param.name], param, new_param)
             b.update(param, new_param)
             for slot, value in new_slots.items():
                 b.update(slot_values[slot], value)
         b.update(iterations, step_count)
     for state_name, value in updates.items():
         b.update(state_name, value)
-    return TrainStep(remove_dead_nodes(b.build()), initial, target_names(forward, losses))
+    return TrainStep(remove_dead_nodes(b.build()), initial,
+                     target_names(forward, losses, penalty))
+
+
+def _constrained(b: GraphBuilder, constraint: Callable[[Any, Value], Value], param: Value,
+                 updated: Value) -> Value:
+    """The constraint's projection of a variable's updated value, which must keep its type."""
+    try:
+        projected = constraint(b, updated)
+    except KilnError as err:
+        raise type(err)(f"constraint of {param.name!r}: {err}") from None
+    if not isinstance(projected, Value) or projected.type != param.type:
+        got = projected.type if isinstance(projected, Value) else type(projected).__name__
+        raise KilnValueError(f"constraint of {param.name!r}: expected a value of the "
+                             f"variable's type {param.type}. Received: {got}")
+    return projected

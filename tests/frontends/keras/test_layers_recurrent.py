@@ -332,7 +332,7 @@ def test_units_must_be_positive(cls: type, units: object) -> None:
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"stateful": True}, "stateful=True"),
-    ({"kernel_regularizer": "l2"}, "kernel_regularizer='l2'"),
+    ({"kernel_regularizer": "l7"}, "kernel_regularizer='l7'"),
     ({"implementation": 3}, "implementation=3"),
     ({"use_cudnn": "yes"}, "use_cudnn='yes'"),
 ])

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras import activations, initializers
-from kiln.frontends.keras.layer import Layer
+from kiln.frontends.keras.layer import (
+    KERNEL_BIAS_OPTIONS,
+    Layer,
+    set_weight_options,
+    weight_options_config,
+)
 from kiln.frontends.keras.layers.core import _data_format
 from kiln.ir import KilnTypeError, KilnValueError
 
@@ -84,7 +89,8 @@ class Conv2D(Layer):
     Args: filters, kernel_size (int or pair), strides=(1, 1), padding="valid" or "same",
     data_format=None (channels_last only), dilation_rate=(1, 1), groups=1 (only 1),
     activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-    bias_initializer="zeros".
+    bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+    activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
     Weights: kernel (kh, kw, in_channels, filters), bias (filters,).
     Input shape: (batch, rows, cols, channels). Output: (batch, new_rows, new_cols, filters).
     """
@@ -93,8 +99,13 @@ class Conv2D(Layer):
                  padding: str = "valid", data_format: str | None = None,
                  dilation_rate: Any = (1, 1), groups: int = 1, activation: Any = None,
                  use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
-                 bias_initializer: Any = "zeros", **kwargs: Any):
+                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
+        set_weight_options(self, kernel_regularizer=kernel_regularizer,
+                           bias_regularizer=bias_regularizer,
+                           kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         if (isinstance(filters, bool) or not isinstance(filters, (int, np.integer))
                 or filters <= 0):
             raise KilnValueError(f"layer {self.name!r}: invalid value for argument `filters`. "
@@ -137,9 +148,13 @@ class Conv2D(Layer):
 
     def build(self, input_shape: tuple) -> None:
         self.kernel = self.add_weight("kernel", (*self.kernel_size, input_shape[-1],
-                                                 self.filters), self.kernel_initializer)
+                                                 self.filters), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
         y = b.conv2d(x, ctx.value(self.kernel), strides=self.strides, padding=self.padding,
@@ -155,7 +170,8 @@ class Conv2D(Layer):
                 "dilation_rate": self.dilation_rate, "groups": self.groups,
                 "activation": activations.name_of(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer)}
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                **weight_options_config(self, *KERNEL_BIAS_OPTIONS)}
 
 
 class _Pooling2D(Layer):

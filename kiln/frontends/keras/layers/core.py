@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiln.frontends.keras import activations, initializers
-from kiln.frontends.keras.layer import KerasTensor, Layer, _shape_arg
+from kiln.frontends.keras.layer import (
+    KERNEL_BIAS_OPTIONS,
+    KerasTensor,
+    Layer,
+    _shape_arg,
+    set_weight_options,
+    weight_options_config,
+)
 from kiln.ir import KilnTypeError, KilnValueError
 from kiln.ir.types import canonical_dtype
 
@@ -45,13 +52,19 @@ class Dense(Layer):
     """output = activation(dot(input, kernel) + bias), on the last axis of any rank >= 2.
 
     Args: units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-    bias_initializer="zeros". Input shape: (batch, ..., input_dim). Output: (batch, ..., units).
+    bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+    activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
+    Input shape: (batch, ..., input_dim). Output: (batch, ..., units).
     """
 
     def __init__(self, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
-                 **kwargs: Any):
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 kernel_constraint: Any = None, bias_constraint: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
+        set_weight_options(self, kernel_regularizer=kernel_regularizer,
+                           bias_regularizer=bias_regularizer,
+                           kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise KilnValueError(f"Received an invalid value for `units`, expected a positive "
                                  f"integer. Received: units={units!r}")
@@ -77,9 +90,13 @@ class Dense(Layer):
 
     def build(self, input_shape: tuple) -> None:
         self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer)
+                                      self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
         y = b.matmul(x, ctx.value(self.kernel))
@@ -91,7 +108,8 @@ class Dense(Layer):
         return {**super().get_config(), "units": self.units,
                 "activation": activations.name_of(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer)}
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                **weight_options_config(self, *KERNEL_BIAS_OPTIONS)}
 
 
 class Activation(Layer):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras import initializers
-from kiln.frontends.keras.layer import Layer
+from kiln.frontends.keras.layer import Layer, set_weight_options, weight_options_config
 from kiln.ir import KilnValueError
 
 #: Keras's short initializer names that kiln's registry spells out.
@@ -21,7 +21,9 @@ class Embedding(Layer):
     "embeddings".
 
     Args: input_dim (the vocabulary size), output_dim, embeddings_initializer="uniform"
-    (Keras's RandomUniform(-0.05, 0.05)), mask_zero=False, weights=None (an initial table).
+    (Keras's RandomUniform(-0.05, 0.05)), embeddings_regularizer=None,
+    embeddings_constraint=None, activity_regularizer=None, mask_zero=False, weights=None (an
+    initial table).
     `input_length` (Keras 2) is accepted and ignored with a warning, as Keras 3 does.
     Masking is not implemented in kiln: mask_zero=True is refused.
     Input: integer ids of any shape (batch, ...); float ids are cast to int32 first, as Keras
@@ -29,9 +31,12 @@ class Embedding(Layer):
     """
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: Any = "uniform",
+                 embeddings_regularizer: Any = None, embeddings_constraint: Any = None,
                  mask_zero: bool = False, weights: Any = None, **kwargs: Any):
         input_length = kwargs.pop("input_length", None)
         super().__init__(**kwargs)
+        set_weight_options(self, embeddings_regularizer=embeddings_regularizer,
+                           embeddings_constraint=embeddings_constraint)
         if input_length is not None:
             warnings.warn("Argument `input_length` is deprecated. Just remove it.",
                           stacklevel=2)
@@ -61,7 +66,9 @@ class Embedding(Layer):
         init = self.embeddings_initializer
         if isinstance(init, str) and init in _ALIASES:
             init = _ALIASES[init]()
-        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), init)
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), init,
+                                          regularizer=self.embeddings_regularizer,
+                                          constraint=self.embeddings_constraint)
         if self._initial_weights is not None:
             self.embeddings.assign(self._initial_weights)
 
@@ -74,4 +81,6 @@ class Embedding(Layer):
         return {**super().get_config(), "input_dim": self.input_dim,
                 "output_dim": self.output_dim,
                 "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
-                "mask_zero": self.mask_zero}
+                "mask_zero": self.mask_zero,
+                **weight_options_config(self, "embeddings_regularizer",
+                                        "embeddings_constraint")}

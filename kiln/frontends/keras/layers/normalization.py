@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.frontends.keras import initializers
-from kiln.frontends.keras.layer import Layer
+from kiln.frontends.keras.layer import Layer, set_weight_options, weight_options_config
 from kiln.ir import KilnTypeError, KilnValueError
 
 
@@ -20,8 +20,9 @@ class BatchNormalization(Layer):
 
     Args: axis=-1 (the features axis), momentum=0.99, epsilon=1e-3, center=True (use beta),
     scale=True (use gamma), beta_initializer="zeros", gamma_initializer="ones",
-    moving_mean_initializer="zeros", moving_variance_initializer="ones", synchronized=False
-    (accepted; kiln trains on one device).
+    moving_mean_initializer="zeros", moving_variance_initializer="ones",
+    beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+    gamma_constraint=None, synchronized=False (accepted; kiln trains on one device).
     Weights, in Keras's order: gamma, beta (trainable; each only when scale / center), then
     moving_mean, moving_variance (non-trainable), each of shape (features,).
     In training mode each call updates moving = moving * momentum + batch_stat * (1 - momentum).
@@ -32,9 +33,13 @@ class BatchNormalization(Layer):
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
                  center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",
                  gamma_initializer: Any = "ones", moving_mean_initializer: Any = "zeros",
-                 moving_variance_initializer: Any = "ones", synchronized: bool = False,
-                 **kwargs: Any):
+                 moving_variance_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, beta_constraint: Any = None,
+                 gamma_constraint: Any = None, synchronized: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
+        set_weight_options(self, beta_regularizer=beta_regularizer,
+                           gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                           gamma_constraint=gamma_constraint)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise KilnTypeError(f"layer {self.name!r}: expected axis as an int. "
                                 f"Received: axis={axis!r}")
@@ -79,9 +84,13 @@ class BatchNormalization(Layer):
         self._ndim = len(input_shape)
         features = (input_shape[self.axis],)
         if self.scale:
-            self.gamma = self.add_weight("gamma", features, self.gamma_initializer)
+            self.gamma = self.add_weight("gamma", features, self.gamma_initializer,
+                                         regularizer=self.gamma_regularizer,
+                                         constraint=self.gamma_constraint)
         if self.center:
-            self.beta = self.add_weight("beta", features, self.beta_initializer)
+            self.beta = self.add_weight("beta", features, self.beta_initializer,
+                                        regularizer=self.beta_regularizer,
+                                        constraint=self.beta_constraint)
         self.moving_mean = self.add_weight("moving_mean", features, self.moving_mean_initializer,
                                            trainable=False)
         self.moving_variance = self.add_weight("moving_variance", features,
@@ -129,4 +138,6 @@ class BatchNormalization(Layer):
                     self.moving_mean_initializer),
                 "moving_variance_initializer": initializers.serialize(
                     self.moving_variance_initializer),
-                "synchronized": self.synchronized}
+                "synchronized": self.synchronized,
+                **weight_options_config(self, "beta_regularizer", "gamma_regularizer",
+                                        "beta_constraint", "gamma_constraint")}

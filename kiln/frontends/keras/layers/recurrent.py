@@ -14,13 +14,17 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras import activations, initializers
-from kiln.frontends.keras.layer import KerasTensor, Layer
+from kiln.frontends.keras.layer import (
+    KerasTensor,
+    Layer,
+    set_weight_options,
+    weight_options_config,
+)
 from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError, TensorType, Value
 
-#: Keras arguments kiln accepts only at their default of None.
-_UNSUPPORTED = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-                "activity_regularizer", "kernel_constraint", "recurrent_constraint",
-                "bias_constraint")
+#: The regularizer and constraint arguments of the three weights.
+_OPTIONS = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+            "kernel_constraint", "recurrent_constraint", "bias_constraint")
 
 
 def _substream(stream: int, index: int) -> int:
@@ -60,16 +64,13 @@ class RNNBase(Layer):
                  recurrent_initializer: Any, bias_initializer: Any, dropout: float,
                  recurrent_dropout: float, seed: int | None, return_sequences: bool,
                  return_state: bool, go_backwards: bool, stateful: bool, unroll: bool,
-                 per_gate_masks: bool, unsupported: dict[str, Any], **kwargs: Any):
+                 per_gate_masks: bool, options: dict[str, Any], **kwargs: Any):
         super().__init__(**kwargs)
+        set_weight_options(self, **options)
         kind = type(self).__name__
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
             raise KilnValueError(f"{kind}: received an invalid value for argument `units`, "
                                  f"expected a positive integer. Received: units={units!r}")
-        for key, value in unsupported.items():
-            if value is not None:
-                raise KilnValueError(f"layer {self.name!r}: kiln does not support {key} yet; "
-                                     f"expected None. Received: {key}={value!r}")
         if stateful:
             raise KilnValueError(f"layer {self.name!r}: kiln does not support stateful RNNs "
                                  "(state carried between batches); expected stateful=False. "
@@ -142,11 +143,17 @@ class RNNBase(Layer):
         several = isinstance(input_shape, list) and isinstance(input_shape[0], (tuple, list))
         features = (input_shape[0] if several else input_shape)[-1]
         width = self.gates * self.units
-        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer)
+        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, width),
-                                                self.recurrent_initializer)
+                                                self.recurrent_initializer,
+                                                regularizer=self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", self.bias_shape(), self.bias_init())
+            self.bias = self.add_weight("bias", self.bias_shape(), self.bias_init(),
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
 
     def bias_shape(self) -> tuple[int, ...]:
         return (self.gates * self.units,)
@@ -265,7 +272,8 @@ class RNNBase(Layer):
                 "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout,
                 "seed": self.seed, "return_sequences": self.return_sequences,
                 "return_state": self.return_state, "go_backwards": self.go_backwards,
-                "stateful": self.stateful, "unroll": self.unroll}
+                "stateful": self.stateful, "unroll": self.unroll,
+                **weight_options_config(self, *_OPTIONS)}
 
 
 
@@ -289,6 +297,9 @@ def _reverse_time(b: GraphBuilder, ys: Value) -> Value:
 
 
 _RNN_DOC_TAIL = """
+    Regularizers and constraints: kernel_regularizer, recurrent_regularizer, bias_regularizer,
+    activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint (None, or
+    as kiln.regularizers.get / kiln.constraints.get take them).
     Call arguments: initial_state=None (a list of (batch, units) tensors: {states}),
     training=None (the graph's mode; forces dropout on or off), mask=None (masks are not
     supported yet). Input shape: (batch, timesteps, features); timesteps may be None.
@@ -319,11 +330,12 @@ class SimpleRNN(RNNBase):
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  unroll: bool = False, seed: int | None = None, **kwargs: Any):
         args = locals()
-        unsupported = {k: args[k] for k in _UNSUPPORTED}
+        options = {k: args[k] for k in _OPTIONS}
         super().__init__(units, activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, dropout, recurrent_dropout,
                          seed, return_sequences, return_state, go_backwards, stateful, unroll,
-                         per_gate_masks=False, unsupported=unsupported, **kwargs)
+                         per_gate_masks=False, options=options,
+                         activity_regularizer=activity_regularizer, **kwargs)
 
     def step(self, bb, state, x_t, consts, masks):  # noqa: ANN001, ANN201
         (h,) = state
@@ -362,12 +374,13 @@ class LSTM(RNNBase):
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  use_cudnn: Any = "auto", implementation: int = 2, **kwargs: Any):
         args = locals()
-        unsupported = {k: args[k] for k in _UNSUPPORTED}
+        options = {k: args[k] for k in _OPTIONS}
         super().__init__(units, activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, dropout, recurrent_dropout,
                          seed, return_sequences, return_state, go_backwards, stateful, unroll,
                          per_gate_masks=_implementation(implementation, self) == 1,
-                         unsupported=unsupported, **kwargs)
+                         options=options, activity_regularizer=activity_regularizer,
+                         **kwargs)
         _check_cudnn(use_cudnn, self.name)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.unit_forget_bias = bool(unit_forget_bias)
@@ -435,12 +448,13 @@ class GRU(RNNBase):
                  reset_after: bool = True, use_cudnn: Any = "auto", implementation: int = 2,
                  **kwargs: Any):
         args = locals()
-        unsupported = {k: args[k] for k in _UNSUPPORTED}
+        options = {k: args[k] for k in _OPTIONS}
         super().__init__(units, activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, dropout, recurrent_dropout,
                          seed, return_sequences, return_state, go_backwards, stateful, unroll,
                          per_gate_masks=_implementation(implementation, self) == 1,
-                         unsupported=unsupported, **kwargs)
+                         options=options, activity_regularizer=activity_regularizer,
+                         **kwargs)
         _check_cudnn(use_cudnn, self.name)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.reset_after = bool(reset_after)
