@@ -36,7 +36,7 @@ def unique_name(base: str) -> str:
 
 def snake_case(name: str) -> str:
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("2_d", "2d")
+    return re.sub(r"(\d)_d(?=_|$)", r"\1d", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
 
 
 def to_ir_type(shape: Shape, dtype: str) -> TensorType:

@@ -2,10 +2,15 @@
 
 from kiln.frontends.keras.layer import Layer
 from kiln.frontends.keras.layers.conv import (
+    AveragePooling1D,
     AveragePooling2D,
+    Conv1D,
     Conv2D,
+    GlobalAveragePooling1D,
     GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
     GlobalMaxPooling2D,
+    MaxPooling1D,
     MaxPooling2D,
 )
 from kiln.frontends.keras.layers.core import (
@@ -32,21 +37,26 @@ from kiln.frontends.keras.layers.recurrent import GRU, LSTM, SimpleRNN
 __all__ = [
     "Activation",
     "Add",
+    "AveragePooling1D",
     "AveragePooling2D",
     "BatchNormalization",
     "Concatenate",
+    "Conv1D",
     "Conv2D",
     "Dense",
     "Dropout",
     "Embedding",
     "Flatten",
     "GRU",
+    "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
     "LSTM",
     "Layer",
+    "MaxPooling1D",
     "MaxPooling2D",
     "Multiply",
     "Reshape",

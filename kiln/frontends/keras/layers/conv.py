@@ -1,9 +1,16 @@
-"""Image layers in Keras's default layout, channels_last (batch, rows, cols, channels): Conv2D,
-MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D.
+"""Convolution and pooling layers in Keras's default layout, channels_last: images (batch,
+rows, cols, channels) for Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+GlobalMaxPooling2D; sequences (batch, steps, channels) for Conv1D, MaxPooling1D,
+AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D.
 
-Conv2D and the windowed pools lower to the IR's NHWC conv2d / max_pool2d / avg_pool2d, whose
-"same" padding is TensorFlow's (the smaller half of the padding before, the larger after) and
-whose average pool divides by the real (unpadded) elements of each window, as Keras does.
+The windowed layers lower to the IR's NHWC conv2d / max_pool2d / avg_pool2d, whose "same"
+padding is TensorFlow's (the smaller half of the padding before, the larger after) and whose
+average pool divides by the real (unpadded) elements of each window, as Keras does. A 1-D
+layer is its 2-D counterpart on a height of one: the input gets a unit axis (batch, 1,
+steps, channels), the kernel (1, size, in, out), the window (1, size), and the unit axis is
+squeezed away after, so every backend runs the same kernels and gradients. Conv1D's
+padding="causal" pads (size - 1) * dilation zeros before the first step, as Keras does, then
+convolves with "valid".
 """
 
 from __future__ import annotations
@@ -23,59 +30,67 @@ from kiln.frontends.keras.layers.core import _data_format
 from kiln.ir import KilnTypeError, KilnValueError
 
 
-def _int_pair(value: Any, name: str, layer: str) -> tuple[int, int]:
-    """Keras's standardize_tuple for two spatial axes: an int n means (n, n)."""
+def _int_tuple(value: Any, n: int, name: str, layer: str) -> tuple[int, ...]:
+    """Keras's standardize_tuple: an int v means (v,) * n; every entry a positive int."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
+        value = (value,) * n
+    what = f"layer {layer!r}: the `{name}` argument must be a tuple of {n} integers"
     try:
-        pair = tuple(value)
+        items = tuple(value)
     except TypeError:
-        raise KilnTypeError(f"layer {layer!r}: the `{name}` argument must be a tuple of 2 "
-                            f"integers. Received: {name}={value!r}") from None
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                 for v in pair):
-        raise KilnValueError(f"layer {layer!r}: the `{name}` argument must be a tuple of 2 "
-                             f"integers. Received: {name}={value!r}")
-    pair = tuple(int(v) for v in pair)
-    if not all(v > 0 for v in pair):
-        raise KilnValueError(f"layer {layer!r}: the `{name}` argument must be a tuple of 2 "
-                             f"integers. Received: {name}={pair} including values that do "
-                             f"not satisfy `value > 0`")
-    return pair  # type: ignore[return-value]
+        raise KilnTypeError(f"{what}. Received: {name}={value!r}") from None
+    if len(items) != n or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  for v in items):
+        raise KilnValueError(f"{what}. Received: {name}={value!r}")
+    items = tuple(int(v) for v in items)
+    if not all(v > 0 for v in items):
+        raise KilnValueError(f"{what}. Received: {name}={items} including values that do not "
+                             f"satisfy `value > 0`")
+    return items
 
 
-def _padding(value: Any, layer: str) -> str:
+def _padding(value: Any, layer: str, allowed: tuple[str, ...] = ("valid", "same")) -> str:
     padding = value.lower() if isinstance(value, str) else value
-    if padding not in ("valid", "same"):
-        raise KilnValueError(f"layer {layer!r}: the `padding` argument must be one of 'valid', "
-                             f"'same'. Received: padding={value!r}")
+    if padding not in allowed:
+        raise KilnValueError(f"layer {layer!r}: the `padding` argument must be one of "
+                             f"{', '.join(repr(a) for a in allowed)}. "
+                             f"Received: padding={value!r}")
     return padding
 
 
-def _channels_last(value: Any, layer: str, kind: str) -> str:
+def _channels_last(value: Any, layer: str, kind: str, layout: str) -> str:
     fmt = _data_format(value, layer)
     if fmt == "channels_first":
         raise KilnValueError(f"layer {layer!r}: kiln's {kind} supports only "
-                             f"data_format='channels_last' (batch, rows, cols, channels); "
-                             f"transpose the images to that layout. "
-                             f"Received: data_format='channels_first'")
+                             f"data_format='channels_last' {layout}; transpose the inputs to "
+                             f"that layout. Received: data_format='channels_first'")
     return fmt
 
 
-def _expect_image(layer: Layer, shape: tuple) -> None:
-    """Keras's input_spec for 2-D image layers: rank 4."""
-    if len(shape) != 4:
+_LAYOUTS = {1: "(batch, steps, channels)", 2: "(batch, rows, cols, channels)"}
+
+
+def _expect_rank(layer: Layer, shape: tuple, rank: int) -> None:
+    """Keras's input_spec for `rank`-D layers: ndim = rank + 2."""
+    if len(shape) != rank + 2:
         raise KilnValueError(f"Input 0 of layer {layer.name!r} is incompatible with the layer: "
-                             f"expected ndim=4, found ndim={len(shape)}. "
+                             f"expected ndim={rank + 2}, found ndim={len(shape)}. "
                              f"Full shape received: {shape}")
 
 
-def _window_fits(layer: Layer, shape: tuple, window: tuple[int, int], padding: str,
+def _window_fits(layer: Layer, shape: tuple, window: tuple[int, ...], padding: str,
                  what: str) -> None:
-    """With 'valid' padding each known spatial size must hold at least one window."""
+    """Every spatial size known (the IR's windowed ops are compiled for static sizes); with
+    'valid' padding each must hold at least one window."""
+    spatial = shape[1:1 + len(window)]
+    if None in spatial:
+        sizes = "a known number of steps" if len(window) == 1 else "known rows and cols"
+        raise KilnValueError(f"layer {layer.name!r}: kiln's {type(layer).__name__} needs "
+                             f"{sizes}; give the Input a fixed shape. Received input "
+                             f"shape {shape}")
     if padding != "valid":
         return
-    for size, span in zip(shape[1:3], window):
+    for size, span in zip(spatial, window):
         if size is not None and size < span:
             raise KilnValueError(f"layer {layer.name!r}: one of the dimensions in the output is "
                                  f"<= 0 due to downsampling in {what}. Consider increasing the "
@@ -83,26 +98,28 @@ def _window_fits(layer: Layer, shape: tuple, window: tuple[int, int], padding: s
                                  f"window of {window} and padding='valid' gives no output")
 
 
-class Conv2D(Layer):
-    """2-D convolution: output = activation(conv2d(input, kernel) + bias).
+def _as_image(b: Any, x: Any, rank: int) -> Any:
+    """A sequence (batch, steps, channels) as an image of height one; an image as it is."""
+    return b.expand_dims(x, axes=(1,)) if rank == 1 else x
 
-    Args: filters, kernel_size (int or pair), strides=(1, 1), padding="valid" or "same",
-    data_format=None (channels_last only), dilation_rate=(1, 1), groups=1 (only 1),
-    activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-    bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-    activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
-    Weights: kernel (kh, kw, in_channels, filters), bias (filters,).
-    Input shape: (batch, rows, cols, channels). Output: (batch, new_rows, new_cols, filters).
-    """
 
-    def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1),
-                 padding: str = "valid", data_format: str | None = None,
-                 dilation_rate: Any = (1, 1), groups: int = 1, activation: Any = None,
-                 use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
-                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
-                 bias_regularizer: Any = None, kernel_constraint: Any = None,
-                 bias_constraint: Any = None, **kwargs: Any):
+def _from_image(b: Any, y: Any, rank: int) -> Any:
+    return b.squeeze(y, axes=(1,)) if rank == 1 else y
+
+
+class _Conv(Layer):
+    """What Conv1D and Conv2D share: arguments, checks, weights, lowering, config."""
+
+    rank = 2
+    paddings: tuple[str, ...] = ("valid", "same")
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any, padding: str,
+                 data_format: str | None, dilation_rate: Any, groups: int, activation: Any,
+                 use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
+                 kernel_regularizer: Any, bias_regularizer: Any, kernel_constraint: Any,
+                 bias_constraint: Any, **kwargs: Any):
         super().__init__(**kwargs)
+        kind, n = type(self).__name__, self.rank
         set_weight_options(self, kernel_regularizer=kernel_regularizer,
                            bias_regularizer=bias_regularizer,
                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
@@ -112,18 +129,18 @@ class Conv2D(Layer):
                                  f"Expected a strictly positive value. Received: "
                                  f"filters={filters!r}")
         self.filters = int(filters)
-        self.kernel_size = _int_pair(kernel_size, "kernel_size", self.name)
-        self.strides = _int_pair(strides, "strides", self.name)
-        self.dilation_rate = _int_pair(dilation_rate, "dilation_rate", self.name)
-        self.padding = _padding(padding, self.name)
-        self.data_format = _channels_last(data_format, self.name, "Conv2D")
+        self.kernel_size = _int_tuple(kernel_size, n, "kernel_size", self.name)
+        self.strides = _int_tuple(strides, n, "strides", self.name)
+        self.dilation_rate = _int_tuple(dilation_rate, n, "dilation_rate", self.name)
+        self.padding = _padding(padding, self.name, self.paddings)
+        self.data_format = _channels_last(data_format, self.name, kind, _LAYOUTS[n])
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise KilnValueError(f"layer {self.name!r}: `strides > 1` not supported in "
                                  f"conjunction with `dilation_rate > 1`. Received: "
                                  f"strides={self.strides} and "
                                  f"dilation_rate={self.dilation_rate}")
         if groups != 1:
-            raise KilnValueError(f"layer {self.name!r}: kiln's Conv2D supports only groups=1. "
+            raise KilnValueError(f"layer {self.name!r}: kiln's {kind} supports only groups=1. "
                                  f"Received: groups={groups!r}")
         self.groups = groups
         self.activation = activations.get(activation)
@@ -131,20 +148,24 @@ class Conv2D(Layer):
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
 
+    @property
+    def _span(self) -> tuple[int, ...]:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
+
     def check_input_shapes(self, shapes: list) -> None:
         shape = shapes[0]
-        _expect_image(self, shape)
+        _expect_rank(self, shape, self.rank)
         if shape[-1] is None:
             raise KilnValueError(f"layer {self.name!r}: the channel dimension of the inputs "
                                  f"should be defined. The input_shape received is {shape}, "
                                  f"where axis -1 is the channel dimension, which found to be "
                                  f"`None`")
-        if self.built and shape[-1] != self.kernel.shape[2]:
+        if self.built and shape[-1] != self.kernel.shape[-2]:
             raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
                                  f"layer: expected axis -1 of input shape to have value "
-                                 f"{self.kernel.shape[2]}, but received input with shape {shape}")
-        span = tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
-        _window_fits(self, shape, span, self.padding, "conv2d")
+                                 f"{self.kernel.shape[-2]}, but received input with shape "
+                                 f"{shape}")
+        _window_fits(self, shape, self._span, self.padding, f"conv{self.rank}d")
 
     def build(self, input_shape: tuple) -> None:
         self.kernel = self.add_weight("kernel", (*self.kernel_size, input_shape[-1],
@@ -157,8 +178,17 @@ class Conv2D(Layer):
                                         constraint=self.bias_constraint)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        y = b.conv2d(x, ctx.value(self.kernel), strides=self.strides, padding=self.padding,
-                     dilation=self.dilation_rate)
+        padding, kernel = self.padding, ctx.value(self.kernel)
+        if padding == "causal":
+            x = b.pad(x, pads=((0, 0), (self._span[0] - 1, 0), (0, 0)), value=0.0,
+                      name="causal_pad")
+            padding = "valid"
+        one = (1,) * (2 - self.rank)
+        if self.rank == 1:
+            kernel = b.expand_dims(kernel, axes=(0,))
+        y = b.conv2d(_as_image(b, x, self.rank), kernel, strides=one + self.strides,
+                     padding=padding, dilation=one + self.dilation_rate)
+        y = _from_image(b, y, self.rank)
         if self.use_bias:
             y = b.add(y, ctx.value(self.bias))
         return self.activation(b, y)
@@ -174,34 +204,95 @@ class Conv2D(Layer):
                 **weight_options_config(self, *KERNEL_BIAS_OPTIONS)}
 
 
-class _Pooling2D(Layer):
-    """A window slid over the rows and cols of each channel; strides=None means pool_size."""
+class Conv2D(_Conv):
+    """2-D convolution: output = activation(conv2d(input, kernel) + bias).
+
+    Args: filters, kernel_size (int or pair), strides=(1, 1), padding="valid" or "same",
+    data_format=None (channels_last only), dilation_rate=(1, 1), groups=1 (only 1),
+    activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+    bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+    activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
+    Weights: kernel (kh, kw, in_channels, filters), bias (filters,).
+    Input shape: (batch, rows, cols, channels). Output: (batch, new_rows, new_cols, filters).
+    """
+
+    rank = 2
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1),
+                 padding: str = "valid", data_format: str | None = None,
+                 dilation_rate: Any = (1, 1), groups: int = 1, activation: Any = None,
+                 use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, **kwargs: Any):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate,
+                         groups, activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint,
+                         bias_constraint, **kwargs)
+
+
+class Conv1D(_Conv):
+    """1-D convolution over the steps: output = activation(conv1d(input, kernel) + bias).
+
+    Args: filters, kernel_size (int or tuple of one), strides=1, padding="valid", "same" or
+    "causal", data_format=None (channels_last only), dilation_rate=1, groups=1 (only 1),
+    activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+    bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+    activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
+    Weights: kernel (kernel_size, in_channels, filters), bias (filters,).
+    Input shape: (batch, steps, channels), a known number of steps.
+    Output: (batch, new_steps, filters).
+    """
+
+    rank = 1
+    paddings = ("valid", "same", "causal")
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any = 1,
+                 padding: str = "valid", data_format: str | None = None,
+                 dilation_rate: Any = 1, groups: int = 1, activation: Any = None,
+                 use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, **kwargs: Any):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate,
+                         groups, activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint,
+                         bias_constraint, **kwargs)
+
+
+class _Pooling(Layer):
+    """A window slid over the spatial axes of each channel; strides=None means pool_size."""
 
     op = ""
+    rank = 2
 
-    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: str = "valid",
+    def __init__(self, pool_size: Any = 2, strides: Any = None, padding: str = "valid",
                  data_format: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.pool_size = _int_pair(pool_size, "pool_size", self.name)
-        self.strides = self.pool_size if strides is None else _int_pair(strides, "strides",
-                                                                        self.name)
+        n = self.rank
+        self.pool_size = _int_tuple(pool_size, n, "pool_size", self.name)
+        self.strides = self.pool_size if strides is None else _int_tuple(strides, n, "strides",
+                                                                         self.name)
         self.padding = _padding(padding, self.name)
-        self.data_format = _channels_last(data_format, self.name, type(self).__name__)
+        self.data_format = _channels_last(data_format, self.name, type(self).__name__,
+                                          _LAYOUTS[n])
 
     def check_input_shapes(self, shapes: list) -> None:
-        _expect_image(self, shapes[0])
+        _expect_rank(self, shapes[0], self.rank)
         _window_fits(self, shapes[0], self.pool_size, self.padding, "pooling")
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        return b.op(self.op, x, pool_size=self.pool_size, strides=self.strides,
-                    padding=self.padding)
+        one = (1,) * (2 - self.rank)
+        y = b.op(self.op, _as_image(b, x, self.rank), pool_size=one + self.pool_size,
+                 strides=one + self.strides, padding=self.padding)
+        return _from_image(b, y, self.rank)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pool_size": self.pool_size, "padding": self.padding,
                 "strides": self.strides, "data_format": self.data_format}
 
 
-class MaxPooling2D(_Pooling2D):
+class MaxPooling2D(_Pooling):
     """The maximum of each pool_size window (default (2, 2)), moved by strides (None: the
     pool size), padding "valid" or "same".
 
@@ -212,7 +303,7 @@ class MaxPooling2D(_Pooling2D):
     op = "max_pool2d"
 
 
-class AveragePooling2D(_Pooling2D):
+class AveragePooling2D(_Pooling):
     """The mean of each pool_size window (default (2, 2)), moved by strides (None: the pool
     size); with padding="same" a border window averages only its real elements.
 
@@ -223,8 +314,31 @@ class AveragePooling2D(_Pooling2D):
     op = "avg_pool2d"
 
 
-class _GlobalPooling2D(Layer):
+class MaxPooling1D(_Pooling):
+    """The maximum of each pool_size window of steps (default 2), moved by strides (None:
+    the pool size), padding "valid" or "same".
+
+    Input shape: (batch, steps, channels). Output: (batch, pooled_steps, channels).
+    """
+
+    op = "max_pool2d"
+    rank = 1
+
+
+class AveragePooling1D(_Pooling):
+    """The mean of each pool_size window of steps (default 2), moved by strides (None: the
+    pool size); with padding="same" a border window averages only its real elements.
+
+    Input shape: (batch, steps, channels). Output: (batch, pooled_steps, channels).
+    """
+
+    op = "avg_pool2d"
+    rank = 1
+
+
+class _GlobalPooling(Layer):
     op = ""
+    rank = 2
 
     def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -232,18 +346,25 @@ class _GlobalPooling2D(Layer):
         self.keepdims = bool(keepdims)
 
     def check_input_shapes(self, shapes: list) -> None:
-        _expect_image(self, shapes[0])
+        _expect_rank(self, shapes[0], self.rank)
+
+    def __call__(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
+        if mask is not None:
+            raise KilnValueError(f"layer {self.name!r}: kiln does not support masks yet. "
+                                 f"Received: mask={mask!r}")
+        return super().__call__(inputs, **kwargs)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        return b.op(self.op, x, axes=axes, keepdims=self.keepdims)
+        first = 1 if self.data_format == "channels_last" else 2
+        return b.op(self.op, x, axes=tuple(range(first, first + self.rank)),
+                    keepdims=self.keepdims)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "data_format": self.data_format,
                 "keepdims": self.keepdims}
 
 
-class GlobalAveragePooling2D(_GlobalPooling2D):
+class GlobalAveragePooling2D(_GlobalPooling):
     """The mean over rows and cols of each channel.
 
     Args: data_format=None (channels_last), keepdims=False.
@@ -254,7 +375,7 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
     op = "mean"
 
 
-class GlobalMaxPooling2D(_GlobalPooling2D):
+class GlobalMaxPooling2D(_GlobalPooling):
     """The maximum over rows and cols of each channel.
 
     Args: data_format=None (channels_last), keepdims=False.
@@ -263,3 +384,27 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
     """
 
     op = "max"
+
+
+class GlobalAveragePooling1D(_GlobalPooling):
+    """The mean over the steps of each channel.
+
+    Args: data_format=None (channels_last: steps on axis 1; channels_first: on axis 2),
+    keepdims=False. Input shape: (batch, steps, channels). Output: (batch, channels), or
+    (batch, 1, channels) with keepdims.
+    """
+
+    op = "mean"
+    rank = 1
+
+
+class GlobalMaxPooling1D(_GlobalPooling):
+    """The maximum over the steps of each channel.
+
+    Args: data_format=None (channels_last: steps on axis 1; channels_first: on axis 2),
+    keepdims=False. Input shape: (batch, steps, channels). Output: (batch, channels), or
+    (batch, 1, channels) with keepdims.
+    """
+
+    op = "max"
+    rank = 1
