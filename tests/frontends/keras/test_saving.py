@@ -13,7 +13,17 @@ import onnxruntime as ort
 import pytest
 
 import kiln
-from kiln import callbacks, layers, losses, metrics, models, optimizers, utils
+from kiln import (
+    callbacks,
+    constraints,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+    utils,
+)
 from kiln.compiler.artifact import ArtifactError, read_artifact
 from kiln.compiler.pass_manager import CompileOptions
 from kiln.frontends.keras import initializers
@@ -166,6 +176,14 @@ def _layer_models() -> dict[str, models.Model]:
                 kernel_initializer=initializers.RandomNormal(stddev=0.2))(img)))))),
         "pooling": models.Model(img, layers.multiply([
             layers.GlobalAveragePooling2D()(img), layers.GlobalMaxPooling2D()(img)])),
+        "sequence": models.Model(seq, layers.concatenate([
+            layers.GlobalMaxPooling1D()(layers.AveragePooling1D(2, strides=1, padding="same")(
+                layers.MaxPooling1D(2)(layers.Conv1D(
+                    4, 2, padding="causal", dilation_rate=2, activation="relu",
+                    kernel_regularizer=regularizers.L1L2(0.01, 0.02),
+                    activity_regularizer="l2",
+                    kernel_constraint=constraints.MaxNorm(1.5, axis=[0, 1]))(seq)))),
+            layers.GlobalAveragePooling1D(keepdims=False)(seq)])),
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),
@@ -173,7 +191,7 @@ def _layer_models() -> dict[str, models.Model]:
     }
 
 
-@pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "embedding"])
+@pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "embedding"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]
