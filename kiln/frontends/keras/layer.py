@@ -179,6 +179,29 @@ class LoweringContext:
         self._streams += 1
         return self.rng_key, self._streams - 1
 
+    def add_activity_penalties(self, layer: Layer, outputs: Sequence[Value]) -> None:
+        """With `penalties`, the layer's activity regularizer on each of one call's outputs,
+        each over its batch size as Keras 3 divides it (0 for an empty batch, Keras's
+        divide_no_nan)."""
+        if not self.penalties or layer.activity_regularizer is None:
+            return
+        b, where = self.b, f"activity_regularizer of layer {layer.name!r}"
+        with b.scope(f"{layer.name}.activity_regularizer"):
+            for output in outputs:
+                if not output.type.is_float:
+                    raise KilnValueError(f"{where}: expected a float output to penalize. "
+                                         f"Received: {output.type}")
+                try:
+                    penalty = layer.activity_regularizer(b, output)
+                except KilnError as err:
+                    raise type(err)(f"{where}: {err}") from None
+                penalty = scalar_penalty(penalty, where)
+                if output.type.rank > 0:
+                    batch = b.size(output, axes=[0], dtype=penalty.type.dtype)
+                    empty = b.equal(batch, 0.0)
+                    penalty = b.where(empty, 0.0, b.div(penalty, b.where(empty, 1.0, batch)))
+                self.losses.append(penalty)
+
     def finish(self, state_names: dict[int, str]) -> None:
         """Declare the updates gathered while lowering, and advance the random key."""
         for var_id, value in self.updates.items():
@@ -329,6 +352,15 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+
+def scalar_penalty(value: Any, where: str) -> Value:
+    """`value` if a regularizer returned a float scalar; else an error naming `where`."""
+    if not isinstance(value, Value) or value.type.rank != 0 or not value.type.is_float:
+        got = value.type if isinstance(value, Value) else type(value).__name__
+        raise KilnValueError(f"{where}: expected the regularizer to return a float scalar. "
+                             f"Received: {got}")
+    return value
 
 
 #: The regularizer and constraint arguments of a layer with a kernel and a bias.

@@ -20,6 +20,7 @@ from kiln.frontends.keras.layer import (
     Layer,
     LoweringContext,
     Variable,
+    scalar_penalty,
     set_variables,
     to_ir_type,
 )
@@ -155,9 +156,7 @@ class Model(Trainer, Layer):
                                          **record.kwargs)
             outs = out if isinstance(out, (list, tuple)) else [out]
             env.update({id(t): v for t, v in zip(record.outputs, outs)})
-            if ctx.penalties and record.layer.activity_regularizer is not None:
-                with b.scope(f"{record.layer.name}.activity_regularizer"):
-                    ctx.losses.extend(_activity_penalty(b, record.layer, v) for v in outs)
+            ctx.add_activity_penalties(record.layer, outs)
         results = [env[id(t)] for t in self._outputs]
         return results[0] if len(results) == 1 and self._single_output else results
 
@@ -251,14 +250,6 @@ class Model(Trainer, Layer):
         return functional_from_config(config, custom_objects, cls)
 
 
-def _scalar_penalty(value: Any, where: str) -> Value:
-    if not isinstance(value, Value) or value.type.rank != 0 or not value.type.is_float:
-        got = value.type if isinstance(value, Value) else type(value).__name__
-        raise KilnValueError(f"{where}: expected the regularizer to return a float scalar. "
-                             f"Received: {got}")
-    return value
-
-
 def _weight_penalty(b: GraphBuilder, variable: Variable, value: Value) -> Value:
     """The regularizer's penalty of one trainable weight, a float scalar."""
     where = f"regularizer of {variable.path}"
@@ -266,26 +257,7 @@ def _weight_penalty(b: GraphBuilder, variable: Variable, value: Value) -> Value:
         penalty = variable.regularizer(b, value)
     except KilnError as err:
         raise type(err)(f"{where}: {err}") from None
-    return _scalar_penalty(penalty, where)
-
-
-def _activity_penalty(b: GraphBuilder, layer: Layer, output: Value) -> Value:
-    """The activity regularizer's penalty of one output, over its batch size as Keras 3
-    divides it (0 for an empty batch, Keras's divide_no_nan)."""
-    where = f"activity_regularizer of layer {layer.name!r}"
-    if not output.type.is_float:
-        raise KilnValueError(f"{where}: expected a float output to penalize. "
-                             f"Received: {output.type}")
-    try:
-        penalty = layer.activity_regularizer(b, output)
-    except KilnError as err:
-        raise type(err)(f"{where}: {err}") from None
-    penalty = _scalar_penalty(penalty, where)
-    if output.type.rank == 0:
-        return penalty
-    batch = b.size(output, axes=[0], dtype=penalty.type.dtype)
-    empty = b.equal(batch, 0.0)
-    return b.where(empty, 0.0, b.div(penalty, b.where(empty, 1.0, batch)))
+    return scalar_penalty(penalty, where)
 
 
 def _unique(variables: list[Variable]) -> list[Variable]:

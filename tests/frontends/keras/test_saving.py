@@ -169,7 +169,8 @@ def _layer_models() -> dict[str, models.Model]:
             layers.LSTM(4, recurrent_initializer=initializers.Orthogonal(gain=0.5),
                         unit_forget_bias=False)(seq),
             layers.GRU(3, reset_after=False, go_backwards=True)(seq),
-            layers.SimpleRNN(2, activation="relu")(seq)])),
+            layers.SimpleRNN(2, activation="relu")(seq),
+            layers.Bidirectional(layers.SimpleRNN(2), merge_mode="sum")(seq)])),
         "conv": models.Model(img, layers.Dense(2)(layers.Flatten()(layers.AveragePooling2D(
             2, strides=1, padding="same")(layers.MaxPooling2D(2)(layers.Conv2D(
                 3, 3, padding="same", activation="relu",

@@ -32,7 +32,7 @@ from kiln.frontends.keras.layers.merge import (
     multiply,
 )
 from kiln.frontends.keras.layers.normalization import BatchNormalization
-from kiln.frontends.keras.layers.recurrent import GRU, LSTM, SimpleRNN
+from kiln.frontends.keras.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 
 __all__ = [
     "Activation",
@@ -40,6 +40,7 @@ __all__ = [
     "AveragePooling1D",
     "AveragePooling2D",
     "BatchNormalization",
+    "Bidirectional",
     "Concatenate",
     "Conv1D",
     "Conv2D",

@@ -59,6 +59,9 @@ class RNNBase(Layer):
     multi_input = True  # the sequence, then any initial states given as initial_state=
     gates = 1
     states: tuple[str, ...] = ("h",)
+    #: Set by Bidirectional on its backward layer: return_sequences gives the outputs in
+    #: the input's time order instead of the order processed.
+    _sequences_in_input_order = False
 
     def __init__(self, units: int, activation: Any, use_bias: bool, kernel_initializer: Any,
                  recurrent_initializer: Any, bias_initializer: Any, dropout: float,
@@ -95,24 +98,8 @@ class RNNBase(Layer):
 
     # -- calling -------------------------------------------------------------------------
     def __call__(self, inputs: Any, initial_state: Any = None, **kwargs: Any) -> Any:
-        if isinstance(inputs, (list, tuple)):
-            raise KilnValueError(f"layer {self.name!r} expects one input, the sequence; pass "
-                                 f"initial states as initial_state=[...]. "
-                                 f"Received: a list of {len(inputs)} tensors")
-        for key in kwargs:
-            if key not in ("training", "mask"):
-                raise KilnTypeError(f"layer {self.name!r}: unrecognized call argument {key!r}. "
-                                    f"Received: {key}={kwargs[key]!r}")
-        if kwargs.get("mask") is not None:
-            raise KilnValueError(f"layer {self.name!r}: kiln does not support masks in "
-                                 f"recurrent layers yet. Received: mask={kwargs['mask']!r}")
-        states = [] if initial_state is None else (
-            list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state])
-        for s in states:
-            if not isinstance(s, KerasTensor):
-                raise KilnTypeError(f"layer {self.name!r}: expected initial_state as symbolic "
-                                    f"tensors. Received: {type(s).__name__}")
-        return super().__call__([inputs, *states], **kwargs)
+        return super().__call__(_sequence_and_states(self, inputs, initial_state, kwargs),
+                                **kwargs)
 
     def check_input_shapes(self, shapes: list) -> None:
         shape, states = shapes[0], shapes[1:]
@@ -191,8 +178,8 @@ class RNNBase(Layer):
         finals = results[:len(carries)]
         if self.return_sequences:
             ys = results[len(carries)]
-            if self.go_backwards:  # Keras returns the outputs in the order processed
-                ys = _reverse_time(b, ys)
+            if self.go_backwards and not self._sequences_in_input_order:
+                ys = _reverse_time(b, ys)  # Keras returns the outputs in the order processed
             output = b.transpose(ys, perm=(1, 0, 2), name="sequences")
         else:
             output = finals[0]
@@ -517,6 +504,195 @@ class GRU(RNNBase):
                 "recurrent_activation": activations.name_of(self.recurrent_activation),
                 "reset_after": self.reset_after, "use_cudnn": self.use_cudnn,
                 "implementation": self.implementation}
+
+
+def _sequence_and_states(layer: Layer, inputs: Any, initial_state: Any,
+                         kwargs: dict[str, Any]) -> list[KerasTensor]:
+    """A recurrent layer's call arguments checked: [sequence, *initial states]."""
+    if isinstance(inputs, (list, tuple)):
+        raise KilnValueError(f"layer {layer.name!r} expects one input, the sequence; pass "
+                             f"initial states as initial_state=[...]. "
+                             f"Received: a list of {len(inputs)} tensors")
+    for key in kwargs:
+        if key not in ("training", "mask"):
+            raise KilnTypeError(f"layer {layer.name!r}: unrecognized call argument {key!r}. "
+                                f"Received: {key}={kwargs[key]!r}")
+    if kwargs.get("mask") is not None:
+        raise KilnValueError(f"layer {layer.name!r}: kiln does not support masks in "
+                             f"recurrent layers yet. Received: mask={kwargs['mask']!r}")
+    states = [] if initial_state is None else (
+        list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state])
+    for s in states:
+        if not isinstance(s, KerasTensor):
+            raise KilnTypeError(f"layer {layer.name!r}: expected initial_state as symbolic "
+                                f"tensors. Received: {type(s).__name__}")
+    return [inputs, *states]
+
+
+_MERGE_MODES = ("concat", "sum", "ave", "mul", None)
+
+
+class Bidirectional(Layer):
+    """Runs a recurrent layer over the sequence forwards and a copy of it backwards, and
+    merges the two outputs, as keras.layers.Bidirectional.
+
+    Args: layer (a SimpleRNN, LSTM or GRU; it is copied from its config as the forward
+    layer "forward_<name>"), merge_mode="concat" ("sum", "ave", "mul", or None for the two
+    outputs as a list), weights=None (initial weights: the forward layer's, then the
+    backward layer's), backward_layer=None (by default a copy of `layer` with
+    go_backwards=True, named "backward_<name>"; if given, its go_backwards must differ from
+    layer's, and return_sequences and return_state must be the same).
+    With return_sequences the backward outputs are put back in time order before merging.
+    With return_state the output is followed by the forward layer's states, then the backward
+    layer's; initial_state takes them in that order too. Weights: the forward layer's, then
+    the backward layer's.
+    """
+
+    multi_input = True
+
+    def __init__(self, layer: Any, merge_mode: str | None = "concat", weights: Any = None,
+                 backward_layer: Any = None, **kwargs: Any):
+        if not isinstance(layer, RNNBase):
+            raise KilnValueError(f"Please initialize `Bidirectional` layer with a recurrent "
+                                 f"layer (SimpleRNN, LSTM or GRU). Received: {layer!r}")
+        if backward_layer is not None and not isinstance(backward_layer, RNNBase):
+            raise KilnValueError(f"`backward_layer` need to be a recurrent layer (SimpleRNN, "
+                                 f"LSTM or GRU). Received: {backward_layer!r}")
+        if merge_mode not in _MERGE_MODES:
+            raise KilnValueError(f"Invalid merge mode. Received: {merge_mode!r}. Merge mode "
+                                 f"should be one of {{'sum', 'mul', 'ave', 'concat', None}}")
+        self.forward_layer: RNNBase | None = None
+        self.backward_layer: RNNBase | None = None
+        super().__init__(**kwargs)
+        self.forward_layer = _copy(layer, "forward_" + _strip(layer.name, "forward_"),
+                                   layer.go_backwards)
+        self.backward_layer = backward_layer if backward_layer is not None else _copy(
+            layer, "backward_" + _strip(layer.name, "backward_"), True)
+        forward, backward = self.forward_layer, self.backward_layer
+        if forward.go_backwards == backward.go_backwards:
+            raise KilnValueError(f"Forward layer and backward layer should have different "
+                                 f"`go_backwards` value. Received: forward_layer.go_backwards="
+                                 f"{forward.go_backwards}, backward_layer.go_backwards="
+                                 f"{backward.go_backwards}")
+        for attr in ("return_sequences", "return_state"):
+            if getattr(forward, attr) != getattr(backward, attr):
+                raise KilnValueError(f"Forward layer and backward layer are expected to have "
+                                     f"the same value for attribute {attr!r}, got "
+                                     f"{getattr(forward, attr)} for forward layer and "
+                                     f"{getattr(backward, attr)} for backward layer")
+        # The backward layer's sequences in time order: no reversal there and back here.
+        backward._sequences_in_input_order = True
+        self.forward_layer.trainable = self.backward_layer.trainable = self.trainable
+        self.merge_mode = merge_mode
+        self.return_sequences = forward.return_sequences
+        self.return_state = forward.return_state
+        self.stateful = False
+        self.returns_list = self.return_state or merge_mode is None
+        self._initial_weights = list(weights) if weights else None
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """Freezing the wrapper freezes both directions, as in Keras."""
+        self._trainable = bool(value)
+        for sub in (self.forward_layer, self.backward_layer):
+            if sub is not None:
+                sub.trainable = self._trainable
+
+    def __call__(self, inputs: Any, initial_state: Any = None, **kwargs: Any) -> Any:
+        return super().__call__(_sequence_and_states(self, inputs, initial_state, kwargs),
+                                **kwargs)
+
+    def _halves(self, items: list) -> tuple[list, list]:
+        sequence, states = items[0], list(items[1:])
+        expected = len(self.forward_layer.states) + len(self.backward_layer.states)
+        if states and len(states) != expected:
+            raise KilnValueError(f"layer {self.name!r}: expected initial_state to hold "
+                                 f"{expected} tensors (the forward layer's states, then the "
+                                 f"backward layer's). Received: {len(states)}")
+        half = len(self.forward_layer.states) if states else 0
+        return [sequence, *states[:half]], [sequence, *states[half:]]
+
+    def check_input_shapes(self, shapes: list) -> None:
+        forward, backward = self._halves(shapes)
+        self.forward_layer.check_input_shapes(forward)
+        self.backward_layer.check_input_shapes(backward)
+
+    def build(self, input_shape: Any) -> None:
+        for sub, shapes in zip((self.forward_layer, self.backward_layer),
+                               self._halves(input_shape)):
+            if not sub.built:
+                sub.build(shapes)
+                sub.built = True
+        if self._initial_weights is not None:
+            self.set_weights(self._initial_weights)
+            self._initial_weights = None
+
+    @property
+    def variables(self) -> list:
+        return [*self.forward_layer.variables, *self.backward_layer.variables]
+
+    @property
+    def weights(self) -> list:
+        return [*self.forward_layer.weights, *self.backward_layer.weights]
+
+    def lower(self, b, inputs, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
+        results = []
+        for sub, values in zip((self.forward_layer, self.backward_layer),
+                               self._halves(list(inputs))):
+            with b.scope(sub.name):
+                out = sub.lower(b, values, ctx, training=training)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            ctx.add_activity_penalties(sub, outs)
+            results.append(outs)
+        (y, *forward_states), (y_rev, *backward_states) = results
+        if self.merge_mode == "concat":
+            merged = [b.concat(y, y_rev, axis=-1, name="concat")]
+        elif self.merge_mode == "sum":
+            merged = [b.add(y, y_rev, name="sum")]
+        elif self.merge_mode == "ave":
+            merged = [b.mul(b.add(y, y_rev), 0.5, name="ave")]
+        elif self.merge_mode == "mul":
+            merged = [b.mul(y, y_rev, name="mul")]
+        else:
+            merged = [y, y_rev]
+        outputs = [*merged, *forward_states, *backward_states]
+        return outputs if self.returns_list else outputs[0]
+
+    def get_config(self) -> dict[str, Any]:
+        from kiln.frontends.keras.saving import serialize_layer
+
+        return {**super().get_config(), "merge_mode": self.merge_mode,
+                "layer": serialize_layer(self.forward_layer),
+                "backward_layer": serialize_layer(self.backward_layer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Bidirectional:
+        from kiln.frontends.keras.saving import deserialize_layer
+
+        config = dict(config)
+        config["layer"] = deserialize_layer(config["layer"])
+        if config.get("backward_layer") is not None:
+            config["backward_layer"] = deserialize_layer(config["backward_layer"])
+        return cls(**config)
+
+
+def _strip(name: str, prefix: str) -> str:
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def _copy(layer: RNNBase, name: str, go_backwards: bool) -> RNNBase:
+    """A new, unbuilt layer with `layer`'s arguments (its activations as the very callables,
+    so custom ones survive), renamed, going backwards or not."""
+    config = {**layer.get_config(), "name": name, "go_backwards": go_backwards}
+    config.pop("batch_input_shape", None)
+    for key in ("activation", "recurrent_activation"):
+        if hasattr(layer, key):
+            config[key] = getattr(layer, key)
+    return type(layer)(**config)
 
 
 def _implementation(value: Any, layer: Layer) -> int:
