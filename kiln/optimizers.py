@@ -1,5 +1,18 @@
-"""kiln.optimizers: SGD, RMSprop, Adam, Adagrad and get (as keras.optimizers)."""
+"""kiln.optimizers: SGD, RMSprop, Adam, AdamW, Adagrad, Adamax, Adadelta, Lion and get (as
+keras.optimizers)."""
 
-from kiln.frontends.keras.optimizers import SGD, Adagrad, Adam, Optimizer, RMSprop, get
+from kiln.frontends.keras.optimizers import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    Optimizer,
+    RMSprop,
+    get,
+)
 
-__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "get"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Optimizer",
+           "RMSprop", "get"]

@@ -301,3 +301,34 @@ def test_regularized_and_constrained_fit_like_keras(name: str) -> None:
     _fits_agree(theirs, ours, kind, x=make_x(50))
     for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+
+
+# -- more optimizers, weight decay and gradient clipping -----------------------------------
+MORE_OPTIMIZERS = {  # name -> factory taking keras.optimizers / kiln.optimizers
+    "adamw": lambda m: m.AdamW(0.01),
+    "adamw_exclude_bias": lambda m: m.AdamW(0.05, weight_decay=0.1),
+    "adamax": lambda m: m.Adamax(0.02),
+    "lion": lambda m: m.Lion(0.003),
+    "adadelta": lambda m: m.Adadelta(1.0),
+    "sgd_decay_clipnorm": lambda m: m.SGD(0.1, momentum=0.9, weight_decay=0.01, clipnorm=0.05),
+    "adam_global_clipnorm": lambda m: m.Adam(0.01, global_clipnorm=0.1),
+    "rmsprop_clipvalue": lambda m: m.RMSprop(0.01, clipvalue=0.01),
+}
+
+
+@pytest.mark.parametrize("name", MORE_OPTIMIZERS)
+def test_more_optimizers_train_like_keras(name: str) -> None:
+    theirs, ours = _pair(_head("softmax"))
+    their_opt, our_opt = (MORE_OPTIMIZERS[name](m) for m in (keras.optimizers, optimizers))
+    if name == "adamw_exclude_bias":
+        their_opt.exclude_from_weight_decay(var_names=["bias"])
+        our_opt.exclude_from_weight_decay(var_names=["bias"])
+    theirs.compile(optimizer=their_opt, loss="categorical_crossentropy")
+    ours.compile(optimizer=our_opt, loss="categorical_crossentropy")
+    for step in range(4):
+        x, y = rng.standard_normal((16, 6)).astype("float32"), TARGETS["onehot"](16)
+        their_loss = float(np.ravel(theirs.train_on_batch(x, y))[0])
+        our_loss = float(np.ravel(ours.train_on_batch(x, y))[0])
+        assert our_loss == pytest.approx(their_loss, rel=1e-4, abs=1e-6), f"step {step}"
+    for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)

@@ -21,10 +21,10 @@ from kiln.runtimes import residency
 
 # Keras arguments kiln's update rules do not implement yet, with their Keras defaults: any
 # other value is refused.
-_UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None,
-                "weight_decay": None, "use_ema": False, "ema_momentum": 0.99,
-                "ema_overwrite_frequency": None, "loss_scale_factor": None,
-                "gradient_accumulation_steps": None}
+_UNSUPPORTED = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                "loss_scale_factor": None, "gradient_accumulation_steps": None}
+#: The arguments every optimizer takes (kiln.ir.training.UpdateRule applies them).
+_COMMON = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")
 
 
 def _learning_rate(value: Any, owner: str) -> float:
@@ -40,10 +40,17 @@ class Optimizer:
 
     rule_class: type[rules.UpdateRule] = rules.UpdateRule
     fields: tuple[str, ...] = ()
+    default_name: str | None = None  # else the rule's name
 
     def __init__(self, learning_rate: float, name: str | None = None, lr: float | None = None,
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
                  **kwargs: Any):
         cls = type(self).__name__
+        self.weight_decay, self.clipnorm = weight_decay, clipnorm
+        self.clipvalue, self.global_clipnorm = clipvalue, global_clipnorm
+        self._exclude_ids: set[int] = set()
+        self._exclude_names: tuple[str, ...] = ()
         for key, value in kwargs.items():
             if key in _UNSUPPORTED:
                 if value != _UNSUPPORTED[key]:
@@ -54,7 +61,7 @@ class Optimizer:
                                     f"Received: {key}={value!r}")
         if lr is not None:  # Keras 2's spelling, as in the book
             learning_rate = lr
-        self.name = name or self.rule_class.name
+        self.name = name or self.default_name or self.rule_class.name
         self._learning_rate = _learning_rate(learning_rate, cls)
         self._state: dict[str, np.ndarray] = {}
         self.rule()  # check the arguments now, not at the first fit
@@ -62,8 +69,18 @@ class Optimizer:
     # -- the update rule and its state ---------------------------------------------------
     def rule(self) -> rules.UpdateRule:
         """The IR update rule with this optimizer's current settings."""
-        config = {key: getattr(self, key) for key in self.fields}
+        config = {key: getattr(self, key) for key in (*self.fields, *_COMMON)}
         return self.rule_class(learning_rate=self._learning_rate, **config)
+
+    def exclude_from_weight_decay(self, var_list: Any = None, var_names: Any = None) -> None:
+        """Keras's exclusions from weight decay: these variables, and every variable whose
+        name ("kernel", "bias", ...) contains one of `var_names`."""
+        self._exclude_ids = {id(v) for v in var_list or ()}
+        self._exclude_names = tuple(str(n) for n in var_names or ())
+
+    def _use_weight_decay(self, variable: Any) -> bool:
+        return id(variable) not in self._exclude_ids and not any(
+            n in variable.name for n in self._exclude_names)
 
     def bind_state(self, initial: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Take ownership of the state a training step needs: arrays already held under the
@@ -135,7 +152,7 @@ class Optimizer:
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "learning_rate": self.learning_rate,
-                **{key: getattr(self, key) for key in self.fields}}
+                **{key: getattr(self, key) for key in (*self.fields, *_COMMON)}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
@@ -199,8 +216,62 @@ class Adagrad(Optimizer):
         super().__init__(learning_rate, name, **kwargs)
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras 3: Adam whose weight_decay defaults to
+    0.004): each weight is multiplied by (1 - weight_decay * lr) before the Adam update."""
+
+    default_name = "adamw"
+
+    def __init__(self, learning_rate: float = 0.001, weight_decay: float = 0.004,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 amsgrad: bool = False, name: str | None = None, **kwargs: Any):
+        if weight_decay is None:
+            raise KilnValueError("AdamW: argument `weight_decay` must be a float. "
+                                 "Received: weight_decay=None")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, name,
+                         weight_decay=weight_decay, **kwargs)
+
+
+class Adamax(Optimizer):
+    """Keras 3's Adamax: Adam with the infinity norm, `u = max(beta_2 u, |g|)`."""
+
+    rule_class = rules.Adamax
+    fields = ("beta_1", "beta_2", "epsilon")
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, name: str | None = None, **kwargs: Any):
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        super().__init__(learning_rate, name, **kwargs)
+
+
+class Lion(Optimizer):
+    """Keras 3's Lion: a step of lr in the sign of beta_1 m + (1 - beta_1) g."""
+
+    rule_class = rules.Lion
+    fields = ("beta_1", "beta_2")
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.99,
+                 name: str | None = None, **kwargs: Any):
+        self.beta_1, self.beta_2 = beta_1, beta_2
+        super().__init__(learning_rate, name, **kwargs)
+
+
+class Adadelta(Optimizer):
+    """Keras 3's Adadelta: steps scaled by the running RMS of past updates over that of the
+    gradients, times the learning rate."""
+
+    rule_class = rules.Adadelta
+    fields = ("rho", "epsilon")
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.95, epsilon: float = 1e-7,
+                 name: str | None = None, **kwargs: Any):
+        self.rho, self.epsilon = rho, epsilon
+        super().__init__(learning_rate, name, **kwargs)
+
+
 _BY_NAME: dict[str, type[Optimizer]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam,
-                                        "adagrad": Adagrad}
+                                        "adagrad": Adagrad, "adamw": AdamW, "adamax": Adamax,
+                                        "lion": Lion, "adadelta": Adadelta}
 
 
 def get(identifier: Any) -> Optimizer:
@@ -217,4 +288,5 @@ def get(identifier: Any) -> Optimizer:
                         f"kiln.optimizers.Optimizer. Received: optimizer={identifier!r}")
 
 
-__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "get"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Optimizer",
+           "RMSprop", "get"]

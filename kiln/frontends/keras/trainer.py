@@ -305,7 +305,9 @@ class Trainer:
                                 sample_weight=weighted, name="train_step",
                                 penalty=forward.penalty,
                                 constraints={names[id(v)]: v.constraint for v in variables
-                                             if v.constraint is not None})
+                                             if v.constraint is not None},
+                                decayed=[names[id(v)] for v in variables
+                                         if self.optimizer._use_weight_decay(v)])
         return step.graph, step.initial_state
 
     def _runtime(self, wanted: dict[str, Dataset | None]) -> Any:

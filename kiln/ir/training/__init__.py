@@ -2,7 +2,18 @@
 
 from kiln.ir.training.losses import LOSSES
 from kiln.ir.training.metrics import METRICS
-from kiln.ir.training.optimizers import RULES, SGD, Adagrad, Adam, RMSprop, UpdateRule
+from kiln.ir.training.optimizers import (
+    RULES,
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    Lion,
+    RMSprop,
+    UpdateRule,
+    clip_gradients,
+)
 from kiln.ir.training.train_step import (
     ITERATIONS,
     LEARNING_RATE,
@@ -14,7 +25,7 @@ from kiln.ir.training.train_step import (
 )
 
 __all__ = [
-    "ITERATIONS", "LEARNING_RATE", "LOSSES", "METRICS", "RULES", "SGD", "Adagrad", "Adam",
-    "LossSpec", "MetricSpec", "RMSprop", "TrainStep", "UpdateRule", "build_eval_step",
-    "build_train_step",
+    "ITERATIONS", "LEARNING_RATE", "LOSSES", "METRICS", "RULES", "SGD", "Adadelta", "Adagrad",
+    "Adam", "Adamax", "Lion", "LossSpec", "MetricSpec", "RMSprop", "TrainStep", "UpdateRule",
+    "build_eval_step", "build_train_step", "clip_gradients",
 ]

@@ -28,11 +28,32 @@ def _positive(name: str, value: float, opt: str, allow_zero: bool = False) -> fl
 
 @dataclass(frozen=True)
 class UpdateRule:
-    """Base of the update rules; subclasses define `name`, `slots` and `apply`."""
+    """Base of the update rules; subclasses define `name`, `slots` and `apply`.
+
+    The options every Keras 3 optimizer takes are applied by the training step around
+    `apply`, in Keras's order: the gradients clipped (`clipnorm`: each to that L2 norm;
+    `global_clipnorm`: all together; `clipvalue`: each element; at most one of the three),
+    then each decayed weight multiplied by (1 - weight_decay * lr), then `apply`."""
 
     learning_rate: float
+    weight_decay: float | None = None
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    global_clipnorm: float | None = None
 
     name = "optimizer"
+
+    def __post_init__(self) -> None:
+        opt = type(self).__name__
+        _positive("learning_rate", self.learning_rate, opt, allow_zero=True)
+        for key in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
+            if getattr(self, key) is not None:
+                _positive(key, getattr(self, key), opt, allow_zero=True)
+        clips = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(self, k)]
+        if len(clips) > 1:
+            raise KilnValueError(f"{opt}: only one of `clipnorm`, `clipvalue` and "
+                                 f"`global_clipnorm` can be set. Received: "
+                                 + ", ".join(f"{k}={getattr(self, k)!r}" for k in clips))
 
     def slots(self) -> dict[str, SlotInit]:
         return {}
@@ -46,6 +67,13 @@ class UpdateRule:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def _betas(rule: UpdateRule, *keys: str) -> None:
+    for key in keys:
+        if not 0 <= getattr(rule, key) < 1:
+            raise KilnValueError(f"{type(rule).__name__}: expected {key} in [0, 1). "
+                                 f"Received: {key}={getattr(rule, key)!r}")
+
+
 @dataclass(frozen=True)
 class SGD(UpdateRule):
     """w -= lr*g; with momentum m = momentum*m - lr*g, w += m (Nesterov: w += momentum*m - lr*g)."""
@@ -57,7 +85,7 @@ class SGD(UpdateRule):
     name = "sgd"
 
     def __post_init__(self) -> None:
-        _positive("learning_rate", self.learning_rate, "SGD", allow_zero=True)
+        super().__post_init__()
         if not 0 <= self.momentum <= 1:
             raise KilnValueError(
                 f"SGD: expected momentum in [0, 1]. Received: momentum={self.momentum!r}"
@@ -89,7 +117,7 @@ class RMSprop(UpdateRule):
     name = "rmsprop"
 
     def __post_init__(self) -> None:
-        _positive("learning_rate", self.learning_rate, "RMSprop", allow_zero=True)
+        super().__post_init__()
         _positive("epsilon", self.epsilon, "RMSprop")
         if not 0 <= self.rho < 1:
             raise KilnValueError(f"RMSprop: expected rho in [0, 1). Received: rho={self.rho!r}")
@@ -132,12 +160,9 @@ class Adam(UpdateRule):
     name = "adam"
 
     def __post_init__(self) -> None:
-        _positive("learning_rate", self.learning_rate, "Adam", allow_zero=True)
+        super().__post_init__()
         _positive("epsilon", self.epsilon, "Adam")
-        for key in ("beta_1", "beta_2"):
-            if not 0 <= getattr(self, key) < 1:
-                raise KilnValueError(f"Adam: expected {key} in [0, 1). "
-                                     f"Received: {key}={getattr(self, key)!r}")
+        _betas(self, "beta_1", "beta_2")
 
     def slots(self) -> dict[str, SlotInit]:
         slots = {"momentum": 0.0, "velocity": 0.0}
@@ -171,7 +196,7 @@ class Adagrad(UpdateRule):
     name = "adagrad"
 
     def __post_init__(self) -> None:
-        _positive("learning_rate", self.learning_rate, "Adagrad", allow_zero=True)
+        super().__post_init__()
         _positive("epsilon", self.epsilon, "Adagrad")
         _positive("initial_accumulator_value", self.initial_accumulator_value, "Adagrad",
                   allow_zero=True)
@@ -185,5 +210,126 @@ class Adagrad(UpdateRule):
         return b.sub(param, update), {"accumulator": acc}
 
 
+@dataclass(frozen=True)
+class Adamax(UpdateRule):
+    """Keras 3 Adamax: m += (g - m)(1 - beta_1); u = max(beta_2 u, |g|);
+    w -= lr m / ((1 - beta_1^t)(u + epsilon))."""
+
+    learning_rate: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    name = "adamax"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("epsilon", self.epsilon, "Adamax")
+        _betas(self, "beta_1", "beta_2")
+
+    def slots(self) -> dict[str, SlotInit]:
+        return {"momentum": 0.0, "norm": 0.0}
+
+    def apply(self, b, param, grad, slots, lr, step):  # noqa: ANN001, ANN201
+        beta_1_power = b.pow(b.constant(self.beta_1, step.dtype), step)
+        m = b.add(slots["momentum"], b.mul(b.sub(grad, slots["momentum"]), 1 - self.beta_1))
+        u = b.maximum(b.mul(slots["norm"], self.beta_2), b.abs(grad))
+        update = b.div(b.mul(lr, m), b.mul(b.sub(1.0, beta_1_power), b.add(u, self.epsilon)))
+        return b.sub(param, update), {"momentum": m, "norm": u}
+
+
+@dataclass(frozen=True)
+class Lion(UpdateRule):
+    """Keras 3 Lion: w -= lr sign(beta_1 m + (1 - beta_1) g); m = beta_2 m + (1 - beta_2) g."""
+
+    learning_rate: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+
+    name = "lion"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.beta_1 <= 1:
+            raise KilnValueError(f"Lion: expected beta_1 in (0, 1]. "
+                                 f"Received: beta_1={self.beta_1!r}")
+        _betas(self, "beta_2")
+
+    def slots(self) -> dict[str, SlotInit]:
+        return {"momentum": 0.0}
+
+    def apply(self, b, param, grad, slots, lr, step):  # noqa: ANN001, ANN201
+        m = slots["momentum"]
+        direction = b.sign(b.add(b.mul(m, self.beta_1), b.mul(grad, 1.0 - self.beta_1)))
+        new_m = b.add(b.mul(m, self.beta_2), b.mul(grad, 1.0 - self.beta_2))
+        return b.sub(param, b.mul(lr, direction)), {"momentum": new_m}
+
+
+@dataclass(frozen=True)
+class Adadelta(UpdateRule):
+    """Keras 3 Adadelta: a = rho a + (1 - rho) g^2; d = -sqrt(D + eps) g / sqrt(a + eps);
+    D = rho D + (1 - rho) d^2; w += lr d."""
+
+    learning_rate: float = 0.001
+    rho: float = 0.95
+    epsilon: float = 1e-7
+
+    name = "adadelta"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("epsilon", self.epsilon, "Adadelta")
+        _betas(self, "rho")
+
+    def slots(self) -> dict[str, SlotInit]:
+        return {"accumulated_grad": 0.0, "accumulated_delta_var": 0.0}
+
+    def apply(self, b, param, grad, slots, lr, step):  # noqa: ANN001, ANN201
+        rho = self.rho
+        acc = b.add(b.mul(slots["accumulated_grad"], rho), b.mul(b.square(grad), 1 - rho))
+        delta = b.neg(b.div(b.mul(b.sqrt(b.add(slots["accumulated_delta_var"], self.epsilon)),
+                                  grad), b.sqrt(b.add(acc, self.epsilon))))
+        acc_delta = b.add(b.mul(slots["accumulated_delta_var"], rho),
+                          b.mul(b.square(delta), 1 - rho))
+        return b.add(param, b.mul(lr, delta)), {"accumulated_grad": acc,
+                                                "accumulated_delta_var": acc_delta}
+
+
+def clip_gradients(b: Any, rule: UpdateRule, grads: list[Value | None]) -> list[Value | None]:
+    """Keras 3's _clip_gradients: by each gradient's norm, by their global norm, or by
+    value (missing gradients stay missing)."""
+    if rule.clipnorm:
+        c = rule.clipnorm
+        clipped = []
+        for g in grads:
+            if g is None:
+                clipped.append(g)
+                continue
+            l2sum = b.sum(b.square(g), keepdims=True)
+            positive = b.greater(l2sum, 0.0)
+            l2norm = b.where(positive, b.sqrt(b.where(positive, l2sum, 1.0)), l2sum)
+            clipped.append(b.div(b.mul(g, c), b.maximum(l2norm, c)))
+        return clipped
+    if rule.global_clipnorm:
+        c = rule.global_clipnorm
+        present = [g for g in grads if g is not None]
+        if not present:
+            return grads
+        total = b.sum(b.square(present[0]))
+        for g in present[1:]:
+            total = b.add(total, b.sum(b.square(g)))
+        norm = b.sqrt(total, name="global_norm")
+        # c * min(1/norm, 1/c), NaN where the norm is not finite (norm - norm), as Keras.
+        scale = b.add(b.mul(b.minimum(b.reciprocal(norm), 1.0 / c), c), b.sub(norm, norm))
+        return [None if g is None else b.mul(g, b.cast(scale, dtype=g.type.dtype)
+                                             if g.type.dtype != scale.type.dtype else scale)
+                for g in grads]
+    if rule.clipvalue:
+        v = rule.clipvalue
+        return [None if g is None else b.clip(g, min=-v, max=v) for g in grads]
+    return grads
+
+
 RULES: dict[str, type[UpdateRule]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam,
-                                      "adagrad": Adagrad}
+                                      "adagrad": Adagrad, "adamax": Adamax, "lion": Lion,
+                                      "adadelta": Adadelta}

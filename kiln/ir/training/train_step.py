@@ -20,7 +20,7 @@ from kiln.ir.autodiff import backprop, remove_dead_nodes
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph, Value
-from kiln.ir.training.optimizers import UpdateRule
+from kiln.ir.training.optimizers import UpdateRule, clip_gradients
 from kiln.ir.types import TensorType, numpy_dtype
 
 ITERATIONS = "optimizer.iterations"
@@ -169,13 +169,16 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
                      sample_weight: bool = False, name: str = "train_step",
                      penalty: str | None = None,
                      constraints: Mapping[str, Callable[[Any, Value], Value]] | None = None,
-                     ) -> TrainStep:
+                     decayed: Sequence[str] | None = None) -> TrainStep:
     """One graph for one optimizer step, and the initial values of the optimizer's state.
 
     `penalty` names a scalar output of the forward graph added to the loss before it is
     differentiated (the regularizers' total); `constraints` maps a trainable variable to a
     projection f(builder, updated value) -> value stored instead (applied after the
-    optimizer's update, as Keras 3's optimizer applies weight constraints)."""
+    optimizer's update, as Keras 3's optimizer applies weight constraints). The gradients
+    are clipped as the rule's clipnorm / global_clipnorm / clipvalue say; with the rule's
+    weight_decay, each variable of `decayed` (default: every trainable one) is multiplied by
+    (1 - weight_decay * lr) before its update."""
     constraints = dict(constraints or {})
     forward_updates = dict(forward.updates)
     if trainable is None:
@@ -190,7 +193,8 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
 
     params = [b.state_values[[v.name for v in b.state_values].index(p)] for p in trainable]
     seed = b.constant(1.0, loss.type.dtype, name="loss.seed")
-    grads = backprop(b, [(loss, seed)], params)
+    grads = clip_gradients(b, optimizer, backprop(b, [(loss, seed)], params))
+    decayed = set(trainable if decayed is None else decayed)
 
     iterations = b.state(ITERATIONS, TensorType((), "int64"))
     lr = b.state(LEARNING_RATE, TensorType((), "float32"))
@@ -215,7 +219,11 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
                 initial[slot_name] = np.full(param.type.resolve({}), init,
                                              numpy_dtype(param.type.dtype))
             with b.scope(param.name):
-                new_param, new_slots = optimizer.apply(b, param, g, slot_values, *steps[dtype])
+                value = param
+                if optimizer.weight_decay and param.name in decayed:
+                    rate = b.mul(steps[dtype][0], optimizer.weight_decay)
+                    value = b.mul(param, b.sub(1.0, rate), name="decayed")
+                new_param, new_slots = optimizer.apply(b, value, g, slot_values, *steps[dtype])
             if param.name in constraints:
                 with b.scope(f"{param.name}.constraint"):
                     new_param = _constrained(b, constraints[param.name], param, new_param)

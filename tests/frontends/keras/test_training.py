@@ -381,8 +381,8 @@ def test_optimizers_keras_arguments_and_state() -> None:
     assert opt.iterations == 3
     with pytest.raises(KilnValueError, match="learning_rate=-1"):
         opt.learning_rate = -1
-    with pytest.raises(KilnValueError, match="clipnorm"):
-        optimizers.SGD(clipnorm=1.0)
+    with pytest.raises(KilnValueError, match="use_ema"):
+        optimizers.SGD(use_ema=True)
 
 
 def test_losses_and_metrics_as_functions_and_objects() -> None:

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from kiln.ir import GraphBuilder, KilnValueError, f64, parse
-from kiln.ir.training import SGD, Adagrad, Adam, LossSpec, RMSprop, build_train_step
+from kiln.ir.training import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    Lion,
+    LossSpec,
+    RMSprop,
+    build_train_step,
+)
 from kiln.runtimes.reference import ReferenceExecutable
 
 
@@ -53,6 +63,39 @@ def keras_adagrad(w, g, s, t, lr=0.001, initial_accumulator_value=0.1,  # noqa: 
     return w - lr * g / np.sqrt(acc + epsilon)
 
 
+def keras_adamax(w, g, s, t, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):  # noqa: ANN001, ANN201
+    m = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - beta_1)
+    u = np.maximum(beta_2 * s.get("u", 0.0), np.abs(g))
+    s["m"], s["u"] = m, u
+    return w - lr * m / ((1 - beta_1 ** t) * (u + epsilon))
+
+
+def keras_lion(w, g, s, t, lr=0.001, beta_1=0.9, beta_2=0.99):  # noqa: ANN001, ANN201
+    m = s.get("m", 0.0)
+    s["m"] = beta_2 * m + (1 - beta_2) * g
+    return w - lr * np.sign(beta_1 * m + (1 - beta_1) * g)
+
+
+def keras_adadelta(w, g, s, t, lr=0.001, rho=0.95, epsilon=1e-7):  # noqa: ANN001, ANN201
+    acc = rho * s.get("acc", 0.0) + (1 - rho) * g * g
+    delta = -np.sqrt(s.get("delta", 0.0) + epsilon) * g / np.sqrt(acc + epsilon)
+    s["acc"], s["delta"] = acc, rho * s.get("delta", 0.0) + (1 - rho) * delta * delta
+    return w + lr * delta
+
+
+def with_options(rule, weight_decay=None, clipnorm=None, clipvalue=None):  # noqa: ANN001, ANN201
+    """Keras 3's apply around a rule: clip the gradient, decay the weight, then the rule."""
+    def apply(w, g, s, t, **kwargs):  # noqa: ANN001, ANN202
+        if clipnorm:
+            g = g * clipnorm / max(np.sqrt(np.sum(g * g)), clipnorm)
+        if clipvalue:
+            g = np.clip(g, -clipvalue, clipvalue)
+        if weight_decay:
+            w = w * (1 - weight_decay * kwargs.get("lr", 0.001))
+        return rule(w, g, s, t, **kwargs)
+    return apply
+
+
 CASES = [
     (SGD(), keras_sgd, {}),
     (SGD(0.1, momentum=0.9), keras_sgd, {"lr": 0.1, "momentum": 0.9}),
@@ -67,6 +110,19 @@ CASES = [
     (Adagrad(), keras_adagrad, {}),
     (Adagrad(0.1, initial_accumulator_value=0.5), keras_adagrad,
      {"lr": 0.1, "initial_accumulator_value": 0.5}),
+    (Adamax(), keras_adamax, {}),
+    (Adamax(0.05, beta_1=0.5, beta_2=0.9, epsilon=1e-3), keras_adamax,
+     {"lr": 0.05, "beta_1": 0.5, "beta_2": 0.9, "epsilon": 1e-3}),
+    (Lion(), keras_lion, {}),
+    (Lion(0.01, beta_1=0.5, beta_2=0.7), keras_lion, {"lr": 0.01, "beta_1": 0.5, "beta_2": 0.7}),
+    (Adadelta(), keras_adadelta, {}),
+    (Adadelta(1.0, rho=0.5, epsilon=1e-4), keras_adadelta,
+     {"lr": 1.0, "rho": 0.5, "epsilon": 1e-4}),
+    (Adam(0.01, weight_decay=0.5), with_options(keras_adam, weight_decay=0.5), {"lr": 0.01}),
+    (SGD(0.1, momentum=0.9, weight_decay=0.2, clipnorm=0.3),
+     with_options(keras_sgd, weight_decay=0.2, clipnorm=0.3), {"lr": 0.1, "momentum": 0.9}),
+    (RMSprop(0.01, clipvalue=0.05), with_options(keras_rmsprop, clipvalue=0.05),
+     {"lr": 0.01}),
 ]
 
 
@@ -117,9 +173,45 @@ def test_learning_rate_is_state_and_changes_the_step() -> None:
     assert np.all(runs[0.1] < 1)
 
 
+def _two_weight_model() -> object:
+    b = GraphBuilder("forward")
+    x = b.input("x", f64["N", 3])
+    w, v = b.state("w", f64[3]), b.state("v", f64[2])
+    b.output(b.add(b.sum(b.mul(x, w), axes=(1,), keepdims=True), b.sum(v)), "out")
+    return b.build()
+
+
+@pytest.mark.parametrize("decayed", [None, ["v"]])
+def test_global_clipnorm_scales_all_gradients_together_and_decay_picks_weights(
+        decayed) -> None:  # noqa: ANN001
+    """global_clipnorm: every gradient times c * min(1 / ||all||, 1 / c); weight decay only
+    on `decayed` (default every trainable weight). SGD, so the step is lr * gradient."""
+    lr, c, wd = 0.1, 0.5, 0.3
+    step = build_train_step(_two_weight_model(), [LossSpec("out", _sq_loss)],
+                            SGD(lr, global_clipnorm=c, weight_decay=wd), decayed=decayed)
+    w, v = np.array([0.5, -1.0, 2.0]), np.array([0.3, -0.2])
+    ex = ReferenceExecutable({"train": step.graph}, {"w": w.copy(), "v": v.copy(),
+                                                     **step.initial_state})
+    x = np.random.default_rng(1).standard_normal((8, 3))
+    y = np.zeros((8, 1))
+    r = 2 * ((x @ w)[:, None] + v.sum() - y)[:, 0] / 8
+    gw, gv = x.T @ r, np.full(2, r.sum())
+    norm = np.sqrt(np.sum(gw * gw) + np.sum(gv * gv))
+    assert norm > c
+    scale = c * min(1 / norm, 1 / c)
+    ex.run("train", {"x": x, "y": y})
+    decay_w = 1.0 if decayed else 1 - wd * lr
+    np.testing.assert_allclose(ex.state["w"], w * decay_w - lr * scale * gw, rtol=1e-6)
+    np.testing.assert_allclose(ex.state["v"], v * (1 - wd * lr) - lr * scale * gv, rtol=1e-6)
+
+
 @pytest.mark.parametrize("make", [lambda: SGD(-1.0), lambda: SGD(momentum=2.0),
                                   lambda: RMSprop(rho=1.0), lambda: Adam(beta_2=1.5),
-                                  lambda: Adagrad(epsilon=0.0)])
+                                  lambda: Adagrad(epsilon=0.0), lambda: Lion(beta_1=0.0),
+                                  lambda: Adamax(beta_1=1.0), lambda: Adadelta(rho=-0.1),
+                                  lambda: Adam(weight_decay=-0.1),
+                                  lambda: SGD(clipnorm=1.0, clipvalue=1.0),
+                                  lambda: RMSprop(global_clipnorm=-1.0)])
 def test_bad_hyperparameters_are_refused(make) -> None:  # noqa: ANN001
     with pytest.raises(KilnValueError, match="Received"):
         make()
