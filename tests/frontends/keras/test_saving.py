@@ -188,6 +188,7 @@ def _layer_models() -> dict[str, models.Model]:
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),
+                                        layers.LayerNormalization(epsilon=0.1, center=False),
                                         layers.Activation("tanh")]),
     }
 
@@ -398,7 +399,8 @@ def test_model_json_is_keras_shaped(tmp_path) -> None:  # noqa: ANN001
     assert config["compile_config"]["optimizer"] == {
         "module": "optimizers", "class_name": "RMSprop",
         "config": {"name": "rmsprop", "learning_rate": 0.002, "rho": 0.9, "momentum": 0.0,
-                   "epsilon": 1e-07, "centered": False}}
+                   "epsilon": 1e-07, "centered": False, "weight_decay": None, "clipnorm": None,
+                   "clipvalue": None, "global_clipnorm": None}}
     calls = {c["layer"]: c for c in config["config"]["calls"]}
     assert calls["inner"]["inputs"] == [["sum", 0, 0]]
     shared = [c["inputs"] for c in config["config"]["calls"] if c["layer"] == "shared"]

@@ -31,7 +31,7 @@ from kiln.frontends.keras.layers.merge import (
     concatenate,
     multiply,
 )
-from kiln.frontends.keras.layers.normalization import BatchNormalization
+from kiln.frontends.keras.layers.normalization import BatchNormalization, LayerNormalization
 from kiln.frontends.keras.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "Input",
     "InputLayer",
     "LSTM",
+    "LayerNormalization",
     "Layer",
     "MaxPooling1D",
     "MaxPooling2D",

@@ -1,10 +1,12 @@
-"""BatchNormalization, with Keras 3's arithmetic: in training, the batch's mean and biased
+"""BatchNormalization and LayerNormalization. BatchNormalization, with Keras 3's arithmetic:
+in training, the batch's mean and biased
 variance normalize the input (gradients flow through both) and the moving statistics move
 toward them; at inference, and for a layer whose `trainable` is False, the moving statistics
 normalize the input."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from kiln.frontends.keras import initializers
@@ -139,5 +141,122 @@ class BatchNormalization(Layer):
                 "moving_variance_initializer": initializers.serialize(
                     self.moving_variance_initializer),
                 "synchronized": self.synchronized,
+                **weight_options_config(self, "beta_regularizer", "gamma_regularizer",
+                                        "beta_constraint", "gamma_constraint")}
+
+
+class LayerNormalization(Layer):
+    """output = (input - mean) / sqrt(variance + epsilon) * gamma + beta, the statistics of
+    each sample over `axis` (as Keras 3 computes it: inv = gamma / sqrt(variance + epsilon),
+    then input * inv + (beta - mean * inv)).
+
+    Args: axis=-1 (an int or a list of ints: the axes normalized over, which gamma and beta
+    span), epsilon=1e-3, center=True (use beta), scale=True (use gamma),
+    beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
+    gamma_regularizer=None, beta_constraint=None, gamma_constraint=None, rms_scaling=False
+    (Keras's deprecated mode: input / sqrt(variance + epsilon) * gamma, no beta).
+    Weights: gamma, beta (each only when scale / center), of the normalized axes' shape.
+    Input shape: any rank, the normalized axes known. Output shape: the input's.
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",
+                 gamma_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, beta_constraint: Any = None,
+                 gamma_constraint: Any = None, rms_scaling: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            if not all(isinstance(a, int) and not isinstance(a, bool) for a in axis) or \
+                    not axis:
+                raise KilnTypeError(f"layer {self.name!r}: expected an int or a list/tuple of "
+                                    f"ints for the argument 'axis'. Received: axis={axis!r}")
+            self.axis: int | list[int] = list(axis)
+        elif isinstance(axis, int) and not isinstance(axis, bool):
+            self.axis = axis
+        else:
+            raise KilnTypeError(f"layer {self.name!r}: expected an int or a list/tuple of "
+                                f"ints for the argument 'axis'. Received: axis={axis!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+            raise KilnTypeError(f"layer {self.name!r}: expected epsilon as a float. "
+                                f"Received: epsilon={epsilon!r}")
+        self.epsilon = float(epsilon)
+        self.center, self.scale, self.rms_scaling = bool(center), bool(scale), bool(rms_scaling)
+        self.beta_initializer = beta_initializer
+        self.gamma_initializer = gamma_initializer
+        set_weight_options(self, beta_regularizer=beta_regularizer,
+                           gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                           gamma_constraint=gamma_constraint)
+        self._axes: tuple[int, ...] = ()
+        self._ndim: int | None = None
+
+    def _normalized_axes(self, shape: tuple) -> tuple[int, ...]:
+        rank = len(shape)
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        for a in axes:
+            if not -rank <= a < rank:
+                raise KilnValueError(f"layer {self.name!r}: axis {a} is out of bounds for "
+                                     f"input shape {shape}. Received: axis={self.axis}")
+        normalized = tuple(sorted({a % rank for a in axes}))
+        if 0 in normalized and rank > 1:
+            raise KilnValueError(f"layer {self.name!r}: kiln normalizes within each sample; "
+                                 f"expected axes other than the batch axis 0. "
+                                 f"Received: axis={self.axis}")
+        for a in normalized:
+            if shape[a] is None:
+                raise KilnValueError(f"layer {self.name!r}: axis {a} of the input should have "
+                                     f"a defined dimension. Received input shape {shape}")
+        return normalized
+
+    def check_input_shapes(self, shapes: list) -> None:
+        axes = self._normalized_axes(shapes[0])
+        if self.built and (len(shapes[0]) != self._ndim or axes != self._axes or any(
+                shapes[0][a] != d for a, d in zip(axes, self._feature_shape))):
+            raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
+                                 f"layer: expected axes {list(self._axes)} of shape "
+                                 f"{self._feature_shape} in an input of rank {self._ndim}. "
+                                 f"Received input shape {shapes[0]}")
+
+    def build(self, input_shape: tuple) -> None:
+        self._ndim = len(input_shape)
+        self._axes = self._normalized_axes(input_shape)
+        self._feature_shape = tuple(input_shape[a] for a in self._axes)
+        if self.scale or self.rms_scaling:
+            self.gamma = self.add_weight("gamma", self._feature_shape, self.gamma_initializer,
+                                         regularizer=self.gamma_regularizer,
+                                         constraint=self.gamma_constraint)
+        if self.center and not self.rms_scaling:
+            self.beta = self.add_weight("beta", self._feature_shape, self.beta_initializer,
+                                        regularizer=self.beta_regularizer,
+                                        constraint=self.beta_constraint)
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        rank, axes = x.type.rank, self._axes
+        broadcast = tuple(x.type.shape[i] if i in axes else 1 for i in range(rank))
+
+        def per_feature(v):  # noqa: ANN001, ANN202
+            # The weights broadcast as they are when they span the trailing axes.
+            if axes == tuple(range(rank - len(axes), rank)):
+                return v
+            return b.reshape(v, shape=broadcast)
+
+        mean = b.mean(x, axes=axes, keepdims=True, name="mean")
+        variance = b.mean(b.square(b.sub(x, mean)), axes=axes, keepdims=True,
+                          name="variance")
+        inv = b.rsqrt(b.add(variance, self.epsilon))
+        if self.rms_scaling:
+            return b.mul(b.mul(x, inv), per_feature(ctx.value(self.gamma)))
+        if self.scale:
+            inv = b.mul(inv, per_feature(ctx.value(self.gamma)))
+        shift = b.neg(b.mul(mean, inv))
+        if self.center:
+            shift = b.add(shift, per_feature(ctx.value(self.beta)))
+        return b.add(b.mul(x, inv), shift)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "rms_scaling": self.rms_scaling,
                 **weight_options_config(self, "beta_regularizer", "gamma_regularizer",
                                         "beta_constraint", "gamma_constraint")}
