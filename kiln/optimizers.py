@@ -1,5 +1,5 @@
-"""kiln.optimizers: SGD, RMSprop, Adam, AdamW, Adagrad, Adamax, Adadelta, Lion and get (as
-keras.optimizers)."""
+"""kiln.optimizers: SGD, RMSprop, Adam, AdamW, Adagrad, Adamax, Adadelta, Lion, Nadam and get
+(as keras.optimizers)."""
 
 from kiln.frontends.keras.optimizers import (
     SGD,
@@ -9,10 +9,11 @@ from kiln.frontends.keras.optimizers import (
     Adamax,
     AdamW,
     Lion,
+    Nadam,
     Optimizer,
     RMSprop,
     get,
 )
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Optimizer",
-           "RMSprop", "get"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Nadam",
+           "Optimizer", "RMSprop", "get"]

@@ -319,6 +319,8 @@ MORE_OPTIMIZERS = {  # name -> factory taking keras.optimizers / kiln.optimizers
     "sgd_decay_clipnorm": lambda m: m.SGD(0.1, momentum=0.9, weight_decay=0.01, clipnorm=0.05),
     "adam_global_clipnorm": lambda m: m.Adam(0.01, global_clipnorm=0.1),
     "rmsprop_clipvalue": lambda m: m.RMSprop(0.01, clipvalue=0.01),
+    "nadam": lambda m: m.Nadam(0.02),
+    "nadam_decay": lambda m: m.Nadam(0.01, beta_1=0.8, weight_decay=0.1),
 }
 
 

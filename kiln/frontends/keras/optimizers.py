@@ -244,6 +244,18 @@ class Adamax(Optimizer):
         super().__init__(learning_rate, name, **kwargs)
 
 
+class Nadam(Optimizer):
+    """Keras 3's Nadam: Adam with Nesterov momentum and Keras's momentum schedule."""
+
+    rule_class = rules.Nadam
+    fields = ("beta_1", "beta_2", "epsilon")
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, name: str | None = None, **kwargs: Any):
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        super().__init__(learning_rate, name, **kwargs)
+
+
 class Lion(Optimizer):
     """Keras 3's Lion: a step of lr in the sign of beta_1 m + (1 - beta_1) g."""
 
@@ -271,7 +283,7 @@ class Adadelta(Optimizer):
 
 _BY_NAME: dict[str, type[Optimizer]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam,
                                         "adagrad": Adagrad, "adamw": AdamW, "adamax": Adamax,
-                                        "lion": Lion, "adadelta": Adadelta}
+                                        "lion": Lion, "adadelta": Adadelta, "nadam": Nadam}
 
 
 def get(identifier: Any) -> Optimizer:
@@ -288,5 +300,5 @@ def get(identifier: Any) -> Optimizer:
                         f"kiln.optimizers.Optimizer. Received: optimizer={identifier!r}")
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Optimizer",
-           "RMSprop", "get"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Lion", "Nadam",
+           "Optimizer", "RMSprop", "get"]

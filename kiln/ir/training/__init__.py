@@ -10,6 +10,7 @@ from kiln.ir.training.optimizers import (
     Adam,
     Adamax,
     Lion,
+    Nadam,
     RMSprop,
     UpdateRule,
     clip_gradients,
@@ -26,6 +27,6 @@ from kiln.ir.training.train_step import (
 
 __all__ = [
     "ITERATIONS", "LEARNING_RATE", "LOSSES", "METRICS", "RULES", "SGD", "Adadelta", "Adagrad",
-    "Adam", "Adamax", "Lion", "LossSpec", "MetricSpec", "RMSprop", "TrainStep", "UpdateRule",
-    "build_eval_step", "build_train_step", "clip_gradients",
+    "Adam", "Adamax", "Lion", "LossSpec", "MetricSpec", "Nadam", "RMSprop", "TrainStep",
+    "UpdateRule", "build_eval_step", "build_train_step", "clip_gradients",
 ]

@@ -58,6 +58,17 @@ class UpdateRule:
     def slots(self) -> dict[str, SlotInit]:
         return {}
 
+    def shared(self) -> dict[str, SlotInit]:
+        """Float32 scalars the rule keeps once for all parameters (Nadam's product of
+        momentum factors), by name, with their initial values. `apply` sees their values
+        before this step among its `slots`; `update_shared` gives their new values."""
+        return {}
+
+    def update_shared(self, b: Any, shared: Mapping[str, Value],
+                      step: Value) -> dict[str, Value]:
+        """The shared scalars after this step (`step`: float32, 1 on the first call)."""
+        return {}
+
     def apply(self, b: Any, param: Value, grad: Value, slots: Mapping[str, Value],
               lr: Value, step: Value) -> tuple[Value, dict[str, Value]]:
         """Emit one update; `lr` has the parameter's dtype, `step` is 1 on the first call."""
@@ -295,6 +306,54 @@ class Adadelta(UpdateRule):
                                                 "accumulated_delta_var": acc_delta}
 
 
+@dataclass(frozen=True)
+class Nadam(UpdateRule):
+    """Keras 3 Nadam: Adam with Nesterov momentum and the momentum schedule
+    u_t = beta_1 (1 - 0.5 * 0.96^t), whose running product is one shared scalar."""
+
+    learning_rate: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    name = "nadam"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("epsilon", self.epsilon, "Nadam")
+        _betas(self, "beta_1", "beta_2")
+
+    def slots(self) -> dict[str, SlotInit]:
+        return {"momentum": 0.0, "velocity": 0.0}
+
+    def shared(self) -> dict[str, SlotInit]:
+        return {"u_product": 1.0}
+
+    def _u(self, b: Any, step: Value, ahead: bool) -> Value:
+        """u at this step, or (ahead) at the next."""
+        decay = b.pow(b.constant(0.96, step.type.dtype), b.add(step, 1.0) if ahead else step)
+        return b.mul(b.sub(1.0, b.mul(decay, 0.5)), self.beta_1)
+
+    def update_shared(self, b, shared, step):  # noqa: ANN001, ANN201
+        return {"u_product": b.mul(shared["u_product"], self._u(b, step, False))}
+
+    def apply(self, b, param, grad, slots, lr, step):  # noqa: ANN001, ANN201
+        u_t, u_t_1 = self._u(b, step, False), self._u(b, step, True)
+        u_product = slots["u_product"]
+        if u_product.type.dtype != step.type.dtype:
+            u_product = b.cast(u_product, dtype=step.type.dtype)
+        u_product_t = b.mul(u_product, u_t)
+        u_product_t_1 = b.mul(u_product_t, u_t_1)
+        beta_2_power = b.pow(b.constant(self.beta_2, step.type.dtype), step)
+        m = b.add(b.mul(slots["momentum"], self.beta_1), b.mul(grad, 1 - self.beta_1))
+        v = b.add(b.mul(slots["velocity"], self.beta_2), b.mul(b.square(grad), 1 - self.beta_2))
+        m_hat = b.add(b.div(b.mul(m, u_t_1), b.sub(1.0, u_product_t_1)),
+                      b.div(b.mul(grad, b.sub(1.0, u_t)), b.sub(1.0, u_product_t)))
+        v_hat = b.div(v, b.sub(1.0, beta_2_power))
+        update = b.div(b.mul(m_hat, lr), b.add(b.sqrt(v_hat), self.epsilon))
+        return b.sub(param, update), {"momentum": m, "velocity": v}
+
+
 def clip_gradients(b: Any, rule: UpdateRule, grads: list[Value | None]) -> list[Value | None]:
     """Keras 3's _clip_gradients: by each gradient's norm, by their global norm, or by
     value (missing gradients stay missing)."""
@@ -332,4 +391,4 @@ def clip_gradients(b: Any, rule: UpdateRule, grads: list[Value | None]) -> list[
 
 RULES: dict[str, type[UpdateRule]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam,
                                       "adagrad": Adagrad, "adamax": Adamax, "lion": Lion,
-                                      "adadelta": Adadelta}
+                                      "adadelta": Adadelta, "nadam": Nadam}

@@ -204,6 +204,11 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
     }
     with b.scope(optimizer.name):
         step_count = b.add(iterations, b.constant(1, "int64"), name="step")
+        shared = {}
+        for key, init in optimizer.shared().items():
+            state_name = f"{optimizer.name}.{key}"
+            shared[key] = b.state(state_name, TensorType((), "float32"))
+            initial[state_name] = np.array(init, np.float32)
         steps = {}
         for param, g in zip(params, grads):
             if g is None:  # no path from the loss: Keras leaves such variables unchanged
@@ -212,7 +217,7 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
             if dtype not in steps:
                 steps[dtype] = (b.cast(lr, dtype=dtype, name="lr") if dtype != "float32" else lr,
                                 b.cast(step_count, dtype=dtype, name="t"))
-            slot_values = {}
+            slot_values = dict(shared)
             for slot, init in optimizer.slots().items():
                 slot_name = f"{optimizer.name}.{slot}/{param.name}"
                 slot_values[slot] = b.state(slot_name, param.type)
@@ -230,6 +235,10 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
             b.update(param, new_param)
             for slot, value in new_slots.items():
                 b.update(slot_values[slot], value)
+        if shared:
+            t = b.cast(step_count, dtype="float32", name="shared_t")
+            for key, value in optimizer.update_shared(b, shared, t).items():
+                b.update(shared[key], value)
         b.update(iterations, step_count)
     for state_name, value in updates.items():
         b.update(state_name, value)

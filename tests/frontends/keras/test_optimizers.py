@@ -1,6 +1,6 @@
 """The Keras-facing optimizers beyond the update rules (tests/ir/training/test_optimizers.py
 checks those against Keras 3's formulas): names, configs and save/load of AdamW, Adamax,
-Lion and Adadelta; weight decay with Keras's exclusions; gradient clipping; every backend
+Lion, Adadelta and Nadam; weight decay with Keras's exclusions; gradient clipping; every backend
 computing the same steps as the reference runtime."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def _model(optimizer: optimizers.Optimizer, backend: str = "reference") -> model
 @pytest.mark.parametrize("name, cls", [("adamw", optimizers.AdamW),
                                        ("Adamax", optimizers.Adamax),
                                        ("lion", optimizers.Lion),
-                                       ("adadelta", optimizers.Adadelta)])
+                                       ("adadelta", optimizers.Adadelta),
+                                       ("nadam", optimizers.Nadam)])
 def test_names_defaults_and_config(name: str, cls: type) -> None:
     opt = optimizers.get(name)
     assert type(opt) is cls and opt.name == name.lower()
@@ -46,6 +47,7 @@ MAKERS = {
     "lion_clipvalue": lambda: optimizers.Lion(0.003, clipvalue=0.01),
     "adamax_clipnorm": lambda: optimizers.Adamax(0.02, clipnorm=0.1),
     "adadelta_decay": lambda: optimizers.Adadelta(1.0, weight_decay=0.05),
+    "nadam": lambda: optimizers.Nadam(0.02),
 }
 
 
@@ -98,13 +100,17 @@ def test_clipnorm_bounds_the_sgd_step() -> None:
         assert np.linalg.norm(a - b) <= 0.01 + 1e-6
 
 
-def test_save_and_load_continue_training(tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("make", [
+    lambda: optimizers.AdamW(0.01, weight_decay=0.2, clipvalue=0.3),
+    lambda: optimizers.Nadam(0.01),  # its shared u_product scalar is saved too
+])
+def test_save_and_load_continue_training(make, tmp_path) -> None:  # noqa: ANN001
     x, y = _data()
-    model = _model(optimizers.AdamW(0.01, weight_decay=0.2, clipvalue=0.3))
+    model = _model(make())
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     model.save(tmp_path / "m.kiln")
     loaded = models.load_model(tmp_path / "m.kiln", backend="reference")
-    assert type(loaded.optimizer) is optimizers.AdamW
+    assert type(loaded.optimizer) is type(model.optimizer)
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     assert float(loaded.train_on_batch(x, y)) == pytest.approx(float(model.train_on_batch(x, y)),
                                                                rel=1e-6)
@@ -117,7 +123,7 @@ def test_save_and_load_continue_training(tmp_path) -> None:  # noqa: ANN001
     (lambda: optimizers.SGD(clipnorm=1.0, global_clipnorm=2.0), "only one of"),
     (lambda: optimizers.Adam(weight_decay=-1.0), "weight_decay"),
     (lambda: optimizers.Lion(beta_1=1.5), "beta_1"),
-    (lambda: optimizers.get("nadam"), "'nadam'"),
+    (lambda: optimizers.get("ftrl"), "'ftrl'"),
 ])
 def test_bad_arguments(make, match) -> None:  # noqa: ANN001
     with pytest.raises(KilnValueError, match=match):

@@ -14,6 +14,7 @@ from kiln.ir.training import (
     Adamax,
     Lion,
     LossSpec,
+    Nadam,
     RMSprop,
     build_train_step,
 )
@@ -83,6 +84,18 @@ def keras_adadelta(w, g, s, t, lr=0.001, rho=0.95, epsilon=1e-7):  # noqa: ANN00
     return w + lr * delta
 
 
+def keras_nadam(w, g, s, t, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):  # noqa: ANN001, ANN201
+    u_t = beta_1 * (1 - 0.5 * 0.96 ** t)
+    u_t_1 = beta_1 * (1 - 0.5 * 0.96 ** (t + 1))
+    u_product_t = s.get("u_product", 1.0) * u_t
+    s["u_product"] = u_product_t
+    m = beta_1 * s.get("m", 0.0) + (1 - beta_1) * g
+    v = beta_2 * s.get("v", 0.0) + (1 - beta_2) * g * g
+    s["m"], s["v"] = m, v
+    m_hat = m * u_t_1 / (1 - u_product_t * u_t_1) + g * (1 - u_t) / (1 - u_product_t)
+    return w - lr * m_hat / (np.sqrt(v / (1 - beta_2 ** t)) + epsilon)
+
+
 def with_options(rule, weight_decay=None, clipnorm=None, clipvalue=None):  # noqa: ANN001, ANN201
     """Keras 3's apply around a rule: clip the gradient, decay the weight, then the rule."""
     def apply(w, g, s, t, **kwargs):  # noqa: ANN001, ANN202
@@ -118,6 +131,9 @@ CASES = [
     (Adadelta(), keras_adadelta, {}),
     (Adadelta(1.0, rho=0.5, epsilon=1e-4), keras_adadelta,
      {"lr": 1.0, "rho": 0.5, "epsilon": 1e-4}),
+    (Nadam(), keras_nadam, {}),
+    (Nadam(0.05, beta_1=0.7, beta_2=0.9), keras_nadam, {"lr": 0.05, "beta_1": 0.7,
+                                                        "beta_2": 0.9}),
     (Adam(0.01, weight_decay=0.5), with_options(keras_adam, weight_decay=0.5), {"lr": 0.01}),
     (SGD(0.1, momentum=0.9, weight_decay=0.2, clipnorm=0.3),
      with_options(keras_sgd, weight_decay=0.2, clipnorm=0.3), {"lr": 0.1, "momentum": 0.9}),
@@ -209,6 +225,7 @@ def test_global_clipnorm_scales_all_gradients_together_and_decay_picks_weights(
                                   lambda: RMSprop(rho=1.0), lambda: Adam(beta_2=1.5),
                                   lambda: Adagrad(epsilon=0.0), lambda: Lion(beta_1=0.0),
                                   lambda: Adamax(beta_1=1.0), lambda: Adadelta(rho=-0.1),
+                                  lambda: Nadam(beta_2=1.0),
                                   lambda: Adam(weight_decay=-0.1),
                                   lambda: SGD(clipnorm=1.0, clipvalue=1.0),
                                   lambda: RMSprop(global_clipnorm=-1.0)])
