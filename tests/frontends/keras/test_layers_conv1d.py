@@ -14,6 +14,10 @@ from hypothesis import strategies as st
 
 from kiln import layers, models, optimizers
 from kiln.ir import KilnTypeError, KilnValueError
+from tests.frontends.keras.steps import (
+    assert_gradient_matches_finite_differences,
+    assert_steps_agree,
+)
 
 RNG = np.random.default_rng(4)
 
@@ -129,12 +133,7 @@ def test_text_convnet_trains_like_the_reference(backend: str) -> None:
     rs = np.random.default_rng(0)
     x = rs.integers(0, 30, (16, 12)).astype(np.int32)
     y = rs.integers(0, 2, (16, 1)).astype(np.float32)
-    ours, reference = _text_model(backend), _text_model("reference")
-    for _ in range(3):
-        assert float(ours.train_on_batch(x, y)) == pytest.approx(
-            float(reference.train_on_batch(x, y)), rel=1e-5)
-    for a, b in zip(ours.get_weights(), reference.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert_steps_agree(_text_model(backend), _text_model("reference"), x, y)
 
 
 def test_conv1d_gradient_matches_finite_differences() -> None:
@@ -149,20 +148,9 @@ def test_conv1d_gradient_matches_finite_differences() -> None:
         model.compile(optimizer=optimizers.SGD(1.0), loss="mse", backend="reference")
         return model
 
-    model = build()
-    weights = [rs.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()]
-    model.set_weights(weights)
-    model.train_on_batch(x, y)
-    gradient = weights[0] - model.get_weights()[0]
-    probe, h = build(), 1e-2
-    for index in np.ndindex(weights[0].shape):
-        losses = []
-        for sign in (1, -1):
-            moved = [w.copy() for w in weights]
-            moved[0][index] += sign * h
-            probe.set_weights(moved)
-            losses.append(probe.evaluate(x, y, verbose=0))
-        assert gradient[index] == pytest.approx((losses[0] - losses[1]) / (2 * h), abs=1e-3)
+    weights = [rs.standard_normal(w.shape).astype(np.float32)
+               for w in build().get_weights()]
+    assert_gradient_matches_finite_differences(build, weights, x, y, tolerance=1e-3)
 
 
 def test_configs_weights_and_summary_shapes() -> None:

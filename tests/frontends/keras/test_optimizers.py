@@ -10,6 +10,7 @@ import pytest
 
 from kiln import layers, models, optimizers
 from kiln.ir import KilnValueError
+from tests.frontends.keras.steps import assert_steps_agree
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,12 +56,7 @@ MAKERS = {
 def test_every_backend_steps_like_the_reference(backend: str) -> None:
     x, y = _data()
     for name, make in MAKERS.items():
-        ours, reference = _model(make(), backend), _model(make())
-        for _ in range(3):
-            assert float(ours.train_on_batch(x, y)) == pytest.approx(
-                float(reference.train_on_batch(x, y)), rel=1e-5), name
-        for a, b in zip(ours.get_weights(), reference.get_weights()):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert_steps_agree(_model(make(), backend), _model(make()), x, y, what=name)
 
 
 def test_weight_decay_exclusions() -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from kiln import constraints, layers, models, optimizers, regularizers
 from kiln.ir import GraphBuilder, KilnTypeError, KilnValueError, TensorType
 from kiln.runtimes.reference import run_graph
+from tests.frontends.keras.steps import assert_gradient_matches_finite_differences
 
 EPS = 1e-7  # Keras's backend.epsilon()
 
@@ -185,20 +186,8 @@ def test_penalty_gradient_matches_finite_differences() -> None:
     """The regularized loss's gradient (read off one SGD(1) step) equals central
     differences of the loss evaluate reports, for every weight entry of the hidden kernel."""
     x, y = _data(8)
-    model = _model(True, optimizer=optimizers.SGD(1.0))
-    weights = model.get_weights()
-    model.train_on_batch(x, y)
-    gradient = weights[0] - model.get_weights()[0]
-    probe = _model(True)
-    h = 1e-2
-    for index in np.ndindex(weights[0].shape):
-        losses = []
-        for sign in (1, -1):
-            moved = [w.astype(np.float64).copy() for w in weights]
-            moved[0][index] += sign * h
-            probe.set_weights([m.astype(np.float32) for m in moved])
-            losses.append(probe.evaluate(x, y, verbose=0))
-        assert gradient[index] == pytest.approx((losses[0] - losses[1]) / (2 * h), abs=2e-3)
+    assert_gradient_matches_finite_differences(
+        lambda: _model(True, optimizer=optimizers.SGD(1.0)), _model(True).get_weights(), x, y)
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba", "onnxruntime"])
