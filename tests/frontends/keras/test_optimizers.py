@@ -55,7 +55,11 @@ MAKERS = {
 @pytest.mark.parametrize("backend", ["numba", "onnxruntime"])
 def test_every_backend_steps_like_the_reference(backend: str) -> None:
     x, y = _data()
-    for name, make in MAKERS.items():
+    # numba: the clipping, the decay and the shared scalar, in two compiles (each rule's
+    # arithmetic is elementwise IR, checked against Keras's formulas on the reference).
+    chosen = ("adamw_global_clipnorm", "nadam") if backend == "numba" else MAKERS
+    for name in chosen:
+        make = MAKERS[name]
         assert_steps_agree(_model(make(), backend), _model(make()), x, y, what=name)
 
 

@@ -582,7 +582,8 @@ class Bidirectional(Layer):
                                      f"{getattr(backward, attr)} for backward layer")
         # The backward layer's sequences in time order: no reversal there and back here.
         backward._sequences_in_input_order = True
-        self.forward_layer.trainable = self.backward_layer.trainable = self.trainable
+        if not self.trainable:  # a frozen wrapper freezes both; else each keeps its own
+            self.forward_layer.trainable = self.backward_layer.trainable = False
         self.merge_mode = merge_mode
         self.return_sequences = forward.return_sequences
         self.return_state = forward.return_state
