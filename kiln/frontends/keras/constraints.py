@@ -35,23 +35,13 @@ def _norms(b: Any, w: Value, axis: Any) -> Value:
     return b.sqrt(b.sum(b.square(w), axes=axes, keepdims=True))
 
 
-class Constraint:
+class Constraint(objects.Configurable):
     """Base class: subclasses define `__call__(b, w)` (the projected weight) and
     `get_config()` (their constructor's arguments). The base leaves w as it is."""
 
     def __call__(self, b: Any, w: Value) -> Value:
         return w
 
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Constraint:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class MaxNorm(Constraint):

@@ -191,11 +191,7 @@ class LoweringContext:
                 if not output.type.is_float:
                     raise KilnValueError(f"{where}: expected a float output to penalize. "
                                          f"Received: {output.type}")
-                try:
-                    penalty = layer.activity_regularizer(b, output)
-                except KilnError as err:
-                    raise type(err)(f"{where}: {err}") from None
-                penalty = scalar_penalty(penalty, where)
+                penalty = penalty_of(layer.activity_regularizer, b, output, where)
                 if output.type.rank > 0:
                     batch = b.size(output, axes=[0], dtype=penalty.type.dtype)
                     empty = b.equal(batch, 0.0)
@@ -354,8 +350,12 @@ class Layer:
         return f"<{type(self).__name__} name={self.name}>"
 
 
-def scalar_penalty(value: Any, where: str) -> Value:
-    """`value` if a regularizer returned a float scalar; else an error naming `where`."""
+def penalty_of(regularizer: Callable, b: GraphBuilder, value: Value, where: str) -> Value:
+    """regularizer(b, value), which must be a float scalar; errors name `where`."""
+    try:
+        value = regularizer(b, value)
+    except KilnError as err:
+        raise type(err)(f"{where}: {err}") from None
     if not isinstance(value, Value) or value.type.rank != 0 or not value.type.is_float:
         got = value.type if isinstance(value, Value) else type(value).__name__
         raise KilnValueError(f"{where}: expected the regularizer to return a float scalar. "

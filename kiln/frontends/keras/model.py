@@ -20,12 +20,12 @@ from kiln.frontends.keras.layer import (
     Layer,
     LoweringContext,
     Variable,
-    scalar_penalty,
+    penalty_of,
     set_variables,
     to_ir_type,
 )
 from kiln.frontends.keras.trainer import Trainer
-from kiln.ir import Graph, GraphBuilder, KilnError, KilnTypeError, KilnValueError, Value
+from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError
 
 
 @dataclass
@@ -206,7 +206,8 @@ class Model(Trainer, Layer):
             for v in (self.trainable_weights if self.trainable else []):
                 if v.regularizer is not None:
                     with b.scope(f"{v.ir_name}.regularizer"):
-                        terms.append(_weight_penalty(b, v, state[id(v)]))
+                        terms.append(penalty_of(v.regularizer, b, state[id(v)],
+                                                f"regularizer of {v.path}"))
             if terms:
                 penalty = "penalty"
                 while penalty in self.output_names:
@@ -248,16 +249,6 @@ class Model(Trainer, Layer):
         from kiln.frontends.keras.saving import functional_from_config
 
         return functional_from_config(config, custom_objects, cls)
-
-
-def _weight_penalty(b: GraphBuilder, variable: Variable, value: Value) -> Value:
-    """The regularizer's penalty of one trainable weight, a float scalar."""
-    where = f"regularizer of {variable.path}"
-    try:
-        penalty = variable.regularizer(b, value)
-    except KilnError as err:
-        raise type(err)(f"{where}: {err}") from None
-    return scalar_penalty(penalty, where)
 
 
 def _unique(variables: list[Variable]) -> list[Variable]:

@@ -8,6 +8,22 @@ from typing import Any
 from kiln.ir import KilnValueError
 
 
+class Configurable:
+    """What the named objects share: a config of their constructor's arguments, rebuilt by
+    from_config, and a repr that shows it."""
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
 def serialize(obj: Any, base: type) -> Any:
     """What a layer's get_config holds: None, {"class_name": ..., "config": ...} for an
     instance of `base`, other callables as they are (a saved model refuses them, naming the

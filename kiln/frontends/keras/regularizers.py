@@ -32,23 +32,13 @@ def _factor(value: Any, name: str) -> float:
     return float(value)
 
 
-class Regularizer:
+class Regularizer(objects.Configurable):
     """Base class: subclasses define `__call__(b, x)` (a scalar penalty of the value x) and
     `get_config()` (their constructor's arguments)."""
 
     def __call__(self, b: Any, x: Value) -> Value:
         return b.constant(0.0, x.type.dtype)
 
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Regularizer:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):

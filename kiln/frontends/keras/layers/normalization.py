@@ -14,6 +14,19 @@ from kiln.frontends.keras.layer import Layer, set_weight_options, weight_options
 from kiln.ir import KilnTypeError, KilnValueError
 
 
+def _scale_and_center(layer: Layer, shape: tuple, scale: bool, center: bool) -> None:
+    """The trainable gamma (with `scale`) and beta (with `center`) of a normalization, in
+    Keras's order, from the layer's initializer, regularizer and constraint arguments."""
+    if scale:
+        layer.gamma = layer.add_weight("gamma", shape, layer.gamma_initializer,
+                                       regularizer=layer.gamma_regularizer,
+                                       constraint=layer.gamma_constraint)
+    if center:
+        layer.beta = layer.add_weight("beta", shape, layer.beta_initializer,
+                                      regularizer=layer.beta_regularizer,
+                                      constraint=layer.beta_constraint)
+
+
 class BatchNormalization(Layer):
     """output = (input - mean) / sqrt(variance + epsilon) * gamma + beta, per `axis` feature.
 
@@ -85,14 +98,7 @@ class BatchNormalization(Layer):
     def build(self, input_shape: tuple) -> None:
         self._ndim = len(input_shape)
         features = (input_shape[self.axis],)
-        if self.scale:
-            self.gamma = self.add_weight("gamma", features, self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer,
-                                         constraint=self.gamma_constraint)
-        if self.center:
-            self.beta = self.add_weight("beta", features, self.beta_initializer,
-                                        regularizer=self.beta_regularizer,
-                                        constraint=self.beta_constraint)
+        _scale_and_center(self, features, self.scale, self.center)
         self.moving_mean = self.add_weight("moving_mean", features, self.moving_mean_initializer,
                                            trainable=False)
         self.moving_variance = self.add_weight("moving_variance", features,
@@ -220,14 +226,8 @@ class LayerNormalization(Layer):
         self._ndim = len(input_shape)
         self._axes = self._normalized_axes(input_shape)
         self._feature_shape = tuple(input_shape[a] for a in self._axes)
-        if self.scale or self.rms_scaling:
-            self.gamma = self.add_weight("gamma", self._feature_shape, self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer,
-                                         constraint=self.gamma_constraint)
-        if self.center and not self.rms_scaling:
-            self.beta = self.add_weight("beta", self._feature_shape, self.beta_initializer,
-                                        regularizer=self.beta_regularizer,
-                                        constraint=self.beta_constraint)
+        _scale_and_center(self, self._feature_shape, self.scale or self.rms_scaling,
+                          self.center and not self.rms_scaling)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
         rank, axes = x.type.rank, self._axes

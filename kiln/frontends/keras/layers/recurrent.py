@@ -587,7 +587,6 @@ class Bidirectional(Layer):
         self.merge_mode = merge_mode
         self.return_sequences = forward.return_sequences
         self.return_state = forward.return_state
-        self.stateful = False
         self.returns_list = self.return_state or merge_mode is None
         self._initial_weights = list(weights) if weights else None
 
