@@ -340,3 +340,81 @@ def test_more_optimizers_train_like_keras(name: str) -> None:
         assert our_loss == pytest.approx(their_loss, rel=1e-4, abs=1e-6), f"step {step}"
     for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+
+
+# -- activation, merge, reshaping and transposed-convolution layers ------------------------
+def _seq(L):  # noqa: ANN001, ANN202
+    return L.Input(shape=(6, 4))
+
+
+def _img(L):  # noqa: ANN001, ANN202
+    return L.Input(shape=(5, 6, 3))
+
+
+LAYER_CASES = {  # name -> (build(L) -> (inputs, outputs), input shapes without the batch)
+    "activations": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2)(x), L.LeakyReLU()(x),
+        L.LeakyReLU(negative_slope=0.05)(x), L.ELU(alpha=0.7)(x), L.Softmax(axis=1)(x),
+        L.Softmax(axis=[1, 2])(x), L.PReLU(alpha_initializer="random_uniform",
+                                           shared_axes=[1])(x),
+        L.Activation("gelu")(x), L.Activation("mish")(x)])))(_seq(L)), [(6, 4)]),
+    "merges": (lambda L: (lambda a, b, c: ([a, b, c], L.Concatenate()([
+        L.Subtract()([a, b]), L.Average()([a, b, c]), L.Maximum()([a, b, c]),
+        L.Minimum()([a, c]), L.Dot(axes=(2, 2))([a, b]),
+        L.Dot(axes=1, normalize=True)([a, c])])))(
+            L.Input(shape=(6, 6)), L.Input(shape=(6, 6)), L.Input(shape=(6, 6))),
+        [(6, 6)] * 3),
+    "dot_shapes": (lambda L: (lambda a, b: ([a, b], L.Concatenate()([
+        L.Flatten()(L.Dot(axes=(1, 2))([a, b])),
+        L.Dot(axes=(1, 1))([L.GlobalAveragePooling1D()(b), a])])))(
+            L.Input(shape=(3, 4)), L.Input(shape=(4, 3))), [(3, 4), (4, 3)]),
+    "reshaping": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.Flatten()(L.Cropping1D((1, 2))(L.ZeroPadding1D((2, 1))(x))),
+        L.Flatten()(L.UpSampling1D(3)(x)), L.Flatten()(L.Permute((2, 1))(x)),
+        L.Flatten()(L.RepeatVector(2)(L.Flatten()(x)))])))(_seq(L)), [(6, 4)]),
+    "images": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.Flatten()(L.Cropping2D(((1, 0), (2, 1)))(L.ZeroPadding2D(((1, 2), (0, 1)))(x))),
+        L.Flatten()(L.UpSampling2D((2, 3))(x)),
+        L.Flatten()(L.UpSampling2D(2, interpolation="bilinear")(x)),
+        L.Flatten()(L.Conv2D(2, 3)(L.UpSampling2D((3, 2), interpolation="bilinear")(x)))])))(
+            _img(L)), [(5, 6, 3)]),
+    "conv_transpose": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.Flatten()(L.Conv2DTranspose(2, 3, strides=2, padding="same", activation="relu")(x)),
+        L.Flatten()(L.Conv2DTranspose(3, (2, 3), strides=(1, 2))(x)),
+        L.Flatten()(L.Conv2DTranspose(2, 4, strides=2, padding="same")(x)),
+        L.Flatten()(L.Conv2DTranspose(2, 3, strides=2, output_padding=1)(x)),
+        L.Flatten()(L.Conv2DTranspose(2, 3, strides=3, padding="same",
+                                      output_padding=(2, 1))(x)),
+        L.Flatten()(L.Conv2DTranspose(2, 2, strides=3)(x)),
+        L.Flatten()(L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same")(x))])))(
+            _img(L)), [(5, 6, 3)]),
+    "conv1d_transpose": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.Flatten()(L.Conv1DTranspose(3, 3, strides=2, padding="same")(x)),
+        L.Flatten()(L.Conv1DTranspose(2, 4, strides=3, output_padding=2)(x)),
+        L.Flatten()(L.Conv1DTranspose(2, 5, padding="same")(x))])))(_seq(L)), [(6, 4)]),
+}
+
+
+def _layer_pair(name: str):  # noqa: ANN202
+    build, _ = LAYER_CASES[name]
+    theirs = keras.Model(*build(keras.layers))
+    ours = models.Model(*build(layers))
+    ours.set_weights(theirs.get_weights())
+    return theirs, ours
+
+
+@pytest.mark.parametrize("name", LAYER_CASES)
+def test_more_layers_predict_and_train_like_keras(name: str) -> None:
+    theirs, ours = _layer_pair(name)
+    shapes = LAYER_CASES[name][1]
+    xs = [rng.standard_normal((4, *s)).astype("float32") for s in shapes]
+    np.testing.assert_allclose(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+    theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    ours.compile(optimizer=optimizers.SGD(0.1), loss="mse")
+    y = rng.standard_normal((4, *theirs.outputs[0].shape[1:])).astype("float32")
+    for step in range(2):
+        their_loss = float(np.ravel(theirs.train_on_batch(xs, y))[0])
+        assert float(ours.train_on_batch(xs, y)) == pytest.approx(their_loss, rel=1e-4), step
+    for mine, reference in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)

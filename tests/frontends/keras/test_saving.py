@@ -185,6 +185,25 @@ def _layer_models() -> dict[str, models.Model]:
                     activity_regularizer="l2",
                     kernel_constraint=constraints.MaxNorm(1.5, axis=[0, 1]))(seq)))),
             layers.GlobalAveragePooling1D(keepdims=False)(seq)])),
+        "activations": models.Model(seq, layers.concatenate([
+            layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(seq),
+            layers.LeakyReLU(0.2)(seq), layers.ELU(0.5)(seq), layers.Softmax(axis=[1, 2])(seq),
+            layers.PReLU(alpha_initializer="ones", shared_axes=[1])(seq),
+            layers.Subtract()([seq, layers.GaussianNoise(0.1)(seq)]),
+            layers.Average()([seq, layers.GaussianDropout(0.2)(seq)]),
+            layers.Maximum()([seq, layers.AlphaDropout(0.1)(seq)]),
+            layers.Minimum()([seq, layers.SpatialDropout1D(0.2)(seq)]),
+            layers.Dot(axes=2, normalize=True)([seq, seq])])),
+        "reshaping": models.Model(img, layers.concatenate([
+            layers.Flatten()(layers.Cropping2D(((1, 0), (0, 1)))(layers.ZeroPadding2D(1)(
+                layers.UpSampling2D(2, interpolation="bilinear")(img)))),
+            layers.Flatten()(layers.Conv2DTranspose(2, 3, strides=2, padding="same",
+                                                    output_padding=1)(
+                layers.SpatialDropout2D(0.3)(img))),
+            layers.Flatten()(layers.Permute((2, 1))(layers.Cropping1D((1, 2))(
+                layers.ZeroPadding1D((2, 0))(layers.UpSampling1D(2)(
+                    layers.Conv1DTranspose(2, 2, strides=2)(layers.Reshape((12, 6))(img))))))),
+            layers.Flatten()(layers.RepeatVector(2)(layers.GlobalAveragePooling2D()(img)))])),
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),
@@ -193,7 +212,8 @@ def _layer_models() -> dict[str, models.Model]:
     }
 
 
-@pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "embedding"])
+@pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
+                                  "reshaping", "embedding"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]

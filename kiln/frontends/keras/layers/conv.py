@@ -28,10 +28,13 @@ from kiln.frontends.keras.layer import (
 )
 from kiln.frontends.keras.layers.core import _data_format
 from kiln.ir import KilnTypeError, KilnValueError
+from kiln.ir.ops.nn import output_size
 
 
-def _int_tuple(value: Any, n: int, name: str, layer: str) -> tuple[int, ...]:
-    """Keras's standardize_tuple: an int v means (v,) * n; every entry a positive int."""
+def _int_tuple(value: Any, n: int, name: str, layer: str,
+               allow_zero: bool = False) -> tuple[int, ...]:
+    """Keras's standardize_tuple: an int v means (v,) * n; every entry a positive int (or
+    non-negative, with `allow_zero`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value,) * n
     what = f"layer {layer!r}: the `{name}` argument must be a tuple of {n} integers"
@@ -43,9 +46,9 @@ def _int_tuple(value: Any, n: int, name: str, layer: str) -> tuple[int, ...]:
                                   for v in items):
         raise KilnValueError(f"{what}. Received: {name}={value!r}")
     items = tuple(int(v) for v in items)
-    if not all(v > 0 for v in items):
+    if not all(v > 0 or (allow_zero and v == 0) for v in items):
         raise KilnValueError(f"{what}. Received: {name}={items} including values that do not "
-                             f"satisfy `value > 0`")
+                             f"satisfy `value {'>=' if allow_zero else '>'} 0`")
     return items
 
 
@@ -112,6 +115,7 @@ class _Conv(Layer):
 
     rank = 2
     paddings: tuple[str, ...] = ("valid", "same")
+    transposed = False
 
     def __init__(self, filters: int, kernel_size: Any, strides: Any, padding: str,
                  data_format: str | None, dilation_rate: Any, groups: int, activation: Any,
@@ -134,7 +138,7 @@ class _Conv(Layer):
         self.dilation_rate = _int_tuple(dilation_rate, n, "dilation_rate", self.name)
         self.padding = _padding(padding, self.name, self.paddings)
         self.data_format = _channels_last(data_format, self.name, kind, _LAYOUTS[n])
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1 and not self.transposed:
             raise KilnValueError(f"layer {self.name!r}: `strides > 1` not supported in "
                                  f"conjunction with `dilation_rate > 1`. Received: "
                                  f"strides={self.strides} and "
@@ -258,6 +262,187 @@ class Conv1D(_Conv):
                          groups, activation, use_bias, kernel_initializer, bias_initializer,
                          kernel_regularizer, bias_regularizer, kernel_constraint,
                          bias_constraint, **kwargs)
+
+
+def _transposed_geometry(size: int, kernel: int, stride: int, dilation: int, padding: str,
+                         output_padding: int | None) -> tuple[int, int]:
+    """One axis of Keras's transposed convolution: (output size, the output position of the
+    kernel's first tap at input 0, i.e. the padding the forward convolution would have had
+    before the first element). Keras (its JAX form) dilates the input by the stride, pads it
+    with (left, right) zeros and correlates with the flipped kernel: output j reads
+    input i through kernel tap j - i * stride + (span - 1 - left)."""
+    span = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(span, stride) - span if output_padding is None else output_padding
+        left, right = span - 1, span - 1 + extra
+    else:
+        total = (stride + span - 2 if output_padding is None
+                 else span + span % 2 - 2 + output_padding)
+        left = min(total // 2 + total % 2, span - 1)
+        right = total - left
+    return (size - 1) * stride + 1 + left + right - (span - 1), span - 1 - left
+
+
+def _transposed_conv(b: Any, dy: Any, kernel: Any, strides: tuple[int, int],
+                     dilation: tuple[int, int], geometry: list[tuple[int, int]]) -> Any:
+    """The transposed convolution of `dy` with output sizes and offsets `geometry` (one
+    (size, before) per axis), as the IR's conv2d_grad_input: with the forward convolution's
+    own padding when it has this geometry ("valid" or TensorFlow's "same"), otherwise the
+    full "valid" result cropped or zero-padded into place."""
+    sizes = tuple(size for size, _ in geometry)
+    inputs = dy.type.shape[1:3]
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel.type.shape[:2], dilation))
+    for padding in ("valid", "same"):
+        fits = True
+        for a in (0, 1):
+            if padding == "valid" and sizes[a] < span[a]:
+                fits = False
+                break
+            out, (before, _) = output_size(sizes[a], kernel.type.shape[a], strides[a],
+                                           dilation[a], padding)
+            fits = fits and out == inputs[a] and before == geometry[a][1]
+        if fits:
+            return b.conv2d_grad_input(dy, kernel, input_size=sizes, strides=strides,
+                                       padding=padding, dilation=dilation)
+    full = tuple((n - 1) * s + k for n, s, k in zip(inputs, strides, span))
+    y = b.conv2d_grad_input(dy, kernel, input_size=full, strides=strides, padding="valid",
+                            dilation=dilation)
+    pads = [(0, 0)] * 4
+    begin: list = [None] * 4
+    end: list = [None] * 4
+    for a, (size, before) in enumerate(geometry):
+        take = min(size, full[a] - before)
+        begin[a + 1], end[a + 1] = before, before + take
+        pads[a + 1] = (0, size - take)
+    y = b.slice(y, begin=tuple(begin), end=tuple(end))
+    return b.pad(y, pads=tuple(pads)) if any(after for _, after in pads) else y
+
+
+class _ConvTranspose(_Conv):
+    """What Conv1DTranspose and Conv2DTranspose share: a Conv's arguments and weights with
+    the kernel's channel axes swapped, (..., filters, in_channels), and output_padding."""
+
+    transposed = True
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any, padding: str,
+                 output_padding: Any, data_format: str | None, dilation_rate: Any,
+                 *args: Any, **kwargs: Any):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate,
+                         1, *args, **kwargs)
+        if output_padding is None:
+            self.output_padding = None
+        else:
+            self.output_padding = _int_tuple(output_padding, self.rank, "output_padding",
+                                             self.name, allow_zero=True)
+            for op, stride in zip(self.output_padding, self.strides):
+                if op >= stride:
+                    raise KilnValueError(f"layer {self.name!r}: each `output_padding` must be "
+                                         f"smaller than its stride. Received: "
+                                         f"output_padding={self.output_padding}, "
+                                         f"strides={self.strides}")
+
+    def check_input_shapes(self, shapes: list) -> None:
+        shape = shapes[0]
+        _expect_rank(self, shape, self.rank)
+        if shape[-1] is None:
+            raise KilnValueError(f"layer {self.name!r}: the channel dimension of the inputs "
+                                 f"should be defined. Received input shape {shape}")
+        if self.built and shape[-1] != self.kernel.shape[-1]:
+            raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
+                                 f"layer: expected axis -1 of input shape to have value "
+                                 f"{self.kernel.shape[-1]}, but received input with shape "
+                                 f"{shape}")
+        _window_fits(self, shape, (1,) * self.rank, "same", f"conv{self.rank}d_transpose")
+
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight("kernel", (*self.kernel_size, self.filters,
+                                                 input_shape[-1]), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        kernel = ctx.value(self.kernel)
+        one = (1,) * (2 - self.rank)
+        if self.rank == 1:
+            kernel = b.expand_dims(kernel, axes=(0,))
+        x = _as_image(b, x, self.rank)
+        output_padding = self.output_padding or (None,) * self.rank
+        geometry = [_transposed_geometry(size, k, s, d, self.padding, op)
+                    for size, k, s, d, op in zip(x.type.shape[1 + len(one):3],
+                                                 self.kernel_size, self.strides,
+                                                 self.dilation_rate, output_padding)]
+        y = _transposed_conv(b, x, kernel, one + self.strides, one + self.dilation_rate,
+                             [(1, 0)] * len(one) + geometry)
+        y = _from_image(b, y, self.rank)
+        if self.use_bias:
+            y = b.add(y, ctx.value(self.bias))
+        return self.activation(b, y)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["groups"]
+        return {**config, "output_padding": self.output_padding}
+
+
+class Conv2DTranspose(_ConvTranspose):
+    """2-D transposed convolution (the gradient of Conv2D with respect to its input, often
+    called deconvolution): each input pixel spreads its kernel-weighted values over a
+    strides-sized step of the output. output = activation(conv2d_transpose(input, kernel) +
+    bias).
+
+    Args: filters, kernel_size, strides=(1, 1), padding="valid" or "same",
+    output_padding=None (per axis, < stride: extra rows/cols at the end),
+    data_format=None (channels_last only), dilation_rate=(1, 1), activation=None,
+    use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros", and the
+    kernel/bias regularizers and constraints and activity_regularizer.
+    Weights: kernel (kh, kw, filters, in_channels), bias (filters,).
+    Input shape: (batch, rows, cols, channels), known rows and cols. Output: (batch,
+    new_rows, new_cols, filters), new_rows = rows * stride ("same") or
+    (rows - 1) * stride + max(kernel, stride) ("valid"), plus output_padding when given.
+    """
+
+    rank = 2
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1),
+                 padding: str = "valid", output_padding: Any = None,
+                 data_format: str | None = None, dilation_rate: Any = (1, 1),
+                 activation: Any = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 kernel_constraint: Any = None, bias_constraint: Any = None, **kwargs: Any):
+        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format,
+                         dilation_rate, activation, use_bias, kernel_initializer,
+                         bias_initializer, kernel_regularizer, bias_regularizer,
+                         kernel_constraint, bias_constraint, **kwargs)
+
+
+class Conv1DTranspose(_ConvTranspose):
+    """1-D transposed convolution over the steps (Conv2DTranspose's on a height of one).
+
+    Args: filters, kernel_size, strides=1, padding="valid" or "same", output_padding=None,
+    data_format=None (channels_last only), dilation_rate=1, activation=None, use_bias=True,
+    and Conv1D's initializers, regularizers and constraints.
+    Weights: kernel (kernel_size, filters, in_channels), bias (filters,).
+    Input shape: (batch, steps, channels), a known number of steps.
+    """
+
+    rank = 1
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any = 1,
+                 padding: str = "valid", output_padding: Any = None,
+                 data_format: str | None = None, dilation_rate: Any = 1,
+                 activation: Any = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 kernel_constraint: Any = None, bias_constraint: Any = None, **kwargs: Any):
+        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format,
+                         dilation_rate, activation, use_bias, kernel_initializer,
+                         bias_initializer, kernel_regularizer, bias_regularizer,
+                         kernel_constraint, bias_constraint, **kwargs)
 
 
 class _Pooling(Layer):

@@ -174,13 +174,16 @@ class Dropout(Layer):
         training = ctx.training if training is None else bool(training)
         if not training or self.rate == 0:
             return x
-        dims = x.type.shape
-        shape = dims if self.noise_shape is None else tuple(
-            d if n is None else n for n, d in zip(self.noise_shape, dims))
         key, stream = ctx.random_stream(self)
         keep = 1.0 - self.rate
-        mask = b.bernoulli(key, shape=shape, p=keep, stream=stream, name="mask")
+        mask = b.bernoulli(key, shape=self._mask_shape(x), p=keep, stream=stream, name="mask")
         return b.where(mask, b.div(x, keep), 0.0)
+
+    def _mask_shape(self, x: Any) -> tuple:
+        """noise_shape with its None entries taken from x (x's shape when there is none)."""
+        dims = x.type.shape
+        return dims if self.noise_shape is None else tuple(
+            d if n is None else n for n, d in zip(self.noise_shape, dims))
 
     def get_config(self) -> dict[str, Any]:
         noise = None if self.noise_shape is None else list(self.noise_shape)

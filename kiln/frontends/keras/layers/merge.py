@@ -1,12 +1,13 @@
-"""Merge layers, which take a list of tensors: Concatenate, Add, Multiply, and the functional
-shortcuts concatenate, add, multiply (`layers.concatenate([a, b], axis=-1)`)."""
+"""Merge layers, which take a list of tensors: Concatenate, Add, Subtract, Multiply, Average,
+Maximum, Minimum, Dot, and their functional shortcuts (`layers.concatenate([a, b], axis=-1)`,
+`layers.add`, ...)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kiln.frontends.keras.layer import KerasTensor, Layer
-from kiln.ir import KilnValueError
+from kiln.ir import KilnTypeError, KilnValueError
 
 
 def _broadcast_shape(layer: str, shape1: tuple, shape2: tuple) -> tuple:
@@ -35,11 +36,19 @@ class _Merge(Layer):
 
     multi_input = True
     op = ""
+    #: How many inputs the layer takes: at least this many ...
+    min_inputs = 1
+    #: ... and at most this many (None: any number).
+    max_inputs: int | None = None
 
     def check_input_shapes(self, shapes: list) -> None:
-        if len(shapes) < 1:
-            raise KilnValueError(f"layer {self.name!r}: a merge layer should be called on a "
-                                 f"list of at least 1 input. Got 0 inputs")
+        if len(shapes) < self.min_inputs or (self.max_inputs is not None
+                                             and len(shapes) > self.max_inputs):
+            count = (f"exactly {self.min_inputs}" if self.min_inputs == self.max_inputs
+                     else f"at least {self.min_inputs}")
+            raise KilnValueError(f"layer {self.name!r}: a `{type(self).__name__}` layer should "
+                                 f"be called on a list of {count} input(s). "
+                                 f"Got {len(shapes)} inputs")
         batch_sizes = {s[0] for s in shapes if s} - {None}
         if len(batch_sizes) > 1:
             raise KilnValueError(f"layer {self.name!r}: cannot merge tensors with different "
@@ -74,6 +83,127 @@ class Multiply(_Merge):
     """
 
     op = "mul"
+
+
+class Subtract(_Merge):
+    """inputs[0] - inputs[1], of two inputs (of one shape, or broadcastable).
+
+    Input shape: a list of two (batch, ...) shapes. Output shape: their common shape.
+    """
+
+    op = "sub"
+    min_inputs = max_inputs = 2
+
+
+class Maximum(_Merge):
+    """The element-wise maximum of a list of inputs (of one shape, or broadcastable).
+
+    Input shape: a list of (batch, ...) shapes. Output shape: their common shape.
+    """
+
+    op = "maximum"
+
+
+class Minimum(_Merge):
+    """The element-wise minimum of a list of inputs (of one shape, or broadcastable).
+
+    Input shape: a list of (batch, ...) shapes. Output shape: their common shape.
+    """
+
+    op = "minimum"
+
+
+class Average(_Merge):
+    """The element-wise mean of a list of inputs (of one shape, or broadcastable): their sum,
+    then divided by their number, as Keras computes it.
+
+    Input shape: a list of (batch, ...) shapes. Output shape: their common shape.
+    """
+
+    op = "add"
+
+    def lower(self, b, xs, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return b.div(super().lower(b, xs, ctx, **kwargs), float(len(xs)))
+
+
+def _dot_axes(axes: Any, rank1: int, rank2: int) -> tuple[int, int]:
+    """Keras's Dot axes: an int for both inputs or one per input, negatives from the end."""
+    pair = (axes, axes) if isinstance(axes, int) else axes
+    return pair[0] % rank1, pair[1] % rank2
+
+
+class Dot(Layer):
+    """The dot product of two batches of tensors along one axis of each, sample by sample
+    (Keras's batch_dot): for x (batch, m, k) and y (batch, k, n) with axes=(2, 1), x @ y.
+
+    Args: axes, an int (the same axis of both) or a pair (one per input), never the batch
+    axis 0; normalize=False (True: L2-normalize each input along its axis first, which makes
+    the product the cosine similarity).
+    Input shape: a list of two shapes of rank >= 2, equal along the batch and the axes.
+    Output shape: the first's without its axis, then the second's without its batch and axis;
+    (batch,) becomes (batch, 1).
+    """
+
+    multi_input = True
+
+    def __init__(self, axes: Any, normalize: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        if isinstance(axes, (list, tuple)):
+            if len(axes) != 2 or not all(isinstance(a, int) and not isinstance(a, bool)
+                                         for a in axes):
+                raise KilnValueError(f"layer {self.name!r}: invalid format for argument `axes`: "
+                                     f"it should contain two integers. Received: axes={axes!r}")
+            axes = list(axes)
+        elif isinstance(axes, bool) or not isinstance(axes, int):
+            raise KilnTypeError(f"layer {self.name!r}: invalid type for argument `axes`: it "
+                                f"should be a list or an int. Received: axes={axes!r}")
+        self.axes = axes
+        self.normalize = bool(normalize)
+
+    def check_input_shapes(self, shapes: list) -> None:
+        if len(shapes) != 2:
+            raise KilnValueError(f"layer {self.name!r}: a `Dot` layer should be called on a "
+                                 f"list of 2 inputs. Received: {len(shapes)} inputs")
+        s1, s2 = shapes
+        if len(s1) < 2 or len(s2) < 2:
+            raise KilnValueError(f"layer {self.name!r}: cannot do batch_dot on inputs with "
+                                 f"rank < 2. Received inputs with shapes {s1} and {s2}")
+        a1, a2 = _dot_axes(self.axes, len(s1), len(s2))
+        if a1 == 0 or a2 == 0:
+            raise KilnValueError(f"layer {self.name!r}: cannot perform batch_dot over axis 0 "
+                                 f"(the batch). Received: axes={self.axes}")
+        if s1[a1] is not None and s2[a2] is not None and s1[a1] != s2[a2]:
+            raise KilnValueError(f"layer {self.name!r}: incompatible input shapes: axis values "
+                                 f"{s1[a1]} (at axis {a1}) != {s2[a2]} (at axis {a2}). "
+                                 f"Full input shapes: {s1}, {s2}")
+        if s1[0] is not None and s2[0] is not None and s1[0] != s2[0]:
+            raise KilnValueError(f"layer {self.name!r}: cannot do batch_dot on inputs with "
+                                 f"different batch sizes. Received inputs with shapes {s1} "
+                                 f"and {s2}")
+
+    def lower(self, b, xs, ctx, **kwargs):  # noqa: ANN001, ANN201
+        x, y = xs
+        a1, a2 = _dot_axes(self.axes, x.type.rank, y.type.rank)
+        if self.normalize:
+            x, y = _l2_normalize(b, x, a1), _l2_normalize(b, y, a2)
+        # x as (batch, rest..., k), y as (batch, k, rest...), then one batched matmul of
+        # (batch, m, k) @ (batch, k, n) and the rest axes back.
+        x = b.transpose(x, perm=(*[i for i in range(x.type.rank) if i != a1], a1))
+        y = b.transpose(y, perm=(0, a2, *[i for i in range(1, y.type.rank) if i != a2]))
+        batch, x_rest, y_rest = x.type.shape[0], x.type.shape[1:-1], y.type.shape[2:]
+        k = x.type.shape[-1]
+        out = b.matmul(b.reshape(x, shape=(batch, -1, k)), b.reshape(y, shape=(batch, k, -1)))
+        shape = (batch, *x_rest, *y_rest)
+        return b.reshape(out, shape=shape if len(shape) > 1 else (batch, 1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+
+def _l2_normalize(b: Any, x: Any, axis: int) -> Any:
+    """x * min(1 / sqrt(sum(x^2)), 1e7) along `axis`, as Keras's ops.normalize."""
+    inverse = b.rsqrt(b.sum(b.square(x), axes=(axis,), keepdims=True))
+    return b.mul(x, b.minimum(inverse, 1e7))
 
 
 class Concatenate(Layer):
@@ -131,3 +261,28 @@ def add(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
 def multiply(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
     """`Multiply(**kwargs)(inputs)`."""
     return Multiply(**kwargs)(inputs)
+
+
+def subtract(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
+    """`Subtract(**kwargs)(inputs)`."""
+    return Subtract(**kwargs)(inputs)
+
+
+def average(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
+    """`Average(**kwargs)(inputs)`."""
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
+    """`Maximum(**kwargs)(inputs)`."""
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
+    """`Minimum(**kwargs)(inputs)`."""
+    return Minimum(**kwargs)(inputs)
+
+
+def dot(inputs: list[KerasTensor], axes: Any = -1, **kwargs: Any) -> KerasTensor:
+    """`Dot(axes=axes, **kwargs)(inputs)`."""
+    return Dot(axes=axes, **kwargs)(inputs)
