@@ -1,6 +1,8 @@
-"""Neural-network ops in Keras's layouts: conv2d and its two gradients, max and average
-pooling and their gradients, softmax and log_softmax. Images are NHWC, kernels HWIO
-([kh, kw, cin, cout], Keras's Conv2D kernel). The batch may be a symbol; spatial sizes are static.
+"""Neural-network ops in Keras's layouts: conv2d and its two gradients, depthwise_conv2d and
+its two gradients, max and average pooling and their gradients, softmax and log_softmax.
+Images are NHWC, kernels HWIO ([kh, kw, cin, cout], Keras's Conv2D kernel; a depthwise
+kernel is [kh, kw, channels, multiplier], output channel c * multiplier + m). The batch may
+be a symbol; spatial sizes are static.
 
 Attributes (all pairs are tuples of two positive ints, (rows, cols)):
     strides, dilation: the window step and the kernel's dilation; pooling's strides=None
@@ -8,7 +10,7 @@ Attributes (all pairs are tuples of two positive ints, (rows, cols)):
     padding: "valid" (no padding) or "same" (output = ceil(input / stride), the total padding
         split with the smaller half before, as TensorFlow does).
     input_size: (H, W) of the input a gradient op rebuilds (conv2d_grad_input, avg_pool2d_grad).
-    kernel_size: (kh, kw) of the kernel conv2d_grad_filter rebuilds.
+    kernel_size: (kh, kw) of the kernel conv2d_grad_filter (depthwise_...) rebuilds.
     pool_size: the pooling window.
     axis: softmax's axis (an int, or a tuple of ints normalized over jointly).
 """
@@ -241,6 +243,125 @@ def _grad_filter_vjp(b: Any, node: Any, cots: Sequence[Any]) -> list[Any]:
 define("conv2d_grad_filter", family="nn", inputs=("x", "dy"), infer=_grad_filter_rule,
        reference=_grad_filter_reference, vjp=_grad_filter_vjp,
        attrs={"kernel_size": REQUIRED, **_CONV_ATTRS})
+
+
+# -- depthwise convolution -----------------------------------------------------------------
+# depthwise_conv2d(x, w): each input channel c correlated with its own M kernels w[..., c, m];
+# output channel c * M + m (TensorFlow's and Keras's order). x (N, H, W, C), w (kh, kw, C, M).
+def _depthwise_rule(types: Sequence[TensorType], attrs: Any) -> list[TensorType]:
+    x, w = types
+    size = _image("x", x)
+    kh, kw, channels, multiplier = _kernel("w", w)
+    dtype = expect_same_dtype(types, ("x", "w"))
+    if x.shape[3] != channels:
+        fail(f"expected x's channels to equal the kernel's channels (w.shape[2]). "
+             f"Received: x: {x}, w: {w}")
+    if not isinstance(channels, int) or not isinstance(multiplier, int):
+        fail(f"expected a static kernel shape. Received: w: {w}")
+    win = _conv_window(attrs, size, (kh, kw))
+    return [TensorType((x.shape[0], *win.out, channels * multiplier), dtype)]
+
+
+def _depthwise_reference(ctx: Any, x: np.ndarray, w: np.ndarray, **attrs: Any) -> np.ndarray:
+    win = window(x.shape[1:3], w.shape[:2], attrs["strides"], attrs["padding"],
+                 attrs["dilation"])
+    xp = win.pad(x)
+    out = np.zeros((*ctx.out_shapes[0][:3], *w.shape[2:]), x.dtype)
+    for i, j, rows, cols in win.offsets():
+        out += xp[:, rows, cols, :, None] * w[i, j]
+    return out.reshape(ctx.out_shapes[0])
+
+
+def _depthwise_vjp(b: Any, node: Any, cots: Sequence[Any]) -> list[Any]:
+    (g,) = cots
+    x, w = node.inputs
+    return [b.depthwise_conv2d_grad_input(g, w, input_size=x.type.shape[1:3], **node.attr),
+            b.depthwise_conv2d_grad_filter(x, g, kernel_size=w.type.shape[:2], **node.attr)]
+
+
+define("depthwise_conv2d", family="nn", inputs=("x", "w"), infer=_depthwise_rule,
+       reference=_depthwise_reference, vjp=_depthwise_vjp, attrs=_CONV_ATTRS)
+
+
+# depthwise_conv2d_grad_input(dy, w): the input's cotangent of y = depthwise_conv2d(x, w).
+def _depthwise_grad_input_rule(types: Sequence[TensorType], attrs: Any) -> list[TensorType]:
+    dy, w = types
+    _image("dy", dy)
+    kh, kw, channels, multiplier = _kernel("w", w)
+    dtype = expect_same_dtype(types, ("dy", "w"))
+    size = _pair(attrs, "input_size")
+    win = _conv_window(attrs, size, (kh, kw))
+    _expect_dims("dy", dy, (dy.shape[0], *win.out, channels * multiplier),
+                 "depthwise_conv2d's output for input_size")
+    return [TensorType((dy.shape[0], *size, channels), dtype)]
+
+
+def _depthwise_grad_input_reference(ctx: Any, dy: np.ndarray, w: np.ndarray,
+                                    **attrs: Any) -> np.ndarray:
+    win = window(attrs["input_size"], w.shape[:2], attrs["strides"], attrs["padding"],
+                 attrs["dilation"])
+    dxp = win.padded_zeros(dy.shape[0], attrs["input_size"], w.shape[2], dy.dtype)
+    dy5 = dy.reshape(*dy.shape[:3], *w.shape[2:])
+    for i, j, rows, cols in win.offsets():
+        dxp[:, rows, cols, :] += (dy5 * w[i, j]).sum(axis=-1)
+    return win.crop(dxp)
+
+
+def _depthwise_grad_input_vjp(b: Any, node: Any, cots: Sequence[Any]) -> list[Any]:
+    # Bilinear in (dy, w): <grad_input(dy, w), g> = <dy, depthwise_conv2d(g, w)>.
+    (g,) = cots
+    dy, w = node.inputs
+    conv = {k: node.attr[k] for k in _CONV_ATTRS}
+    return [b.depthwise_conv2d(g, w, **conv),
+            b.depthwise_conv2d_grad_filter(g, dy, kernel_size=w.type.shape[:2], **conv)]
+
+
+define("depthwise_conv2d_grad_input", family="nn", inputs=("dy", "w"),
+       infer=_depthwise_grad_input_rule, reference=_depthwise_grad_input_reference,
+       vjp=_depthwise_grad_input_vjp, attrs={"input_size": REQUIRED, **_CONV_ATTRS})
+
+
+# depthwise_conv2d_grad_filter(x, dy): the kernel's cotangent of y = depthwise_conv2d(x, w).
+def _depthwise_grad_filter_rule(types: Sequence[TensorType], attrs: Any) -> list[TensorType]:
+    x, dy = types
+    size = _image("x", x)
+    _image("dy", dy)
+    dtype = expect_same_dtype(types, ("x", "dy"))
+    kernel = _pair(attrs, "kernel_size")
+    win = _conv_window(attrs, size, kernel)
+    _expect_dims("dy", dy, (x.shape[0], *win.out, dy.shape[3]),
+                 "depthwise_conv2d's output for x")
+    channels, outputs = x.shape[3], dy.shape[3]
+    if not isinstance(channels, int) or not isinstance(outputs, int) or channels == 0 \
+            or outputs % channels:
+        fail(f"expected static channels, dy's a multiple of x's. Received: x: {x}, dy: {dy}")
+    return [TensorType((*kernel, channels, outputs // channels), dtype)]
+
+
+def _depthwise_grad_filter_reference(ctx: Any, x: np.ndarray, dy: np.ndarray,
+                                     **attrs: Any) -> np.ndarray:
+    win = window(x.shape[1:3], attrs["kernel_size"], attrs["strides"], attrs["padding"],
+                 attrs["dilation"])
+    xp = win.pad(x)
+    dw = np.zeros(ctx.out_shapes[0], x.dtype)
+    dy5 = dy.reshape(*dy.shape[:3], *dw.shape[2:])
+    for i, j, rows, cols in win.offsets():
+        dw[i, j] = np.einsum("nrqc,nrqcm->cm", xp[:, rows, cols, :], dy5)
+    return dw
+
+
+def _depthwise_grad_filter_vjp(b: Any, node: Any, cots: Sequence[Any]) -> list[Any]:
+    # Bilinear in (x, dy): <grad_filter(x, dy), g> = <depthwise_conv2d(x, g), dy>.
+    (g,) = cots
+    x, dy = node.inputs
+    conv = {k: node.attr[k] for k in _CONV_ATTRS}
+    return [b.depthwise_conv2d_grad_input(dy, g, input_size=x.type.shape[1:3], **conv),
+            b.depthwise_conv2d(x, g, **conv)]
+
+
+define("depthwise_conv2d_grad_filter", family="nn", inputs=("x", "dy"),
+       infer=_depthwise_grad_filter_rule, reference=_depthwise_grad_filter_reference,
+       vjp=_depthwise_grad_filter_vjp, attrs={"kernel_size": REQUIRED, **_CONV_ATTRS})
 
 
 # -- pooling -------------------------------------------------------------------------------

@@ -46,6 +46,35 @@ CONV = [
            {"kernel_size": (2, 3), **ODD}, name="asymmetric"),
 ]
 
+DW = normal(3, 3, 2, 2)  # a depthwise kernel: 2 channels, multiplier 2
+DEPTHWISE = [
+    Sample("depthwise_conv2d", [X, DW]),
+    Sample("depthwise_conv2d", [X, DW], STRIDED, name="strided_same"),
+    Sample("depthwise_conv2d", [X, DW], DILATED, name="dilated_same"),
+    Sample("depthwise_conv2d", [normal(3, 6, 5, 2), normal(2, 3, 2, 1)], ODD,
+           name="asymmetric"),
+    Sample("depthwise_conv2d", [normal(1, 3, 4, 3), normal(2, 2, 3, 1)], {"padding": "same"},
+           name="even_kernel_same"),
+    Sample("depthwise_conv2d", [X.astype(np.float32), DW.astype(np.float32)], STRIDED,
+           grad=False, name="f32"),
+    Sample("depthwise_conv2d_grad_input", [normal(2, 3, 3, 4), DW],
+           {"input_size": (5, 5), **STRIDED}, name="strided_same"),
+    Sample("depthwise_conv2d_grad_input", [normal(2, 5, 5, 4), DW],
+           {"input_size": (5, 5), **DILATED}, name="dilated_same"),
+    Sample("depthwise_conv2d_grad_input", [normal(2, 2, 2, 4), DW],
+           {"input_size": (6, 6), "strides": (2, 2)}, name="valid_leftover"),
+    Sample("depthwise_conv2d_grad_input", [normal(3, 3, 3, 2), normal(2, 3, 2, 1)],
+           {"input_size": (6, 5), **ODD}, name="asymmetric"),
+    Sample("depthwise_conv2d_grad_filter", [X, normal(2, 3, 3, 4)],
+           {"kernel_size": (3, 3), **STRIDED}, name="strided_same"),
+    Sample("depthwise_conv2d_grad_filter", [X, normal(2, 5, 5, 6)],
+           {"kernel_size": (3, 3), **DILATED}, name="dilated_multiplier3"),
+    Sample("depthwise_conv2d_grad_filter", [normal(2, 6, 6, 2), normal(2, 2, 2, 2)],
+           {"kernel_size": (3, 3), "strides": (2, 2)}, name="valid_leftover"),
+    Sample("depthwise_conv2d_grad_filter", [normal(2, 6, 5, 2), normal(2, 3, 3, 2)],
+           {"kernel_size": (2, 3), **ODD}, name="asymmetric"),
+]
+
 P = distinct(2, 5, 5, 2)
 OVERLAP = {"pool_size": (3, 3), "strides": (1, 1), "padding": "same"}  # 5x5 -> 5x5
 STRIDED_POOL = {"pool_size": (3, 3), "strides": (2, 2), "padding": "same"}  # 5x5 -> 3x3
@@ -88,4 +117,4 @@ SOFTMAX = [
     for op in ("softmax", "log_softmax")
 ]
 
-SAMPLES = CONV + POOL + SOFTMAX
+SAMPLES = CONV + DEPTHWISE + POOL + SOFTMAX

@@ -8,7 +8,7 @@ ints and floats; arrays are views of the driver's flat storage made at the call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kiln.compiler.codegen.numba.frame import Emitter, Frame, Ref
 from kiln.compiler.codegen.numba.lower_tensor import lower_softmax
@@ -40,14 +40,6 @@ def _conv_window(node: Node, size: Sequence[int], kernel: Sequence[int]) -> Wind
     return window(tuple(size), tuple(kernel), a["strides"], a["padding"], a["dilation"])
 
 
-def lower_conv2d(em: Emitter, frame: Frame, node: Node) -> None:
-    x, w = node.inputs
-    win = _conv_window(node, x.type.shape[1:3], w.type.shape[:2])
-    _call(em, "k_conv2d", [frame.read(x).array(), frame.read(w).array(),
-                           frame.output(node.output).array()],
-          [*_geometry(win), *win.dilation])
-
-
 def conv_max_pool_into(em: Emitter, conv: Node, pool: Node, x: Ref, w: Ref, out: Ref) -> None:
     """out = max_pool2d(conv2d(x, w)) through the kernel that pools the convolution's output
     a few images at a time (a fused kernel of kind conv)."""
@@ -59,20 +51,24 @@ def conv_max_pool_into(em: Emitter, conv: Node, pool: Node, x: Ref, w: Ref, out:
           [*_geometry(win), *win.dilation, *size, *pooling.kernel, *_geometry(pooling)])
 
 
-def lower_conv2d_grad_input(em: Emitter, frame: Frame, node: Node) -> None:
-    dy, w = node.inputs
-    win = _conv_window(node, node.attr["input_size"], w.type.shape[:2])
-    _call(em, "k_conv2d_grad_input", [frame.read(dy).array(), frame.read(w).array(),
-                                      frame.output(node.output).array()],
-          [*_geometry(win), *win.dilation])
+def _lower_conv(kernel: str, window_of: str) -> Callable[[Emitter, Frame, Node], None]:
+    """The lowering of a convolution op (conv2d, depthwise_conv2d and their gradients):
+    K.<kernel>(a, b, out, <geometry>, dilation), the window over the image of operand 0
+    ("input"), of the "input_size" attribute, with the "kernel_size" attribute's kernel."""
+    def lower(em: Emitter, frame: Frame, node: Node) -> None:
+        a, b = node.inputs
+        if window_of == "input_size":
+            size, kernel_size = node.attr["input_size"], b.type.shape[:2]
+        elif window_of == "kernel_size":
+            size, kernel_size = a.type.shape[1:3], node.attr["kernel_size"]
+        else:
+            size, kernel_size = a.type.shape[1:3], b.type.shape[:2]
+        win = _conv_window(node, size, kernel_size)
+        _call(em, kernel, [frame.read(a).array(), frame.read(b).array(),
+                           frame.output(node.output).array()],
+              [*_geometry(win), *win.dilation])
 
-
-def lower_conv2d_grad_filter(em: Emitter, frame: Frame, node: Node) -> None:
-    x, dy = node.inputs
-    win = _conv_window(node, x.type.shape[1:3], node.attr["kernel_size"])
-    _call(em, "k_conv2d_grad_filter", [frame.read(x).array(), frame.read(dy).array(),
-                                       frame.output(node.output).array()],
-          [*_geometry(win), *win.dilation])
+    return lower
 
 
 def _pool_window(node: Node, size: Sequence[int]) -> Window:
@@ -181,9 +177,10 @@ def lower_softmax_kernel(em: Emitter, frame: Frame, node: Node) -> None:
 
 
 LOWERINGS = {
-    "conv2d": lower_conv2d,
-    "conv2d_grad_input": lower_conv2d_grad_input,
-    "conv2d_grad_filter": lower_conv2d_grad_filter,
+    **{f"{op}{suffix}": _lower_conv(f"k_{op}{suffix}", window_of)
+       for op in ("conv2d", "depthwise_conv2d")
+       for suffix, window_of in (("", "input"), ("_grad_input", "input_size"),
+                                 ("_grad_filter", "kernel_size"))},
     "max_pool2d": _lower_pool("k_max_pool2d", "input"),
     "max_pool2d_grad": _lower_pool("k_max_pool2d_grad", "input"),
     "max_pool2d_select": _lower_pool("k_max_pool2d_select", "input"),

@@ -1,5 +1,5 @@
-"""ONNX lowerings of matmul and the neural-network ops: conv2d and its gradients, pooling and
-its gradients, softmax and log_softmax.
+"""ONNX lowerings of matmul and the neural-network ops: conv2d and depthwise_conv2d and their
+gradients, pooling and its gradients, softmax and log_softmax.
 
 kiln's images are NHWC with HWIO kernels; ONNX's Conv and pools are NCHW with OIHW kernels,
 so float32 convolutions transpose around ONNX Conv. onnxruntime has no float64 Conv or
@@ -164,6 +164,68 @@ def _conv2d_grad_filter(em: Emitter, node: Node, ins: list[str]) -> str:
     rows = em.add("Reshape", [ins[1], em.ints([-1, cout])])
     dw = em.add("MatMul", [em.add("Transpose", [cols], perm=[1, 0]), rows])
     return em.add("Reshape", [dw, em.ints([kh, kw, cin, cout])])
+
+
+# -- depthwise convolution -------------------------------------------------------------------
+# ONNX's grouped Conv has no float64 kernel in onnxruntime, and its gradients would need
+# grouped ConvTranspose and a grouped filter correlation; every dtype takes one explicit form:
+# the window's taps (strided slices of the padded image) times the kernel's entries.
+def _depthwise_taps(em: Emitter, xp: str, win: Window, channels: int) -> str:
+    """[N, oh, ow, kh*kw, C, 1]: the padded image's taps, one per kernel position."""
+    (oh, ow), taps = win.out, win.kernel[0] * win.kernel[1]
+    return em.add("Reshape", [patches(em, xp, win), em.ints([-1, oh, ow, taps, channels, 1])])
+
+
+@lowering("depthwise_conv2d")
+def _depthwise_conv2d(em: Emitter, node: Node, ins: list[str]) -> str:
+    x, w = node.inputs
+    kh, kw, channels, multiplier = w.type.shape
+    win = _conv_window(node, x.type.shape[1:3], (kh, kw))
+    taps = _depthwise_taps(em, pad_or_crop(em, ins[0], *win.pads), win, channels)
+    kernel = em.add("Reshape", [ins[1], em.ints([kh * kw, channels, multiplier])])
+    y = em.add("ReduceSum", [em.add("Mul", [taps, kernel]), em.ints([3])], keepdims=0)
+    return em.add("Reshape", [y, em.ints([-1, *win.out, channels * multiplier])])
+
+
+@lowering("depthwise_conv2d_grad_input")
+def _depthwise_conv2d_grad_input(em: Emitter, node: Node, ins: list[str]) -> str:
+    """Each tap's share, dy times the tap's kernel entries summed over the multiplier,
+    spread by the strides and padded into place in the padded image; summed; cropped."""
+    dy, w = node.inputs
+    kh, kw, channels, multiplier = w.type.shape
+    size = node.attr["input_size"]
+    win = _conv_window(node, size, (kh, kw))
+    (oh, ow), (sh, sw), (dh, dw) = win.out, win.strides, win.dilation
+    padded = (size[0] + sum(win.pads[0]), size[1] + sum(win.pads[1]))
+    dy5 = em.add("Reshape", [ins[0], em.ints([-1, oh, ow, channels, multiplier])])
+    share_type = TensorType((dy.type.shape[0], oh, ow, channels), dy.type.dtype)
+    parts = []
+    for i in range(kh):
+        for j in range(kw):
+            tap = em.add("Slice", [ins[1], em.ints([i, j]), em.ints([i + 1, j + 1]),
+                                   em.ints([0, 1])])
+            tap = em.add("Reshape", [tap, em.ints([channels, multiplier])])
+            share = em.add("ReduceSum", [em.add("Mul", [dy5, tap]), em.ints([4])], keepdims=0)
+            share = spread(em, share, share_type, (sh, sw))
+            rows = (i * dh, padded[0] - i * dh - (oh - 1) * sh - 1)
+            cols = (j * dw, padded[1] - j * dw - (ow - 1) * sw - 1)
+            parts.append(pad_or_crop(em, share, rows, cols))
+    total = parts[0] if len(parts) == 1 else em.add("Sum", parts)
+    (top, bottom), (left, right) = win.pads
+    return pad_or_crop(em, total, (-top, -bottom), (-left, -right))
+
+
+@lowering("depthwise_conv2d_grad_filter")
+def _depthwise_conv2d_grad_filter(em: Emitter, node: Node, ins: list[str]) -> str:
+    x, dy = node.inputs
+    kh, kw = node.attr["kernel_size"]
+    channels = x.type.shape[3]
+    multiplier = dy.type.shape[3] // channels
+    win = _conv_window(node, x.type.shape[1:3], (kh, kw))
+    taps = _depthwise_taps(em, pad_or_crop(em, ins[0], *win.pads), win, channels)
+    dy6 = em.add("Reshape", [ins[1], em.ints([-1, *win.out, 1, channels, multiplier])])
+    dw = em.add("ReduceSum", [em.add("Mul", [taps, dy6]), em.ints([0, 1, 2])], keepdims=0)
+    return em.add("Reshape", [dw, em.ints([kh, kw, channels, multiplier])])
 
 
 # -- pooling ---------------------------------------------------------------------------------

@@ -34,6 +34,11 @@ The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel 
         max_pool2d(conv2d(x, w)), the convolution's output (conv_h x conv_w per image)
         made a few images at a time and pooled while in cache (a fused kernel of kind conv).
 
+    k_depthwise_conv2d(x[N,H,W,C], w[KH,KW,C,M], out[N,OH,OW,C*M], <k_conv2d's six>)
+    k_depthwise_conv2d_grad_input(dy[N,OH,OW,C*M], w[KH,KW,C,M], dx[N,H,W,C], <the six>)
+    k_depthwise_conv2d_grad_filter(x[N,H,W,C], dy[N,OH,OW,C*M], dw[KH,KW,C,M], <the six>)
+        direct loops (depthwise.py), innermost over the channels.
+
     k_max_pool2d(x[N,H,W,C], out[N,OH,OW,C], pool_h, pool_w, stride_h, stride_w, pad_top,
                  pad_left)
     k_max_pool2d_grad(x, dy[N,OH,OW,C], dx[N,H,W,C], <the same six>)
@@ -91,6 +96,11 @@ from kiln.runtimes.numba.kernels.conv import (
     k_conv2d_im2col,
     k_conv2d_max_pool2d,
 )
+from kiln.runtimes.numba.kernels.depthwise import (
+    k_depthwise_conv2d,
+    k_depthwise_conv2d_grad_filter,
+    k_depthwise_conv2d_grad_input,
+)
 from kiln.runtimes.numba.kernels.fastmath32 import exp32, sigmoid32, tanh32
 from kiln.runtimes.numba.kernels.indexing import k_gather, k_one_hot, k_scatter_add
 from kiln.runtimes.numba.kernels.linalg import (
@@ -137,6 +147,9 @@ __all__ = [
     "k_conv2d_grad_input_im2col",
     "k_conv2d_im2col",
     "k_conv2d_max_pool2d",
+    "k_depthwise_conv2d",
+    "k_depthwise_conv2d_grad_filter",
+    "k_depthwise_conv2d_grad_input",
     "k_gather",
     "k_log_softmax_lastaxis",
     "k_matmul_2d",

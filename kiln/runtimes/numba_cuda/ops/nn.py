@@ -3,9 +3,10 @@
 Convolutions are im2col + the tiled GEMM (ops/linalg.py's `gemm`, cuBLAS when chosen):
 conv2d = patches @ w[KK, O]; conv2d_grad_input = col2im(dy @ w[KK, O]^T), a gather;
 conv2d_grad_filter = patches^T @ dy (split-K, since its K is batch x output pixels). A 1x1
-kernel with stride 1 and no padding skips the patch matrix. Transposed operands are
-strided views, never copies. Pooling and softmax run the kernels of kernels/pool.py and
-kernels/softmax.py.
+kernel with stride 1 and no padding skips the patch matrix. The depthwise convolution and
+its gradients run kernels/conv.py's direct loops, one thread per output element.
+Transposed operands are strided views, never copies. Pooling and softmax run the kernels
+of kernels/pool.py and kernels/softmax.py.
 """
 
 from __future__ import annotations
@@ -110,6 +111,26 @@ def launch_conv2d_grad_filter(ctx: RunContext, node: Node, inputs: list[Any],
          Epilogue())
 
 
+def _depthwise(kernel: Any, window_of: str) -> Launcher:
+    """A depthwise op's launcher: one thread per output element of kernels/conv.py's direct
+    loops, the window over operand 0's image ("input"), the "input_size" attribute's, or
+    with the "kernel_size" attribute's kernel."""
+    def launch(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
+        a, b = inputs
+        (out,) = outputs
+        if window_of == "input_size":
+            size, kernel_size = tuple(node.attr["input_size"]), tuple(b.shape[:2])
+        elif window_of == "kernel_size":
+            size, kernel_size = tuple(a.shape[1:3]), tuple(node.attr["kernel_size"])
+        else:
+            size, kernel_size = tuple(a.shape[1:3]), tuple(b.shape[:2])
+        win = _conv_window(node, size, kernel_size)
+        if out.size:
+            launch_1d(ctx, kernel, out.size, a, b, out, *_geometry(win))
+
+    return launch
+
+
 # -- pooling -------------------------------------------------------------------------------
 def _pool_window(node: Node, size: tuple[int, int]) -> tuple[int, ...]:
     a = node.attr
@@ -170,6 +191,10 @@ LAUNCHERS: dict[str, Launcher] = {
     "conv2d": launch_conv2d,
     "conv2d_grad_input": launch_conv2d_grad_input,
     "conv2d_grad_filter": launch_conv2d_grad_filter,
+    "depthwise_conv2d": _depthwise(KC.depthwise_conv2d, "input"),
+    "depthwise_conv2d_grad_input": _depthwise(KC.depthwise_conv2d_grad_input, "input_size"),
+    "depthwise_conv2d_grad_filter": _depthwise(KC.depthwise_conv2d_grad_filter,
+                                               "kernel_size"),
     "max_pool2d": _pool(KP.max_pool2d, "x"),
     "max_pool2d_grad": _pool(KP.max_pool2d_grad, "x"),
     "max_pool2d_select": _pool(KP.max_pool2d_select, "x"),
