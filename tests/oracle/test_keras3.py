@@ -388,6 +388,16 @@ LAYER_CASES = {  # name -> (build(L) -> (inputs, outputs), input shapes without 
         L.Flatten()(L.Conv2DTranspose(2, 2, strides=3)(x)),
         L.Flatten()(L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same")(x))])))(
             _img(L)), [(5, 6, 3)]),
+    "separable": (lambda L: (lambda x: ([x], L.Concatenate()([
+        L.Flatten()(L.DepthwiseConv2D(3, padding="same", depth_multiplier=2,
+                                      activation="relu")(x)),
+        L.Flatten()(L.DepthwiseConv2D((2, 3), strides=2)(x)),
+        L.Flatten()(L.DepthwiseConv2D(2, dilation_rate=2, use_bias=False)(x)),
+        L.Flatten()(L.SeparableConv2D(4, 3, padding="same", strides=(2, 1))(x)),
+        L.Flatten()(L.SeparableConv2D(2, (3, 2), depth_multiplier=3, dilation_rate=(1, 2))(x)),
+        L.Flatten()(L.SeparableConv1D(3, 3, strides=2, padding="same")(L.Reshape((15, 6))(x))),
+        L.Flatten()(L.DepthwiseConv1D(2, depth_multiplier=2)(L.Reshape((15, 6))(x)))])))(
+            _img(L)), [(5, 6, 3)]),
     "conv1d_transpose": (lambda L: (lambda x: ([x], L.Concatenate()([
         L.Flatten()(L.Conv1DTranspose(3, 3, strides=2, padding="same")(x)),
         L.Flatten()(L.Conv1DTranspose(2, 4, strides=3, output_padding=2)(x)),

@@ -184,7 +184,10 @@ def _layer_models() -> dict[str, models.Model]:
                     kernel_regularizer=regularizers.L1L2(0.01, 0.02),
                     activity_regularizer="l2",
                     kernel_constraint=constraints.MaxNorm(1.5, axis=[0, 1]))(seq)))),
-            layers.GlobalAveragePooling1D(keepdims=False)(seq)])),
+            layers.GlobalAveragePooling1D(keepdims=False)(seq),
+            layers.GlobalAveragePooling1D()(layers.DepthwiseConv1D(2, depth_multiplier=2)(seq)),
+            layers.GlobalAveragePooling1D()(layers.SeparableConv1D(
+                3, 2, padding="same", pointwise_regularizer="l2")(seq))])),
         "activations": models.Model(seq, layers.concatenate([
             layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(seq),
             layers.LeakyReLU(0.2)(seq), layers.ELU(0.5)(seq), layers.Softmax(axis=[1, 2])(seq),
@@ -203,7 +206,10 @@ def _layer_models() -> dict[str, models.Model]:
             layers.Flatten()(layers.Permute((2, 1))(layers.Cropping1D((1, 2))(
                 layers.ZeroPadding1D((2, 0))(layers.UpSampling1D(2)(
                     layers.Conv1DTranspose(2, 2, strides=2)(layers.Reshape((12, 6))(img))))))),
-            layers.Flatten()(layers.RepeatVector(2)(layers.GlobalAveragePooling2D()(img)))])),
+            layers.Flatten()(layers.RepeatVector(2)(layers.GlobalAveragePooling2D()(img))),
+            layers.Flatten()(layers.DepthwiseConv2D(2, strides=2, use_bias=False)(img)),
+            layers.Flatten()(layers.SeparableConv2D(2, 3, depth_multiplier=2, padding="same",
+                                                    activation="relu")(img))])),
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),

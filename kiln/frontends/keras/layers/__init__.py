@@ -63,6 +63,12 @@ from kiln.frontends.keras.layers.reshaping import (
     ZeroPadding1D,
     ZeroPadding2D,
 )
+from kiln.frontends.keras.layers.separable import (
+    DepthwiseConv1D,
+    DepthwiseConv2D,
+    SeparableConv1D,
+    SeparableConv2D,
+)
 
 __all__ = [
     "Activation",
@@ -81,6 +87,8 @@ __all__ = [
     "Cropping1D",
     "Cropping2D",
     "Dense",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
     "Dot",
     "Dropout",
     "ELU",
@@ -109,6 +117,8 @@ __all__ = [
     "ReLU",
     "RepeatVector",
     "Reshape",
+    "SeparableConv1D",
+    "SeparableConv2D",
     "SimpleRNN",
     "Softmax",
     "SpatialDropout1D",

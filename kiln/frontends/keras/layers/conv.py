@@ -81,6 +81,21 @@ def _expect_rank(layer: Layer, shape: tuple, rank: int) -> None:
                              f"Full shape received: {shape}")
 
 
+def _expect_image(layer: Layer, shape: tuple, rank: int, channels: int | None) -> None:
+    """Keras's input_spec for `rank`-D layers with a kernel: ndim = rank + 2 and a known
+    channel axis, equal to the kernel's `channels` once built (None: not built yet)."""
+    _expect_rank(layer, shape, rank)
+    if shape[-1] is None:
+        raise KilnValueError(f"layer {layer.name!r}: the channel dimension of the inputs "
+                             f"should be defined. The input_shape received is {shape}, "
+                             f"where axis -1 is the channel dimension, which found to be "
+                             f"`None`")
+    if channels is not None and shape[-1] != channels:
+        raise KilnValueError(f"Input 0 of layer {layer.name!r} is incompatible with the "
+                             f"layer: expected axis -1 of input shape to have value "
+                             f"{channels}, but received input with shape {shape}")
+
+
 def _window_fits(layer: Layer, shape: tuple, window: tuple[int, ...], padding: str,
                  what: str) -> None:
     """Every spatial size known (the IR's windowed ops are compiled for static sizes); with
@@ -158,17 +173,7 @@ class _Conv(Layer):
 
     def check_input_shapes(self, shapes: list) -> None:
         shape = shapes[0]
-        _expect_rank(self, shape, self.rank)
-        if shape[-1] is None:
-            raise KilnValueError(f"layer {self.name!r}: the channel dimension of the inputs "
-                                 f"should be defined. The input_shape received is {shape}, "
-                                 f"where axis -1 is the channel dimension, which found to be "
-                                 f"`None`")
-        if self.built and shape[-1] != self.kernel.shape[-2]:
-            raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
-                                 f"layer: expected axis -1 of input shape to have value "
-                                 f"{self.kernel.shape[-2]}, but received input with shape "
-                                 f"{shape}")
+        _expect_image(self, shape, self.rank, self.kernel.shape[-2] if self.built else None)
         _window_fits(self, shape, self._span, self.padding, f"conv{self.rank}d")
 
     def build(self, input_shape: tuple) -> None:
@@ -343,15 +348,7 @@ class _ConvTranspose(_Conv):
 
     def check_input_shapes(self, shapes: list) -> None:
         shape = shapes[0]
-        _expect_rank(self, shape, self.rank)
-        if shape[-1] is None:
-            raise KilnValueError(f"layer {self.name!r}: the channel dimension of the inputs "
-                                 f"should be defined. Received input shape {shape}")
-        if self.built and shape[-1] != self.kernel.shape[-1]:
-            raise KilnValueError(f"Input 0 of layer {self.name!r} is incompatible with the "
-                                 f"layer: expected axis -1 of input shape to have value "
-                                 f"{self.kernel.shape[-1]}, but received input with shape "
-                                 f"{shape}")
+        _expect_image(self, shape, self.rank, self.kernel.shape[-1] if self.built else None)
         _window_fits(self, shape, (1,) * self.rank, "same", f"conv{self.rank}d_transpose")
 
     def build(self, input_shape: tuple) -> None:
