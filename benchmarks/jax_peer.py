@@ -1,4 +1,4 @@
-"""JAX's side: the same three models as pure functions over kiln's weights (Keras layout:
+"""JAX's side: the same models as pure functions over kiln's weights (Keras layout:
 NHWC convolutions, HWIO kernels, gates i, f, c, o), the training step and predict under
 jax.jit, RMSprop written out as Keras 3 defines it (epsilon inside the root).
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.models import EPSILON, LEARNING_RATE, RHO
+from benchmarks.models import EPSILON, LEARNING_RATE, RHO, SEPARABLE, SEPARABLE_POOLS
 
 Params = list  # the weights in Keras's get_weights() order
 
@@ -30,6 +30,17 @@ def _conv(x: jax.Array, k: jax.Array, b: jax.Array) -> jax.Array:
     return jax.nn.relu(y + b)
 
 
+def _separable(x: jax.Array, depthwise: jax.Array, pointwise: jax.Array,
+               b: jax.Array) -> jax.Array:
+    """SeparableConv2D 3x3 relu: a grouped convolution (one group per channel; the (3, 3,
+    C, 1) kernel as (3, 3, 1, C)), then the 1x1 pointwise kernel as a matmul."""
+    channels = x.shape[-1]
+    y = lax.conv_general_dilated(x, depthwise.reshape(3, 3, 1, channels), (1, 1), "VALID",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                 feature_group_count=channels)
+    return jax.nn.relu(y @ pointwise[0, 0] + b)
+
+
 def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
     if name == "mlp":
         return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
@@ -37,6 +48,14 @@ def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
         h = _pool(_conv(x, p[0], p[1]))
         h = _pool(_conv(h, p[2], p[3]))
         return h.reshape(h.shape[0], -1) @ p[4] + p[5]
+    if name == "separable":
+        h = x
+        for k in range(len(SEPARABLE)):
+            h = _separable(h, *p[3 * k:3 * k + 3])
+            if k in SEPARABLE_POOLS:
+                h = _pool(h)
+        w1, b1, w2, b2 = p[-4:]
+        return jax.nn.relu(h.mean(axis=(1, 2)) @ w1 + b1) @ w2 + b2
     emb, kernel, recurrent, bias, w, b = p
     xs = jnp.swapaxes(emb[x] @ kernel + bias, 0, 1)  # time-major input projections
 

@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.models import EMBED, LEARNING_RATE, SPECS, UNITS, VOCAB
+from benchmarks.models import (
+    EMBED,
+    LEARNING_RATE,
+    SEPARABLE,
+    SEPARABLE_POOLS,
+    SPECS,
+    UNITS,
+    VOCAB,
+)
 
 
 def build(name: str, backend: str, weights: list[np.ndarray]) -> Any:
@@ -29,6 +37,14 @@ def build(name: str, backend: str, weights: list[np.ndarray]) -> Any:
         stack = [layers.Input(shape=(28, 28, 1)), layers.Conv2D(32, 3, activation="relu"),
                  layers.MaxPooling2D(2), layers.Conv2D(64, 3, activation="relu"),
                  layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(10, activation="softmax")]
+    elif name == "separable":
+        stack = [layers.Input(shape=(64, 64, 3))]
+        for k, (_, cout) in enumerate(SEPARABLE):
+            stack.append(layers.SeparableConv2D(cout, 3, activation="relu"))
+            if k in SEPARABLE_POOLS:
+                stack.append(layers.MaxPooling2D(2))
+        stack += [layers.GlobalAveragePooling2D(), layers.Dense(32, activation="relu"),
+                  layers.Dense(10, activation="softmax")]
     else:
         stack = [layers.Input(shape=(100,), dtype="int32"), layers.Embedding(VOCAB, EMBED),
                  layers.LSTM(UNITS), layers.Dense(1, activation="sigmoid")]

@@ -1,4 +1,5 @@
-"""The three benchmark models: their shapes, initial weights and data, in Keras's layout.
+"""The benchmark models (MLP, convnet, LSTM, and the book's chapter-7 depthwise-separable
+convnet): their shapes, initial weights and data, in Keras's layout.
 
 Weights are drawn once from a seed (Glorot-uniform kernels, small random biases so that a
 wrong bias mapping shows in the correctness check) and every framework gets a copy,
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODELS = ("mlp", "convnet", "lstm")
+MODELS = ("mlp", "convnet", "lstm", "separable")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ SPECS = {
     "mlp": Spec("mlp", 128, (784,), "float32", 10, "categorical_crossentropy"),
     "convnet": Spec("convnet", 64, (28, 28, 1), "float32", 10, "categorical_crossentropy"),
     "lstm": Spec("lstm", 128, (100,), "int32", 1, "binary_crossentropy"),
+    "separable": Spec("separable", 32, (64, 64, 3), "float32", 10, "categorical_crossentropy"),
 }
 VOCAB, EMBED, UNITS = 10000, 32, 32  # the LSTM's embedding and cell sizes
 LEARNING_RATE, RHO, EPSILON = 0.001, 0.9, 1e-7  # Keras's RMSprop defaults
@@ -37,6 +39,13 @@ def _glorot(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
             fan_out: int) -> np.ndarray:
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+
+# The book's chapter-7 model (Deep Learning with Python, 7.3.2): SeparableConv2D 3x3 relu
+# layers of these (in, out) channels on 64x64x3 images, max pooling 2 after the 2nd and 4th,
+# then global average pooling, Dense 32 relu, Dense 10 softmax.
+SEPARABLE = ((3, 32), (32, 64), (64, 64), (64, 128), (128, 64), (64, 128))
+SEPARABLE_POOLS = (1, 3)  # the layers a 2x2 max pooling follows
 
 
 def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -60,6 +69,13 @@ def weights(name: str, seed: int = 0) -> list[np.ndarray]:
                 _glorot(rng, (EMBED, 4 * UNITS), EMBED, 4 * UNITS),
                 _glorot(rng, (UNITS, 4 * UNITS), UNITS, 4 * UNITS), _bias(rng, 4 * UNITS),
                 _glorot(rng, (UNITS, 1), UNITS, 1), _bias(rng, 1)]
+    if name == "separable":  # per SeparableConv2D: depthwise (3,3,C,1), pointwise (1,1,C,F), bias
+        out = []
+        for cin, cout in SEPARABLE:
+            out += [_glorot(rng, (3, 3, cin, 1), 9, 9), _glorot(rng, (1, 1, cin, cout), cin, cout),
+                    _bias(rng, cout)]
+        return out + [_glorot(rng, (128, 32), 128, 32), _bias(rng, 32),
+                      _glorot(rng, (32, 10), 32, 10), _bias(rng, 10)]
     raise ValueError(f"expected a model name in {MODELS}. Received: name={name!r}")
 
 

@@ -60,6 +60,8 @@ STEP_TARGETS = (
 INFO = (  # ratios the issue asks to report without a target
     ("Convnet train step vs JAX jit", "train/convnet", "jax jit"),
     ("LSTM train step vs JAX jit", "train/lstm", "jax jit"),
+    ("Separable convnet train step vs PyTorch eager", "train/separable", "torch eager"),
+    ("Separable convnet train step vs JAX jit", "train/separable", "jax jit"),
 )
 
 

@@ -1,9 +1,10 @@
-"""PyTorch's side: the same three models as torch modules with kiln's initial weights copied
+"""PyTorch's side: the same models as torch modules with kiln's initial weights copied
 in, trained eagerly and through torch.compile, and exported to ONNX for onnxruntime.
 
 Written the way a PyTorch user writes them: logits out of the module, the fused
 cross-entropy-with-logits losses, torch.optim.RMSprop with Keras's rho and epsilon. The
-convnet runs in torch's native NCHW layout (the input transposed once, before timing).
+convnets run in torch's native NCHW layout (the input transposed once, before timing); a
+SeparableConv2D is torch's depthwise Conv2d (groups = channels, no bias) then a 1x1 Conv2d.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.models import EMBED, EPSILON, LEARNING_RATE, RHO, UNITS, VOCAB
+from benchmarks.models import (
+    EMBED,
+    EPSILON,
+    LEARNING_RATE,
+    RHO,
+    SEPARABLE,
+    SEPARABLE_POOLS,
+    UNITS,
+    VOCAB,
+)
 from benchmarks.threads import THREADS
 
 torch.set_num_threads(THREADS)
@@ -45,6 +55,22 @@ class ConvNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc(torch.flatten(x, 1))
+
+
+class SeparableNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = nn.ModuleList(nn.Conv2d(cin, cin, 3, groups=cin, bias=False)
+                                       for cin, _ in SEPARABLE)
+        self.pointwise = nn.ModuleList(nn.Conv2d(cin, cout, 1) for cin, cout in SEPARABLE)
+        self.fc1, self.fc2 = nn.Linear(128, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k, (depthwise, pointwise) in enumerate(zip(self.depthwise, self.pointwise)):
+            x = F.relu(pointwise(depthwise(x)))
+            if k in SEPARABLE_POOLS:
+                x = F.max_pool2d(x, 2)
+        return self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
 
 
 class LSTMNet(nn.Module):
@@ -79,6 +105,17 @@ def build(name: str, weights: list[np.ndarray]) -> nn.Module:
             pairs = [(m.conv1.weight, k1.transpose(3, 2, 0, 1)), (m.conv1.bias, b1),
                      (m.conv2.weight, k2.transpose(3, 2, 0, 1)), (m.conv2.bias, b2),
                      (m.fc.weight, w_t), (m.fc.bias, b)]
+        elif name == "separable":
+            m = SeparableNet()
+            pairs = []
+            for k in range(len(SEPARABLE)):
+                dk, pk, bias = weights[3 * k:3 * k + 3]
+                pairs += [(m.depthwise[k].weight, dk.transpose(2, 3, 0, 1)),
+                          (m.pointwise[k].weight, pk.transpose(3, 2, 0, 1)),
+                          (m.pointwise[k].bias, bias)]
+            w1, b1, w2, b2 = weights[-4:]
+            pairs += [(m.fc1.weight, w1.T), (m.fc1.bias, b1), (m.fc2.weight, w2.T),
+                      (m.fc2.bias, b2)]
         else:
             m = LSTMNet()
             emb, kernel, recurrent, bias, w, b = weights
@@ -94,7 +131,7 @@ def build(name: str, weights: list[np.ndarray]) -> nn.Module:
 
 def inputs(name: str, x: np.ndarray) -> torch.Tensor:
     """x in torch's layout: NCHW for the convnet, int64 indices for the LSTM."""
-    if name == "convnet":
+    if name in ("convnet", "separable"):
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     if name == "lstm":
         return torch.from_numpy(x.astype(np.int64))
@@ -198,7 +235,8 @@ class TorchPeer:
         return session, exporter
 
     def _sample_shape(self) -> tuple[int, ...]:
-        return {"mlp": (784,), "convnet": (28, 28, 1), "lstm": (100,)}[self.name]
+        return {"mlp": (784,), "convnet": (28, 28, 1), "lstm": (100,),
+                "separable": (64, 64, 3)}[self.name]
 
     def _dtype(self) -> type:
         return np.int32 if self.name == "lstm" else np.float32
