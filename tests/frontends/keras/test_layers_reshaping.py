@@ -153,12 +153,13 @@ def test_errors_name_the_layer() -> None:
 
 
 def _mixed_model(backend: str) -> models.Model:
-    """The new activation, merge and reshaping layers in one functional model."""
+    """The new activation, merge and reshaping layers in one functional model (no
+    convolutions: their layers are tested on every backend elsewhere, and each one here
+    would cost the numba driver seconds of compile time)."""
     seq = layers.Input((6, 3))
     img = layers.Input((4, 5, 2))
     a = layers.PReLU(alpha_initializer="random_uniform", shared_axes=[1])(
-        layers.Conv1D(4, 3, padding="same")(layers.Cropping1D((1, 0))(
-            layers.ZeroPadding1D((2, 1))(seq))))
+        layers.Dense(4)(layers.Cropping1D((1, 0))(layers.ZeroPadding1D((2, 1))(seq))))
     a = layers.UpSampling1D(2)(layers.ELU(0.5)(a))                      # (16, 4)
     b = layers.Permute((2, 1))(layers.ReLU(max_value=2.0, negative_slope=0.1)(
         layers.Dense(16)(layers.Permute((2, 1))(seq))))                 # (16, 3)
@@ -166,8 +167,8 @@ def _mixed_model(backend: str) -> models.Model:
     merged = layers.Average()([a, layers.Maximum()([a, b]), layers.Subtract()([b, a])])
     v = layers.Flatten()(layers.Dot(axes=(1, 1))([merged, b]))         # (4 * 4,)
     i = layers.Cropping2D(((1, 0), (0, 1)))(layers.ZeroPadding2D(1)(
-        layers.UpSampling2D(2, interpolation="bilinear")(img)))
-    i = layers.LeakyReLU()(layers.Conv2D(3, 3, strides=3)(i))
+        layers.UpSampling2D(2, interpolation="bilinear")(img)))         # (9, 11, 2)
+    i = layers.LeakyReLU()(i)
     w = layers.Flatten()(layers.Minimum()([i, layers.UpSampling2D((1, 1))(i)]))
     rep = layers.Flatten()(layers.RepeatVector(2)(layers.Dense(3)(v)))
     out = layers.Softmax()(layers.Dense(4)(layers.concatenate([v, w, rep])))

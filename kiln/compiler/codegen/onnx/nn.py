@@ -78,14 +78,16 @@ def patches(em: Emitter, xp: str, win: Window) -> str:
 
 
 def conv_nhwc(em: Emitter, x: str, w: str, kernel: tuple[int, int, int, int], win: Window,
-              dtype: str) -> str:
-    """conv2d of an NHWC image with an HWIO kernel over the window geometry `win`."""
+              dtype: str, group: int = 1) -> str:
+    """conv2d of an NHWC image with an HWIO kernel over the window geometry `win`; with
+    `group` > 1 (float32 only) ONNX's grouped Conv, the kernel's I its channels per group."""
     kh, kw, cin, cout = kernel
     if dtype == "float32":
         y = em.add("Conv", [em.add("Transpose", [x], perm=NHWC_TO_NCHW),
                             em.add("Transpose", [w], perm=[3, 2, 0, 1])],
                    kernel_shape=[kh, kw], strides=list(win.strides),
-                   dilations=list(win.dilation), pads=_onnx_pads(win))
+                   dilations=list(win.dilation), pads=_onnx_pads(win),
+                   **({"group": group} if group > 1 else {}))
         return em.add("Transpose", [y], perm=NCHW_TO_NHWC)
     xp = pad_or_crop(em, x, *win.pads)
     matrix = em.add("Reshape", [w, em.ints([kh * kw * cin, cout])])
@@ -119,8 +121,10 @@ def spread(em: Emitter, dy: str, t: TensorType, strides: tuple[int, int]) -> str
 
 def conv_grad_input(em: Emitter, dy: str, dy_type: TensorType, w: str,
                     kernel: tuple[int, int, int, int], win: Window, size: tuple[int, int],
-                    dtype: str) -> str:
-    """The cotangent of conv2d's input (module docstring): [N, H, W, cin]."""
+                    dtype: str, group: int = 1) -> str:
+    """The cotangent of conv2d's input (module docstring): [N, H, W, cin]. With `group`
+    (float32 only), of a grouped conv2d whose kernel is (kh, kw, groups, outputs per
+    group), a depthwise one's: the flipped kernel is then the grouped HWIO kernel."""
     kh, kw, cin, cout = kernel
     (dh, dw), (oh, ow) = win.dilation, win.out
     (top, _), (left, _) = win.pads
@@ -134,7 +138,7 @@ def conv_grad_input(em: Emitter, dy: str, dy_type: TensorType, w: str,
                                em.ints([0, 1]), em.ints([-1, -1])])
     flipped = em.add("Transpose", [flipped], perm=[0, 1, 3, 2])
     unit = Window((kh, kw), (1, 1), win.dilation, size, ((0, 0), (0, 0)))
-    return conv_nhwc(em, y, flipped, (kh, kw, cout, cin), unit, dtype)
+    return conv_nhwc(em, y, flipped, (kh, kw, cout, cin), unit, dtype, group)
 
 
 @lowering("conv2d_grad_input")
@@ -167,9 +171,9 @@ def _conv2d_grad_filter(em: Emitter, node: Node, ins: list[str]) -> str:
 
 
 # -- depthwise convolution -------------------------------------------------------------------
-# ONNX's grouped Conv has no float64 kernel in onnxruntime, and its gradients would need
-# grouped ConvTranspose and a grouped filter correlation; every dtype takes one explicit form:
-# the window's taps (strided slices of the padded image) times the kernel's entries.
+# float32: the forms of conv2d and its gradients with ONNX's grouped Conv, one group per
+# channel. onnxruntime has no float64 Conv: other dtypes take an explicit form, the window's
+# taps (strided slices of the padded image) times the kernel's entries, summed.
 def _depthwise_taps(em: Emitter, xp: str, win: Window, channels: int) -> str:
     """[N, oh, ow, kh*kw, C, 1]: the padded image's taps, one per kernel position."""
     (oh, ow), taps = win.out, win.kernel[0] * win.kernel[1]
@@ -181,6 +185,10 @@ def _depthwise_conv2d(em: Emitter, node: Node, ins: list[str]) -> str:
     x, w = node.inputs
     kh, kw, channels, multiplier = w.type.shape
     win = _conv_window(node, x.type.shape[1:3], (kh, kw))
+    if x.type.dtype == "float32":  # grouped Conv: one group per channel, HWIO (kh, kw, 1, C*M)
+        kernel = em.add("Reshape", [ins[1], em.ints([kh, kw, 1, channels * multiplier])])
+        return conv_nhwc(em, ins[0], kernel, (kh, kw, 1, channels * multiplier), win,
+                         "float32", group=channels)
     taps = _depthwise_taps(em, pad_or_crop(em, ins[0], *win.pads), win, channels)
     kernel = em.add("Reshape", [ins[1], em.ints([kh * kw, channels, multiplier])])
     y = em.add("ReduceSum", [em.add("Mul", [taps, kernel]), em.ints([3])], keepdims=0)
@@ -195,6 +203,9 @@ def _depthwise_conv2d_grad_input(em: Emitter, node: Node, ins: list[str]) -> str
     kh, kw, channels, multiplier = w.type.shape
     size = node.attr["input_size"]
     win = _conv_window(node, size, (kh, kw))
+    if dy.type.dtype == "float32":  # conv2d_grad_input's form, grouped: (kh, kw, M, C) per group
+        return conv_grad_input(em, ins[0], dy.type, ins[1], w.type.shape, win, size,
+                               "float32", group=channels)
     (oh, ow), (sh, sw), (dh, dw) = win.out, win.strides, win.dilation
     padded = (size[0] + sum(win.pads[0]), size[1] + sum(win.pads[1]))
     dy5 = em.add("Reshape", [ins[0], em.ints([-1, oh, ow, channels, multiplier])])
@@ -222,6 +233,18 @@ def _depthwise_conv2d_grad_filter(em: Emitter, node: Node, ins: list[str]) -> st
     channels = x.type.shape[3]
     multiplier = dy.type.shape[3] // channels
     win = _conv_window(node, x.type.shape[1:3], (kh, kw))
+    if x.type.dtype == "float32":
+        # conv2d_grad_filter's form, grouped: the images of channel c (1, C*N, H, W) as group
+        # c, correlated with dy's channels c*M..c*M+M-1 (C*M, N, oh, ow) as its kernels.
+        height, width = x.type.shape[1:3]
+        xt = em.add("Reshape", [em.add("Transpose", [ins[0]], perm=[3, 0, 1, 2]),
+                                em.ints([1, -1, height, width])])
+        dyt = em.add("Transpose", [ins[1]], perm=[3, 0, 1, 2])
+        dwt = em.add("Conv", [xt, dyt], strides=list(win.dilation),
+                     dilations=list(win.strides), pads=_onnx_pads(win), group=channels)
+        dwt = em.add("Slice", [dwt, em.ints([0, 0]), em.ints([kh, kw]), em.ints([2, 3])])
+        dwt = em.add("Reshape", [dwt, em.ints([channels, multiplier, kh, kw])])
+        return em.add("Transpose", [dwt], perm=[2, 3, 0, 1])
     taps = _depthwise_taps(em, pad_or_crop(em, ins[0], *win.pads), win, channels)
     dy6 = em.add("Reshape", [ins[1], em.ints([-1, *win.out, 1, channels, multiplier])])
     dw = em.add("ReduceSum", [em.add("Mul", [taps, dy6]), em.ints([0, 1, 2])], keepdims=0)

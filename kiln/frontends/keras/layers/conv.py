@@ -289,11 +289,13 @@ def _transposed_geometry(size: int, kernel: int, stride: int, dilation: int, pad
 
 
 def _transposed_conv(b: Any, dy: Any, kernel: Any, strides: tuple[int, int],
-                     dilation: tuple[int, int], geometry: list[tuple[int, int]]) -> Any:
+                     dilation: tuple[int, int], geometry: list[tuple[int, int]],
+                     layer: str) -> Any:
     """The transposed convolution of `dy` with output sizes and offsets `geometry` (one
-    (size, before) per axis), as the IR's conv2d_grad_input: with the forward convolution's
-    own padding when it has this geometry ("valid" or TensorFlow's "same"), otherwise the
-    full "valid" result cropped or zero-padded into place."""
+    (size, before) per axis), as the IR's conv2d_grad_input with the forward convolution's
+    padding that has this geometry. Every geometry Keras defines (output_padding below the
+    stride) is conv2d's "valid" or TensorFlow "same" one: checked over sizes 1-6, kernels
+    1-5, strides 1-4, dilations 1-3, both paddings and every output_padding."""
     sizes = tuple(size for size, _ in geometry)
     inputs = dy.type.shape[1:3]
     span = tuple((k - 1) * d + 1 for k, d in zip(kernel.type.shape[:2], dilation))
@@ -309,18 +311,9 @@ def _transposed_conv(b: Any, dy: Any, kernel: Any, strides: tuple[int, int],
         if fits:
             return b.conv2d_grad_input(dy, kernel, input_size=sizes, strides=strides,
                                        padding=padding, dilation=dilation)
-    full = tuple((n - 1) * s + k for n, s, k in zip(inputs, strides, span))
-    y = b.conv2d_grad_input(dy, kernel, input_size=full, strides=strides, padding="valid",
-                            dilation=dilation)
-    pads = [(0, 0)] * 4
-    begin: list = [None] * 4
-    end: list = [None] * 4
-    for a, (size, before) in enumerate(geometry):
-        take = min(size, full[a] - before)
-        begin[a + 1], end[a + 1] = before, before + take
-        pads[a + 1] = (0, size - take)
-    y = b.slice(y, begin=tuple(begin), end=tuple(end))
-    return b.pad(y, pads=tuple(pads)) if any(after for _, after in pads) else y
+    raise KilnValueError(f"layer {layer!r}: kiln has no conv2d_grad_input geometry for an "
+                         f"output of {sizes} offset by {[g[1] for g in geometry]} from an "
+                         f"input of {tuple(inputs)}; please report this shape")
 
 
 class _ConvTranspose(_Conv):
@@ -373,7 +366,7 @@ class _ConvTranspose(_Conv):
                                                  self.kernel_size, self.strides,
                                                  self.dilation_rate, output_padding)]
         y = _transposed_conv(b, x, kernel, one + self.strides, one + self.dilation_rate,
-                             [(1, 0)] * len(one) + geometry)
+                             [(1, 0)] * len(one) + geometry, self.name)
         y = _from_image(b, y, self.rank)
         if self.use_bias:
             y = b.add(y, ctx.value(self.bias))
