@@ -21,6 +21,16 @@ def assert_steps_agree(ours: models.Model, reference: models.Model, x: object, y
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=what)
 
 
+def assert_trains_like_the_reference(build: Callable[[str], models.Model], backend: str,
+                                     x: object, y: object, steps: int = 3) -> None:
+    """build(backend) and build("reference"), the first's weights copied into the second,
+    then `steps` train_on_batch calls agree (assert_steps_agree)."""
+    ours = build(backend)
+    reference = build("reference")
+    reference.set_weights(ours.get_weights())
+    assert_steps_agree(ours, reference, x, y, steps=steps, what=backend)
+
+
 def assert_gradient_matches_finite_differences(build: Callable[[], models.Model],
                                                weights: list[np.ndarray], x: object,
                                                y: object, index: int = 0, h: float = 1e-2,

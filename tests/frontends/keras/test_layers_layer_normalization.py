@@ -11,7 +11,7 @@ from kiln import layers, models, optimizers
 from kiln.ir import KilnTypeError, KilnValueError
 from tests.frontends.keras.steps import (
     assert_gradient_matches_finite_differences,
-    assert_steps_agree,
+    assert_trains_like_the_reference,
 )
 
 RNG = np.random.default_rng(8)
@@ -77,10 +77,7 @@ def _model(backend: str) -> models.Model:
 def test_trains_like_the_reference(backend: str) -> None:
     x = RNG.standard_normal((8, 4, 5)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[RNG.integers(0, 3, 8)]
-    ours = _model(backend)
-    reference = _model("reference")
-    reference.set_weights(ours.get_weights())
-    assert_steps_agree(ours, reference, x, y)
+    assert_trains_like_the_reference(_model, backend, x, y)
 
 
 def test_gradient_matches_finite_differences() -> None:

@@ -16,7 +16,7 @@ from kiln.ir import KilnValueError
 from kiln.ir.ops.nn import window
 from tests.frontends.keras.steps import (
     assert_gradient_matches_finite_differences,
-    assert_steps_agree,
+    assert_trains_like_the_reference,
 )
 
 RNG = np.random.default_rng(16)
@@ -107,10 +107,7 @@ def _model(backend: str) -> models.Model:
 def test_trains_like_the_reference(backend: str) -> None:
     x = RNG.standard_normal((4, 8, 8, 3)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[RNG.integers(0, 3, 4)]
-    reference = _model("reference")
-    ours = _model(backend)
-    ours.set_weights(reference.get_weights())
-    assert_steps_agree(ours, reference, x, y, what=backend)
+    assert_trains_like_the_reference(_model, backend, x, y)
 
 
 def test_gradient_matches_finite_differences() -> None:
