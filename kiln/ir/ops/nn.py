@@ -84,6 +84,21 @@ def window(size: Pair, kernel: Pair, strides: Pair, padding: str,
     return Window(kernel, strides, dilation, (oh, ow), (rows, cols))
 
 
+def conv_op_window(node: Any) -> Window:
+    """The window of a convolution-family node (conv2d, depthwise_conv2d or a gradient op):
+    over operand 0's image with operand 1's kernel; a *_grad_input's over its input_size; a
+    *_grad_filter's with its kernel_size."""
+    a, b, attrs = node.inputs[0].type, node.inputs[1].type, node.attr
+    if node.op.endswith("_grad_input"):
+        size, kernel = attrs["input_size"], b.shape[:2]
+    elif node.op.endswith("_grad_filter"):
+        size, kernel = a.shape[1:3], attrs["kernel_size"]
+    else:
+        size, kernel = a.shape[1:3], b.shape[:2]
+    return window(tuple(size), tuple(kernel), attrs["strides"], attrs["padding"],
+                  attrs["dilation"])
+
+
 # -- attribute and operand checks ----------------------------------------------------------
 def _pair(attrs: Any, name: str) -> Pair:
     value = attrs[name]

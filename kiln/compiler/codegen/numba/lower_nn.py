@@ -15,7 +15,7 @@ from kiln.compiler.codegen.numba.lower_tensor import lower_softmax
 from kiln.compiler.codegen.numba.source import float_literal, ir_line, product_text, tuple_text
 from kiln.compiler.passes.simplify import reordered_from
 from kiln.ir.graph import Node
-from kiln.ir.ops.nn import Window, window
+from kiln.ir.ops.nn import Window, conv_op_window, window
 from kiln.ir.types import normalize_axes
 
 
@@ -35,35 +35,22 @@ def _geometry(win: Window) -> list[int]:
     return [sh, sw, top, left]
 
 
-def _conv_window(node: Node, size: Sequence[int], kernel: Sequence[int]) -> Window:
-    a = node.attr
-    return window(tuple(size), tuple(kernel), a["strides"], a["padding"], a["dilation"])
-
-
 def conv_max_pool_into(em: Emitter, conv: Node, pool: Node, x: Ref, w: Ref, out: Ref) -> None:
     """out = max_pool2d(conv2d(x, w)) through the kernel that pools the convolution's output
     a few images at a time (a fused kernel of kind conv)."""
-    xv, wv = conv.inputs
-    win = _conv_window(conv, xv.type.shape[1:3], wv.type.shape[:2])
+    win = conv_op_window(conv)
     size = conv.output.type.shape[1:3]
     pooling = _pool_window(pool, size)
     _call(em, "k_conv2d_max_pool2d", [x.array(), w.array(), out.array()],
           [*_geometry(win), *win.dilation, *size, *pooling.kernel, *_geometry(pooling)])
 
 
-def _lower_conv(kernel: str, window_of: str) -> Callable[[Emitter, Frame, Node], None]:
+def _lower_conv(kernel: str) -> Callable[[Emitter, Frame, Node], None]:
     """The lowering of a convolution op (conv2d, depthwise_conv2d and their gradients):
-    K.<kernel>(a, b, out, <geometry>, dilation), the window over the image of operand 0
-    ("input"), of the "input_size" attribute, with the "kernel_size" attribute's kernel."""
+    K.<kernel>(a, b, out, <geometry>, dilation) over the op's window."""
     def lower(em: Emitter, frame: Frame, node: Node) -> None:
         a, b = node.inputs
-        if window_of == "input_size":
-            size, kernel_size = node.attr["input_size"], b.type.shape[:2]
-        elif window_of == "kernel_size":
-            size, kernel_size = a.type.shape[1:3], node.attr["kernel_size"]
-        else:
-            size, kernel_size = a.type.shape[1:3], b.type.shape[:2]
-        win = _conv_window(node, size, kernel_size)
+        win = conv_op_window(node)
         _call(em, kernel, [frame.read(a).array(), frame.read(b).array(),
                            frame.output(node.output).array()],
               [*_geometry(win), *win.dilation])
@@ -177,10 +164,9 @@ def lower_softmax_kernel(em: Emitter, frame: Frame, node: Node) -> None:
 
 
 LOWERINGS = {
-    **{f"{op}{suffix}": _lower_conv(f"k_{op}{suffix}", window_of)
+    **{f"{op}{suffix}": _lower_conv(f"k_{op}{suffix}")
        for op in ("conv2d", "depthwise_conv2d")
-       for suffix, window_of in (("", "input"), ("_grad_input", "input_size"),
-                                 ("_grad_filter", "kernel_size"))},
+       for suffix in ("", "_grad_input", "_grad_filter")},
     "max_pool2d": _lower_pool("k_max_pool2d", "input"),
     "max_pool2d_grad": _lower_pool("k_max_pool2d_grad", "input"),
     "max_pool2d_select": _lower_pool("k_max_pool2d_select", "input"),

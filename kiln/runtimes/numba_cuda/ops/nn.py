@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kiln.ir.graph import Node
-from kiln.ir.ops.nn import Window, window
+from kiln.ir.ops.nn import Window, conv_op_window, window
 from kiln.ir.types import normalize_axes
 from kiln.runtimes.numba_cuda.context import Launcher, RunContext
 from kiln.runtimes.numba_cuda.kernels import conv as KC
@@ -111,22 +111,13 @@ def launch_conv2d_grad_filter(ctx: RunContext, node: Node, inputs: list[Any],
          Epilogue())
 
 
-def _depthwise(kernel: Any, window_of: str) -> Launcher:
+def _depthwise(kernel: Any) -> Launcher:
     """A depthwise op's launcher: one thread per output element of kernels/conv.py's direct
-    loops, the window over operand 0's image ("input"), the "input_size" attribute's, or
-    with the "kernel_size" attribute's kernel."""
+    loops, over the op's window."""
     def launch(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
-        a, b = inputs
         (out,) = outputs
-        if window_of == "input_size":
-            size, kernel_size = tuple(node.attr["input_size"]), tuple(b.shape[:2])
-        elif window_of == "kernel_size":
-            size, kernel_size = tuple(a.shape[1:3]), tuple(node.attr["kernel_size"])
-        else:
-            size, kernel_size = tuple(a.shape[1:3]), tuple(b.shape[:2])
-        win = _conv_window(node, size, kernel_size)
         if out.size:
-            launch_1d(ctx, kernel, out.size, a, b, out, *_geometry(win))
+            launch_1d(ctx, kernel, out.size, *inputs, out, *_geometry(conv_op_window(node)))
 
     return launch
 
@@ -191,10 +182,9 @@ LAUNCHERS: dict[str, Launcher] = {
     "conv2d": launch_conv2d,
     "conv2d_grad_input": launch_conv2d_grad_input,
     "conv2d_grad_filter": launch_conv2d_grad_filter,
-    "depthwise_conv2d": _depthwise(KC.depthwise_conv2d, "input"),
-    "depthwise_conv2d_grad_input": _depthwise(KC.depthwise_conv2d_grad_input, "input_size"),
-    "depthwise_conv2d_grad_filter": _depthwise(KC.depthwise_conv2d_grad_filter,
-                                               "kernel_size"),
+    "depthwise_conv2d": _depthwise(KC.depthwise_conv2d),
+    "depthwise_conv2d_grad_input": _depthwise(KC.depthwise_conv2d_grad_input),
+    "depthwise_conv2d_grad_filter": _depthwise(KC.depthwise_conv2d_grad_filter),
     "max_pool2d": _pool(KP.max_pool2d, "x"),
     "max_pool2d_grad": _pool(KP.max_pool2d_grad, "x"),
     "max_pool2d_select": _pool(KP.max_pool2d_select, "x"),
