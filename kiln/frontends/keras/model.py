@@ -108,12 +108,11 @@ class Model(Trainer, Layer):
 
     @property
     def layers(self) -> list[Layer]:
-        seen: dict[int, Layer] = {}
-        for t in self._inputs:
-            seen.setdefault(id(t.history[0]), t.history[0])
-        for record in self._records:
-            seen.setdefault(id(record.layer), record.layer)
-        return list(seen.values())
+        """The layers in Keras 3's order (so get_weights and set_weights list the weights as
+        a Keras model of the same graph does): by decreasing depth (the most calls between a
+        layer and an output first, the inputs among them), ties in the order a depth-first
+        walk from the outputs first reaches them."""
+        return _keras_order(self._inputs, self._outputs)
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         layers = self.layers
@@ -292,3 +291,46 @@ def _calls_between(inputs: list[KerasTensor], outputs: list[KerasTensor],
     for t in outputs:
         visit(t)
     return order
+
+
+def _keras_order(inputs: list[KerasTensor], outputs: list[KerasTensor]) -> list[Layer]:
+    """Keras's order of a functional graph's layers (see Model.layers)."""
+    input_ids = {id(t) for t in inputs}
+    index: dict[int, int] = {}  # layer -> when the walk first reached it
+    layers: dict[int, Layer] = {}
+    finished: list[tuple[Any, list[Any]]] = []  # (node, its parent nodes), inputs first
+    done: set[int] = set()
+
+    def node_of(t: KerasTensor) -> tuple[Any, Layer, list[KerasTensor]]:
+        layer, call, _ = t.history
+        if id(t) in input_ids or type(layer).__name__ == "InputLayer":
+            return ("input", id(layer)), layer, []
+        record = layer._calls[call]
+        return id(record), layer, record.inputs
+
+    def walk(t: KerasTensor) -> Any:
+        key, layer, parents = node_of(t)
+        if key in done:
+            return key
+        index.setdefault(id(layer), len(index))
+        layers[id(layer)] = layer
+        parent_keys = [walk(p) for p in parents]
+        done.add(key)
+        finished.append(((key, id(layer)), parent_keys))
+        return key
+
+    for t in outputs:
+        walk(t)
+    node_depth: dict[Any, int] = {}
+    layer_depth: dict[int, int] = {}
+    for (key, layer), parents in reversed(finished):
+        depth = max(node_depth.setdefault(key, 0), layer_depth.get(layer, 0))
+        layer_depth[layer] = node_depth[key] = depth
+        for parent in parents:
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    for t in inputs:  # inputs the outputs do not use: depth 0, first among them
+        layer = t.history[0]
+        if id(layer) not in layer_depth:
+            layers[id(layer)], layer_depth[id(layer)], index[id(layer)] = layer, 0, -1
+    order = sorted(layers, key=lambda k: (-layer_depth[k], index[k]))
+    return [layers[k] for k in order]

@@ -94,3 +94,20 @@ def test_structure_errors_name_what_is_wrong() -> None:
         dense = layers.Dense(2)
         dense(layers.Input(shape=(4,)))
         dense(layers.Input(shape=(5,)))
+
+
+def test_functional_layers_are_in_keras_order() -> None:
+    """Keras 3 lists a functional model's layers by decreasing depth (calls to an output),
+    ties in the order a walk from the outputs first meets them; get_weights follows it, so
+    weights copied from a Keras model of the same graph land in the same layers. (The
+    order here is what keras.Model gives for this graph, checked with Keras 3.15.)"""
+    a, b = layers.Input((3,), name="a"), layers.Input((2,), name="b")
+    first = layers.Dense(4, name="first")(a)  # called first, but one call from the output
+    side = layers.Dense(4, name="side")(layers.Dense(2, name="deep")(b))
+    late = layers.Dense(4, name="late")(a)
+    out = layers.concatenate([first, layers.add([side, late], name="sum")], name="cat")
+    unused = layers.Input((1,), name="unused")
+    model = models.Model([a, b, unused], out)
+    assert [la.name for la in model.layers] == [
+        "b", "a", "deep", "side", "late", "first", "sum", "unused", "cat"]
+    assert [w.path for w in model.weights][:2] == ["deep/kernel", "deep/bias"]
