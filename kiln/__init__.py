@@ -9,6 +9,7 @@ from kiln import (
     callbacks,
     constraints,
     datasets,
+    initializers,
     layers,
     losses,
     metrics,
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KilnError", "__version__", "callbacks", "constraints", "datasets", "get_backend",
-    "layers", "losses", "load_model", "metrics", "models", "optimizers", "regularizers",
-    "set_backend", "utils",
+    "initializers", "layers", "losses", "load_model", "metrics", "models", "optimizers",
+    "regularizers", "set_backend", "utils",
 ]

@@ -402,6 +402,17 @@ LAYER_CASES = {  # name -> (build(L) -> (inputs, outputs), input shapes without 
         L.Flatten()(L.Conv1DTranspose(3, 3, strides=2, padding="same")(x)),
         L.Flatten()(L.Conv1DTranspose(2, 4, strides=3, output_padding=2)(x)),
         L.Flatten()(L.Conv1DTranspose(2, 5, padding="same")(x))])))(_seq(L)), [(6, 4)]),
+    "attention": (lambda L: (lambda q, v: ([q, v], L.Concatenate()([
+        L.Flatten()(L.MultiHeadAttention(2, 3)(q, q, use_causal_mask=True)),
+        L.Flatten()(L.MultiHeadAttention(2, 2, value_dim=3, output_shape=4, use_gate=True)(
+            q, v, key=L.Dense(3)(v))),
+        L.Flatten()(L.MultiHeadAttention(1, 2, sliding_window=2, use_bias=False)(q, q)),
+        L.Flatten()(L.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="de",
+                                  activation="relu")(q)),
+        L.Flatten()(L.EinsumDense("...c,cd->...d", 2, bias_axes="d")(v))])))(
+            L.Input(shape=(4, 3)), L.Input(shape=(5, 2))), [(4, 3), (5, 2)]),
+    "attention_2d": (lambda L: (lambda x: ([x], L.Flatten()(
+        L.MultiHeadAttention(2, 2, attention_axes=(1, 2))(x, x))))(_img(L)), [(5, 6, 3)]),
 }
 
 
@@ -422,9 +433,29 @@ def test_more_layers_predict_and_train_like_keras(name: str) -> None:
                                rtol=1e-4, atol=1e-5)
     theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     ours.compile(optimizer=optimizers.SGD(0.1), loss="mse")
-    y = rng.standard_normal((4, *theirs.outputs[0].shape[1:])).astype("float32")
+    y = rng.standard_normal((4, *ours.outputs[0].shape[1:])).astype("float32")
     for step in range(2):
         their_loss = float(np.ravel(theirs.train_on_batch(xs, y))[0])
         assert float(ours.train_on_batch(xs, y)) == pytest.approx(their_loss, rel=1e-4), step
     for mine, reference in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("scores", [False, True])
+def test_attention_masks_like_keras(scores: bool) -> None:
+    """An attention mask of zeros and ones (Keras casts it to bool), with padded key
+    positions; Keras's fused path (no scores) and its softmax path (scores returned)."""
+    def build(L):  # noqa: ANN001, ANN202, N803
+        q, m = L.Input(shape=(4, 3)), L.Input(shape=(4, 4))
+        out = L.MultiHeadAttention(2, 3, name="mha")(q, q, attention_mask=m,
+                                                     return_attention_scores=scores)
+        return [q, m], (list(out) if scores else out)
+
+    theirs, ours = keras.Model(*build(keras.layers)), models.Model(*build(layers))
+    ours.set_weights(theirs.get_weights())
+    x = rng.standard_normal((3, 4, 3)).astype("float32")
+    keep = (np.arange(4)[None] < np.array([4, 3, 1])[:, None]).astype("float32")
+    mask = np.repeat(keep[:, None, :], 4, axis=1)  # every query sees the unpadded keys
+    got, want = ours.predict([x, mask], verbose=0), theirs.predict([x, mask], verbose=0)
+    for a, b in zip(got if scores else [got], want if scores else [want], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@ Keras computes them), drawn from kiln's seeded generator."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,14 @@ from kiln.ir import KilnValueError
 from kiln.ir.types import numpy_dtype
 
 
-def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+def compute_fans(shape: tuple[int, ...], input_axes: Any = None,
+                 output_axes: Any = None) -> tuple[int, int]:
+    """(fan_in, fan_out): with both axis lists, the products of the shape over them (an
+    EinsumDense kernel's); else Keras's rule by rank (convolution kernels: the receptive
+    field times the last two axes)."""
+    if input_axes is not None and output_axes is not None:
+        return (math.prod(shape[a] for a in input_axes),
+                math.prod(shape[a] for a in output_axes))
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
@@ -97,7 +105,8 @@ class VarianceScaling(Initializer):
     """scale / fan (fan_in, fan_out or their average), uniform or truncated normal."""
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in",
-                 distribution: str = "truncated_normal"):
+                 distribution: str = "truncated_normal", input_axes: Any = None,
+                 output_axes: Any = None):
         if scale <= 0:
             raise KilnValueError(f"Expected scale > 0. Received: scale={scale}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
@@ -107,13 +116,19 @@ class VarianceScaling(Initializer):
             raise KilnValueError(f"Expected distribution in truncated_normal, untruncated_normal, "
                                  f"uniform. Received: distribution={distribution!r}")
         self.scale, self.mode, self.distribution = scale, mode, distribution
+        # The kernel axes that count as its inputs and outputs (EinsumDense sets them).
+        self.input_axes = None if input_axes is None else list(input_axes)
+        self.output_axes = None if output_axes is None else list(output_axes)
 
     def get_config(self) -> dict[str, Any]:
-        # The named variants (GlorotUniform, HeNormal, ...) fix their arguments.
-        return super().get_config() if type(self) is VarianceScaling else {}
+        config = dict(vars(self))
+        if type(self) is not VarianceScaling:
+            # The named variants (GlorotUniform, HeNormal, ...) fix the other arguments.
+            config = {"input_axes": self.input_axes, "output_axes": self.output_axes}
+        return {k: v for k, v in config.items() if not k.endswith("_axes") or v is not None}
 
     def sample(self, shape):  # noqa: ANN001, ANN201
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         variance = self.scale / max(1.0, fan)
         if self.distribution == "uniform":
@@ -126,33 +141,33 @@ class VarianceScaling(Initializer):
 
 
 class GlorotUniform(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_avg", "uniform")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(1.0, "fan_avg", "uniform", input_axes, output_axes)
 
 
 class GlorotNormal(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_avg", "truncated_normal")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(1.0, "fan_avg", "truncated_normal", input_axes, output_axes)
 
 
 class HeUniform(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(2.0, "fan_in", "uniform")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(2.0, "fan_in", "uniform", input_axes, output_axes)
 
 
 class HeNormal(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(2.0, "fan_in", "truncated_normal")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(2.0, "fan_in", "truncated_normal", input_axes, output_axes)
 
 
 class LecunUniform(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_in", "uniform")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(1.0, "fan_in", "uniform", input_axes, output_axes)
 
 
 class LecunNormal(VarianceScaling):
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_in", "truncated_normal")
+    def __init__(self, input_axes: Any = None, output_axes: Any = None) -> None:
+        super().__init__(1.0, "fan_in", "truncated_normal", input_axes, output_axes)
 
 
 class Orthogonal(Initializer):
@@ -182,6 +197,17 @@ class Identity(Initializer):
         if len(shape) != 2:
             raise KilnValueError(f"identity: expected a 2-D shape. Received: {shape}")
         return self.gain * np.eye(*shape)
+
+
+def with_fan_axes(initializer: Any, input_axes: list[int], output_axes: list[int]) -> Any:
+    """A VarianceScaling initializer without fan axes, copied with these (what Keras's
+    EinsumDense does to its kernel's); any other initializer as it is."""
+    if not isinstance(initializer, VarianceScaling) or (
+            initializer.input_axes is not None and initializer.output_axes is not None):
+        return initializer
+    fixed = copy.copy(initializer)
+    fixed.input_axes, fixed.output_axes = list(input_axes), list(output_axes)
+    return fixed
 
 
 ALL: dict[str, type[Initializer]] = {
@@ -227,3 +253,8 @@ def get(identifier: Any) -> Callable[[tuple[int, ...], str], np.ndarray]:
         return identifier
     raise KilnValueError(f"Expected an initializer name or callable. "
                          f"Received: initializer={identifier!r}")
+
+
+__all__ = ["Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity",
+           "Initializer", "LecunNormal", "LecunUniform", "Ones", "Orthogonal", "RandomNormal",
+           "RandomUniform", "TruncatedNormal", "VarianceScaling", "Zeros", "get", "serialize"]

@@ -328,6 +328,14 @@ class Layer:
     #: True for layers that return a list even when it has one element (RNNs with state).
     returns_list = False
 
+    def replay(self, inputs: list[KerasTensor], kwargs: dict[str, Any],
+               as_list: bool | None = None) -> Any:
+        """Call the layer again as a saved call says: its input tensors in order, its keyword
+        arguments, and whether they went as a list (a nested model's call saves it; None:
+        as multi_input says). Layers whose call takes its tensors apart override this."""
+        listed = self.multi_input if as_list is None else as_list
+        return self(inputs if listed else inputs[0], **kwargs)
+
     def check_input_shapes(self, shapes: list[Shape]) -> None:
         """Override to check ranks and sizes before building (Keras's input_spec)."""
 

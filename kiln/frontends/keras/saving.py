@@ -23,7 +23,6 @@ from kiln.frontends.keras import metrics as metrics_mod
 from kiln.frontends.keras import optimizers as optimizers_mod
 from kiln.frontends.keras.data import Dataset
 from kiln.frontends.keras.layer import KerasTensor, Layer
-from kiln.frontends.keras.layers.recurrent import Bidirectional, RNNBase
 from kiln.frontends.keras.model import Model
 from kiln.frontends.keras.sequential import Sequential
 from kiln.frontends.keras.trainer import SEED_STATE
@@ -32,8 +31,6 @@ from kiln.ir.training import LEARNING_RATE
 from kiln.runtimes import check_backend, get_backend
 
 CustomObjects = Mapping[str, Any] | None
-#: Layers called as layer(sequence, initial_state=[...]).
-_RECURRENT = (RNNBase, Bidirectional)
 
 
 # -- plain JSON values -----------------------------------------------------------------------
@@ -163,8 +160,7 @@ def functional_config(model: Model) -> dict[str, Any]:
         counts[layer.name] = index + 1
         call = {"layer": layer.name, "inputs": [refs[id(t)] for t in record.inputs],
                 "kwargs": _jsonable(record.kwargs, f"the call of layer {layer.name!r}")}
-        if not isinstance(layer, _RECURRENT):
-            call["list"] = bool(layer.multi_input)
+        call["list"] = bool(layer.multi_input)
         calls.append(call)
         for k, t in enumerate(record.outputs):
             refs[id(t)] = [layer.name, index, k]
@@ -201,10 +197,7 @@ def functional_from_config(config: Mapping[str, Any], custom_objects: CustomObje
                                  f"unknown layer {call['layer']!r}")
         inputs = [tensor(ref) for ref in call["inputs"]]
         kwargs = dict(call.get("kwargs") or {})
-        if isinstance(layer, _RECURRENT):
-            out = layer(inputs[0], initial_state=inputs[1:] or None, **kwargs)
-        else:
-            out = layer(inputs if call.get("list") else inputs[0], **kwargs)
+        out = layer.replay(inputs, kwargs, call.get("list"))
         outs = out if isinstance(out, list) else [out]
         index = counts.get(layer.name, 0)
         counts[layer.name] = index + 1

@@ -210,6 +210,11 @@ def _layer_models() -> dict[str, models.Model]:
             layers.Flatten()(layers.DepthwiseConv2D(2, strides=2, use_bias=False)(img)),
             layers.Flatten()(layers.SeparableConv2D(2, 3, depth_multiplier=2, padding="same",
                                                     activation="relu")(img))])),
+        "attention": models.Model(seq, layers.concatenate([
+            layers.MultiHeadAttention(2, 3, value_dim=2, use_gate=True, sliding_window=2)(
+                seq, layers.EinsumDense("abc,cd->abd", (None, 4), bias_axes="d")(seq),
+                key=seq, use_causal_mask=True),
+            layers.EinsumDense("...c,cd->...d", 2, activation="relu")(seq)])),
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),
@@ -219,7 +224,7 @@ def _layer_models() -> dict[str, models.Model]:
 
 
 @pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
-                                  "reshaping", "embedding"])
+                                  "reshaping", "attention", "embedding"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]

@@ -2,6 +2,7 @@
 
 from kiln.frontends.keras.layer import Layer
 from kiln.frontends.keras.layers.activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from kiln.frontends.keras.layers.attention import MultiHeadAttention
 from kiln.frontends.keras.layers.conv import (
     AveragePooling1D,
     AveragePooling2D,
@@ -25,6 +26,7 @@ from kiln.frontends.keras.layers.core import (
     InputLayer,
     Reshape,
 )
+from kiln.frontends.keras.layers.einsum_dense import EinsumDense
 from kiln.frontends.keras.layers.embedding import Embedding
 from kiln.frontends.keras.layers.merge import (
     Add,
@@ -91,6 +93,7 @@ __all__ = [
     "DepthwiseConv2D",
     "Dot",
     "Dropout",
+    "EinsumDense",
     "ELU",
     "Embedding",
     "Flatten",
@@ -111,6 +114,7 @@ __all__ = [
     "MaxPooling2D",
     "Maximum",
     "Minimum",
+    "MultiHeadAttention",
     "Multiply",
     "PReLU",
     "Permute",

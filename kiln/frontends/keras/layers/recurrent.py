@@ -51,7 +51,19 @@ def _product(bb: GraphBuilder, h: Value, kernels: Sequence[Value],
     return parts[0] if len(parts) == 1 else bb.concat(*parts, axis=1)
 
 
-class RNNBase(Layer):
+class _SequenceCall(Layer):
+    """The call of a recurrent layer: layer(sequence, initial_state=[...])."""
+
+    def __call__(self, inputs: Any, initial_state: Any = None, **kwargs: Any) -> Any:
+        return super().__call__(_sequence_and_states(self, inputs, initial_state, kwargs),
+                                **kwargs)
+
+    def replay(self, inputs: list, kwargs: dict[str, Any], as_list: bool | None = None) -> Any:
+        """A saved call again: the sequence, then its initial states."""
+        return self(inputs[0], initial_state=inputs[1:] or None, **kwargs)
+
+
+class RNNBase(_SequenceCall):
     """What SimpleRNN, LSTM and GRU share: arguments, input checks, initial states, dropout
     masks, the input projection and the scan. Subclasses give the cell: `gates` blocks of
     `units` in the kernels, the `states` it carries, and `step`."""
@@ -97,9 +109,6 @@ class RNNBase(Layer):
         self.returns_list = self.return_state
 
     # -- calling -------------------------------------------------------------------------
-    def __call__(self, inputs: Any, initial_state: Any = None, **kwargs: Any) -> Any:
-        return super().__call__(_sequence_and_states(self, inputs, initial_state, kwargs),
-                                **kwargs)
 
     def check_input_shapes(self, shapes: list) -> None:
         shape, states = shapes[0], shapes[1:]
@@ -532,7 +541,7 @@ def _sequence_and_states(layer: Layer, inputs: Any, initial_state: Any,
 _MERGE_MODES = ("concat", "sum", "ave", "mul", None)
 
 
-class Bidirectional(Layer):
+class Bidirectional(_SequenceCall):
     """Runs a recurrent layer over the sequence forwards and a copy of it backwards, and
     merges the two outputs, as keras.layers.Bidirectional.
 
@@ -602,9 +611,6 @@ class Bidirectional(Layer):
             if sub is not None:
                 sub.trainable = self._trainable
 
-    def __call__(self, inputs: Any, initial_state: Any = None, **kwargs: Any) -> Any:
-        return super().__call__(_sequence_and_states(self, inputs, initial_state, kwargs),
-                                **kwargs)
 
     def _halves(self, items: list) -> tuple[list, list]:
         sequence, states = items[0], list(items[1:])
