@@ -15,7 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.models import EPSILON, LEARNING_RATE, RHO, SEPARABLE, SEPARABLE_POOLS
+from benchmarks.models import (
+    EPSILON,
+    LEARNING_RATE,
+    RHO,
+    SEPARABLE,
+    SEPARABLE_POOLS,
+    T_EMBED,
+)
 
 Params = list  # the weights in Keras's get_weights() order
 
@@ -41,6 +48,26 @@ def _separable(x: jax.Array, depthwise: jax.Array, pointwise: jax.Array,
     return jax.nn.relu(y @ pointwise[0, 0] + b)
 
 
+def _layer_norm(x: jax.Array, gamma: jax.Array, beta: jax.Array) -> jax.Array:
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(variance + 1e-3) * gamma + beta
+
+
+def _encoder(p: Params, tokens: jax.Array) -> jax.Array:
+    """The transformer classifier: attention as einsums over (batch, position, head, dim)."""
+    emb, qk, qb, kk, kb, vk, vb, ok, ob, g1, b1, k1, c1, k2, c2, g2, b2, w, b = p
+    x = emb[tokens]
+    q = (jnp.einsum("btc,chd->bthd", x, qk) + qb) / np.sqrt(T_EMBED)
+    k = jnp.einsum("btc,chd->bthd", x, kk) + kb
+    v = jnp.einsum("btc,chd->bthd", x, vk) + vb
+    probs = jax.nn.softmax(jnp.einsum("bshd,bthd->bhts", k, q), axis=-1)
+    a = jnp.einsum("bhts,bshd->bthd", probs, v)
+    x = _layer_norm(x + jnp.einsum("bthd,hde->bte", a, ok) + ob, g1, b1)
+    x = _layer_norm(x + jax.nn.relu(x @ k1 + c1) @ k2 + c2, g2, b2)
+    return x.max(axis=1) @ w + b
+
+
 def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
     if name == "mlp":
         return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
@@ -48,6 +75,8 @@ def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
         h = _pool(_conv(x, p[0], p[1]))
         h = _pool(_conv(h, p[2], p[3]))
         return h.reshape(h.shape[0], -1) @ p[4] + p[5]
+    if name == "transformer":
+        return _encoder(p, x)
     if name == "separable":
         h = x
         for k in range(len(SEPARABLE)):
@@ -72,14 +101,15 @@ def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
 
 def loss(name: str, p: Params, x: jax.Array, y: jax.Array) -> jax.Array:
     z = logits(name, p, x)
-    if name == "lstm":
+    if name in ("lstm", "transformer"):
         return -jnp.mean(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
     return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(z), axis=-1))
 
 
 def probabilities(name: str, p: Params, x: jax.Array) -> jax.Array:
     z = logits(name, p, x)
-    return jax.nn.sigmoid(z) if name == "lstm" else jax.nn.softmax(z, axis=-1)
+    return (jax.nn.sigmoid(z) if name in ("lstm", "transformer")
+            else jax.nn.softmax(z, axis=-1))
 
 
 class JaxPeer:

@@ -21,6 +21,10 @@ from benchmarks.models import (
     SEPARABLE,
     SEPARABLE_POOLS,
     SPECS,
+    T_DENSE,
+    T_EMBED,
+    T_HEADS,
+    T_VOCAB,
     UNITS,
     VOCAB,
 )
@@ -28,7 +32,7 @@ from benchmarks.models import (
 
 def build(name: str, backend: str, weights: list[np.ndarray]) -> Any:
     """The model `name` with these (Keras-layout) weights, compiled with RMSprop for `backend`."""
-    from kiln import layers, models, optimizers
+    from kiln import layers, models
 
     if name == "mlp":
         stack = [layers.Input(shape=(784,)), layers.Dense(512, activation="relu"),
@@ -45,10 +49,31 @@ def build(name: str, backend: str, weights: list[np.ndarray]) -> Any:
                 stack.append(layers.MaxPooling2D(2))
         stack += [layers.GlobalAveragePooling2D(), layers.Dense(32, activation="relu"),
                   layers.Dense(10, activation="softmax")]
+    elif name == "transformer":
+        return _compiled(_transformer(), weights, name, backend)
     else:
         stack = [layers.Input(shape=(100,), dtype="int32"), layers.Embedding(VOCAB, EMBED),
                  layers.LSTM(UNITS), layers.Dense(1, activation="sigmoid")]
-    model = models.Sequential(stack)
+    return _compiled(models.Sequential(stack), weights, name, backend)
+
+
+def _transformer() -> Any:
+    """The book's TransformerEncoder classifier, as its functional code writes it."""
+    from kiln import layers, models
+
+    tokens = layers.Input(shape=SPECS["transformer"].x_shape, dtype="int32")
+    x = layers.Embedding(T_VOCAB, T_EMBED)(tokens)
+    attention = layers.MultiHeadAttention(num_heads=T_HEADS, key_dim=T_EMBED)(x, x)
+    x = layers.LayerNormalization()(layers.add([x, attention]))
+    projected = layers.Dense(T_EMBED)(layers.Dense(T_DENSE, activation="relu")(x))
+    x = layers.LayerNormalization()(layers.add([x, projected]))
+    outputs = layers.Dense(1, activation="sigmoid")(layers.GlobalMaxPooling1D()(x))
+    return models.Model(tokens, outputs)
+
+
+def _compiled(model: Any, weights: list[np.ndarray], name: str, backend: str) -> Any:
+    from kiln import optimizers
+
     model.set_weights(weights)
     model.compile(optimizer=optimizers.RMSprop(LEARNING_RATE), loss=SPECS[name].loss,
                   backend=backend)

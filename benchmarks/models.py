@@ -1,5 +1,6 @@
-"""The benchmark models (MLP, convnet, LSTM, and the book's chapter-7 depthwise-separable
-convnet): their shapes, initial weights and data, in Keras's layout.
+"""The benchmark models (MLP, convnet, LSTM, the book's chapter-7 depthwise-separable
+convnet and its chapter-11 transformer encoder): their shapes, initial weights and data, in
+Keras's layout.
 
 Weights are drawn once from a seed (Glorot-uniform kernels, small random biases so that a
 wrong bias mapping shows in the correctness check) and every framework gets a copy,
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODELS = ("mlp", "convnet", "lstm", "separable")
+MODELS = ("mlp", "convnet", "lstm", "separable", "transformer")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ SPECS = {
     "convnet": Spec("convnet", 64, (28, 28, 1), "float32", 10, "categorical_crossentropy"),
     "lstm": Spec("lstm", 128, (100,), "int32", 1, "binary_crossentropy"),
     "separable": Spec("separable", 32, (64, 64, 3), "float32", 10, "categorical_crossentropy"),
+    "transformer": Spec("transformer", 32, (128,), "int32", 1, "binary_crossentropy"),
 }
 VOCAB, EMBED, UNITS = 10000, 32, 32  # the LSTM's embedding and cell sizes
 LEARNING_RATE, RHO, EPSILON = 0.001, 0.9, 1e-7  # Keras's RMSprop defaults
@@ -46,6 +48,14 @@ def _glorot(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
 # then global average pooling, Dense 32 relu, Dense 10 softmax.
 SEPARABLE = ((3, 32), (32, 64), (64, 64), (64, 128), (128, 64), (64, 128))
 SEPARABLE_POOLS = (1, 3)  # the layers a 2x2 max pooling follows
+
+
+# The book's chapter-11 text classifier (Deep Learning with Python, 11.4.3) in small: token
+# embeddings, one TransformerEncoder (MultiHeadAttention with key_dim = the embedding size,
+# add and LayerNormalization, a relu Dense then a Dense back, add and LayerNormalization),
+# GlobalMaxPooling1D and a sigmoid Dense; sequences of 128 tokens (the book's 600 would
+# make a step of minutes on two cores), no dropout (so every framework's loss agrees).
+T_VOCAB, T_EMBED, T_HEADS, T_DENSE = 10000, 64, 2, 32
 
 
 def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -76,6 +86,17 @@ def weights(name: str, seed: int = 0) -> list[np.ndarray]:
                     _bias(rng, cout)]
         return out + [_glorot(rng, (128, 32), 128, 32), _bias(rng, 32),
                       _glorot(rng, (32, 10), 32, 10), _bias(rng, 10)]
+    if name == "transformer":  # Keras 3's get_weights() order of the encoder's layers
+        e, h, d = T_EMBED, T_HEADS, T_DENSE
+        heads = []
+        for _ in range(3):  # query, key, value: kernel (E, heads, E), bias (heads, E)
+            heads += [_glorot(rng, (e, h, e), e, h * e), _bias(rng, h * e).reshape(h, e)]
+        return [rng.uniform(-0.5, 0.5, (T_VOCAB, e)).astype(np.float32), *heads,
+                _glorot(rng, (h, e, e), h * e, e), _bias(rng, e),
+                1 + _bias(rng, e), _bias(rng, e),  # LayerNormalization gamma, beta
+                _glorot(rng, (e, d), e, d), _bias(rng, d), _glorot(rng, (d, e), d, e),
+                _bias(rng, e), 1 + _bias(rng, e), _bias(rng, e),
+                _glorot(rng, (e, 1), e, 1), _bias(rng, 1)]
     raise ValueError(f"expected a model name in {MODELS}. Received: name={name!r}")
 
 
@@ -84,8 +105,9 @@ def data(name: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     word indices below 10,000 and 0/1 labels for the LSTM)."""
     spec = SPECS[name]
     rng = np.random.default_rng(seed)
-    if name == "lstm":
-        x = rng.integers(0, VOCAB, (n, *spec.x_shape)).astype(np.int32)
+    if name in ("lstm", "transformer"):
+        x = rng.integers(0, VOCAB if name == "lstm" else T_VOCAB,
+                         (n, *spec.x_shape)).astype(np.int32)
         y = rng.integers(0, 2, (n, 1)).astype(np.float32)
         return x, y
     x = rng.random((n, *spec.x_shape), dtype=np.float32)

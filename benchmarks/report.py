@@ -62,6 +62,8 @@ INFO = (  # ratios the issue asks to report without a target
     ("LSTM train step vs JAX jit", "train/lstm", "jax jit"),
     ("Separable convnet train step vs PyTorch eager", "train/separable", "torch eager"),
     ("Separable convnet train step vs JAX jit", "train/separable", "jax jit"),
+    ("Transformer encoder train step vs PyTorch eager", "train/transformer", "torch eager"),
+    ("Transformer encoder train step vs JAX jit", "train/transformer", "jax jit"),
 )
 
 

@@ -24,6 +24,10 @@ from benchmarks.models import (
     RHO,
     SEPARABLE,
     SEPARABLE_POOLS,
+    T_DENSE,
+    T_EMBED,
+    T_HEADS,
+    T_VOCAB,
     UNITS,
     VOCAB,
 )
@@ -85,6 +89,34 @@ class LSTMNet(nn.Module):
         return self.fc(h[-1])
 
 
+class TransformerNet(nn.Module):
+    """The encoder classifier as a PyTorch user writes it: Linear projections, heads by
+    view and transpose, F.scaled_dot_product_attention, LayerNorm with Keras's epsilon."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        e, width = T_EMBED, T_HEADS * T_EMBED
+        self.embedding = nn.Embedding(T_VOCAB, e)
+        self.query, self.key, self.value = (nn.Linear(e, width) for _ in range(3))
+        self.output = nn.Linear(width, e)
+        self.norm1, self.norm2 = nn.LayerNorm(e, eps=1e-3), nn.LayerNorm(e, eps=1e-3)
+        self.dense1, self.dense2 = nn.Linear(e, T_DENSE), nn.Linear(T_DENSE, e)
+        self.fc = nn.Linear(e, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
+        b, t, _ = x.shape
+
+        def heads(projection: nn.Linear) -> torch.Tensor:
+            return projection(x).view(b, t, T_HEADS, T_EMBED).transpose(1, 2)
+
+        a = F.scaled_dot_product_attention(heads(self.query), heads(self.key),
+                                           heads(self.value))
+        x = self.norm1(x + self.output(a.transpose(1, 2).reshape(b, t, -1)))
+        x = self.norm2(x + self.dense2(F.relu(self.dense1(x))))
+        return self.fc(x.amax(dim=1))
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
@@ -116,6 +148,20 @@ def build(name: str, weights: list[np.ndarray]) -> nn.Module:
             w1, b1, w2, b2 = weights[-4:]
             pairs += [(m.fc1.weight, w1.T), (m.fc1.bias, b1), (m.fc2.weight, w2.T),
                       (m.fc2.bias, b2)]
+        elif name == "transformer":
+            m = TransformerNet()
+            emb, *rest = weights
+            pairs = [(m.embedding.weight, emb)]
+            for k, linear in enumerate((m.query, m.key, m.value)):
+                kernel, bias = rest[2 * k:2 * k + 2]
+                pairs += [(linear.weight, kernel.reshape(T_EMBED, -1).T),
+                          (linear.bias, bias.reshape(-1))]
+            kernel, bias, g1, b1, k1, c1, k2, c2, g2, b2, w, b = rest[6:]
+            pairs += [(m.output.weight, kernel.reshape(-1, T_EMBED).T), (m.output.bias, bias),
+                      (m.norm1.weight, g1), (m.norm1.bias, b1), (m.dense1.weight, k1.T),
+                      (m.dense1.bias, c1), (m.dense2.weight, k2.T), (m.dense2.bias, c2),
+                      (m.norm2.weight, g2), (m.norm2.bias, b2), (m.fc.weight, w.T),
+                      (m.fc.bias, b)]
         else:
             m = LSTMNet()
             emb, kernel, recurrent, bias, w, b = weights
@@ -133,19 +179,20 @@ def inputs(name: str, x: np.ndarray) -> torch.Tensor:
     """x in torch's layout: NCHW for the convnet, int64 indices for the LSTM."""
     if name in ("convnet", "separable"):
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    if name == "lstm":
+    if name in ("lstm", "transformer"):
         return torch.from_numpy(x.astype(np.int64))
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if name == "lstm":
+    if name in ("lstm", "transformer"):
         return F.binary_cross_entropy_with_logits
     return F.cross_entropy  # one-hot targets are class probabilities to it
 
 
 def probabilities(name: str, logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits) if name == "lstm" else torch.softmax(logits, -1)
+    return (torch.sigmoid(logits) if name in ("lstm", "transformer")
+            else torch.softmax(logits, -1))
 
 
 class TorchPeer:
@@ -236,10 +283,10 @@ class TorchPeer:
 
     def _sample_shape(self) -> tuple[int, ...]:
         return {"mlp": (784,), "convnet": (28, 28, 1), "lstm": (100,),
-                "separable": (64, 64, 3)}[self.name]
+                "separable": (64, 64, 3), "transformer": (128,)}[self.name]
 
     def _dtype(self) -> type:
-        return np.int32 if self.name == "lstm" else np.float32
+        return np.int32 if self.name in ("lstm", "transformer") else np.float32
 
 
 def onnx_call(session: object, name: str, x: np.ndarray) -> Callable[[], object]:
