@@ -411,6 +411,11 @@ LAYER_CASES = {  # name -> (build(L) -> (inputs, outputs), input shapes without 
                                   activation="relu")(q)),
         L.Flatten()(L.EinsumDense("...c,cd->...d", 2, bias_axes="d")(v))])))(
             L.Input(shape=(4, 3)), L.Input(shape=(5, 2))), [(4, 3), (5, 2)]),
+    "dot_attention": (lambda L: (lambda q, v: ([q, v], L.Concatenate()([
+        L.Attention()([q, v]), L.Attention(use_scale=True, score_mode="concat")([q, v, q]),
+        L.AdditiveAttention()([q, v], use_causal_mask=True),
+        L.AdditiveAttention(use_scale=False)([v, q])])))(
+            L.Input(shape=(4, 3)), L.Input(shape=(4, 3))), [(4, 3), (4, 3)]),
     "attention_2d": (lambda L: (lambda x: ([x], L.Flatten()(
         L.MultiHeadAttention(2, 2, attention_axes=(1, 2))(x, x))))(_img(L)), [(5, 6, 3)]),
 }
@@ -458,4 +463,28 @@ def test_attention_masks_like_keras(scores: bool) -> None:
     mask = np.repeat(keep[:, None, :], 4, axis=1)  # every query sees the unpadded keys
     got, want = ours.predict([x, mask], verbose=0), theirs.predict([x, mask], verbose=0)
     for a, b in zip(got if scores else [got], want if scores else [want], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive"])
+def test_attention_layer_masks_like_keras(kind: str) -> None:
+    """Attention / AdditiveAttention with a query mask and a value mask of zeros and ones,
+    and a causal mask, returning the weights too."""
+    def build(L):  # noqa: ANN001, ANN202, N803
+        q, v, qm, vm = (L.Input(shape=(4, 3)), L.Input(shape=(4, 2)), L.Input(shape=(4,)),
+                        L.Input(shape=(4,)))
+        layer = (L.AdditiveAttention() if kind == "additive"
+                 else L.Attention(use_scale=True, score_mode=kind))
+        out = layer([q, v, q], mask=[qm, vm], return_attention_scores=True,
+                    use_causal_mask=True)
+        return [q, v, qm, vm], list(out)
+
+    theirs, ours = keras.Model(*build(keras.layers)), models.Model(*build(layers))
+    weights = [rng.standard_normal(np.shape(w)).astype("float32") for w in theirs.get_weights()]
+    theirs.set_weights(weights)
+    ours.set_weights(weights)
+    xs = [rng.standard_normal((3, 4, 3)).astype("float32"),
+          rng.standard_normal((3, 4, 2)).astype("float32"),
+          *((rng.random((3, 4)) < 0.7).astype("float32") for _ in range(2))]
+    for a, b in zip(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -71,7 +71,8 @@ class Variable:
         self.regularizer = regularizer  # kiln.regularizers: its penalty joins the loss
         self.constraint = constraint  # kiln.constraints: applied after each update
         value = np.asarray(initializer(self.shape, self.dtype), dtype=numpy_dtype(self.dtype))
-        self._value = np.ascontiguousarray(value.reshape(self.shape))
+        # np.array, not np.ascontiguousarray: that one makes a scalar weight shape (1,).
+        self._value = np.array(value.reshape(self.shape), order="C")
 
     @property
     def value(self) -> np.ndarray:

@@ -45,7 +45,7 @@ def assert_gradient_matches_finite_differences(build: Callable[[], models.Model]
     for entry in np.ndindex(weights[index].shape):
         losses = []
         for sign in (1, -1):
-            moved = [w.astype(np.float64).copy() for w in weights]
+            moved = [np.array(w, dtype=np.float64) for w in weights]
             moved[index][entry] += sign * h
             probe.set_weights([m.astype(np.float32) for m in moved])
             losses.append(probe.evaluate(x, y, verbose=0))

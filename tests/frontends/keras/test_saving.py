@@ -214,7 +214,9 @@ def _layer_models() -> dict[str, models.Model]:
             layers.MultiHeadAttention(2, 3, value_dim=2, use_gate=True, sliding_window=2)(
                 seq, layers.EinsumDense("abc,cd->abd", (None, 4), bias_axes="d")(seq),
                 key=seq, use_causal_mask=True),
-            layers.EinsumDense("...c,cd->...d", 2, activation="relu")(seq)])),
+            layers.EinsumDense("...c,cd->...d", 2, activation="relu")(seq),
+            layers.Attention(use_scale=True, score_mode="concat")([seq, seq]),
+            layers.AdditiveAttention()([seq, seq, seq], use_causal_mask=True)])),
         "embedding": models.Sequential([ids, layers.Embedding(10, 4),
                                         layers.Reshape((20,)),
                                         layers.BatchNormalization(momentum=0.5),

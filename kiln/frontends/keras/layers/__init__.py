@@ -2,7 +2,11 @@
 
 from kiln.frontends.keras.layer import Layer
 from kiln.frontends.keras.layers.activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
-from kiln.frontends.keras.layers.attention import MultiHeadAttention
+from kiln.frontends.keras.layers.attention import (
+    AdditiveAttention,
+    Attention,
+    MultiHeadAttention,
+)
 from kiln.frontends.keras.layers.conv import (
     AveragePooling1D,
     AveragePooling2D,
@@ -75,7 +79,9 @@ from kiln.frontends.keras.layers.separable import (
 __all__ = [
     "Activation",
     "Add",
+    "AdditiveAttention",
     "AlphaDropout",
+    "Attention",
     "Average",
     "AveragePooling1D",
     "AveragePooling2D",

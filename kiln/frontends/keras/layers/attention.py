@@ -1,6 +1,7 @@
 """MultiHeadAttention, as Keras 3 defines it: four EinsumDense-style projections (query,
 key, value, attention_output), scaled dot-product scores over the attention axes, a
-softmax that masked positions do not take part in, dropout on the probabilities."""
+softmax that masked positions do not take part in, dropout on the probabilities; and the
+single-head Attention (dot-product, Luong) and AdditiveAttention (Bahdanau) layers."""
 
 from __future__ import annotations
 
@@ -24,6 +25,34 @@ from kiln.ir import KilnTypeError, KilnValueError
 
 #: What a masked position's score becomes before the softmax (Keras's large negative).
 MASKED_SCORE = -1e9
+
+
+def band_mask(t: Any, s: Any, causal: bool, window: int | None, name: str) -> np.ndarray:
+    """(t, s) bools: where query position i may attend to key position j (causal: j <= i;
+    a sliding window: |i - j| < window). Needs known lengths."""
+    if isinstance(t, str) or isinstance(s, str):
+        raise KilnValueError(f"layer {name!r}: use_causal_mask and sliding_window need known "
+                             f"sequence lengths. Received: {t} query and {s} key positions")
+    rows, cols = np.arange(t)[:, None], np.arange(s)[None, :]
+    band = np.ones((t, s), dtype=bool)
+    if causal:
+        band &= rows >= cols
+    if window is not None:
+        band &= np.abs(rows - cols) < window
+    return band
+
+
+def dropout(b: Any, ctx: Any, layer: Layer, probs: Any, rate: float, training: Any) -> Any:
+    """In training (the call's flag, else the graph's), each probability dropped with
+    `rate` and the kept ones scaled by 1 / (1 - rate), from the layer's random stream."""
+    training = ctx.training if training is None else bool(training)
+    if not training or rate <= 0:
+        return probs
+    key_state, stream = ctx.random_stream(layer)
+    keep = 1.0 - rate
+    drop = b.bernoulli(key_state, shape=probs.type.shape, p=keep, stream=stream,
+                       name="dropout_mask")
+    return b.where(drop, b.div(probs, keep), 0.0)
 
 
 def _positive(value: Any, what: str, optional: bool = False) -> None:
@@ -265,14 +294,7 @@ class MultiHeadAttention(Layer):
         scores = einsum(b, scores_eq, k, q)
         allowed = self._allowed(b, mask, q, k, axes, scores_rank, use_causal_mask)
         probs = self._masked_softmax(b, scores, allowed, len(axes))
-        training = ctx.training if training is None else bool(training)
-        dropped = probs
-        if training and self.dropout > 0:
-            key_state, stream = ctx.random_stream(self)
-            keep = 1.0 - self.dropout
-            drop = b.bernoulli(key_state, shape=probs.type.shape, p=keep, stream=stream,
-                               name="dropout_mask")
-            dropped = b.where(drop, b.div(probs, keep), 0.0)
+        dropped = dropout(b, ctx, self, probs, self.dropout, training)
         heads = einsum(b, combine_eq, dropped, v)
         if gate is not None:
             heads = b.mul(heads, gate)
@@ -284,7 +306,7 @@ class MultiHeadAttention(Layer):
         the scores), or None when it may everywhere."""
         allowed = None
         if mask is not None:
-            allowed = mask if mask.type.dtype == "bool" else b.logical_not(b.equal(mask, 0))
+            allowed = _truth(b, mask)
             # The mask's axes are (batch, other axes..., query's, key's): the heads' axis and
             # any other axes it leaves out are inserted before the query's (as Keras does).
             missing = scores_rank - allowed.type.rank
@@ -303,18 +325,8 @@ class MultiHeadAttention(Layer):
         if len(axes) > 1:
             raise KilnValueError(f"layer {self.name!r}: use_causal_mask and sliding_window "
                                  f"take one attention axis. Received: attention_axes={axes}")
-        t, s = q.type.shape[axes[0]], k.type.shape[axes[0]]
-        if isinstance(t, str) or isinstance(s, str):
-            raise KilnValueError(f"layer {self.name!r}: use_causal_mask and sliding_window need "
-                                 f"known sequence lengths. Received: {t} query and {s} key "
-                                 f"positions")
-        rows, cols = np.arange(t)[:, None], np.arange(s)[None, :]
-        band = np.ones((t, s), dtype=bool)
-        if causal:
-            band &= rows >= cols
-        if self.sliding_window is not None:
-            band &= np.abs(rows - cols) < self.sliding_window
-        return band
+        return band_mask(q.type.shape[axes[0]], k.type.shape[axes[0]], causal,
+                         self.sliding_window, self.name)
 
     @staticmethod
     def _masked_softmax(b: Any, scores: Any, allowed: Any, n_axes: int) -> Any:
@@ -343,3 +355,184 @@ class MultiHeadAttention(Layer):
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
                 "bias_initializer": initializers.serialize(self.bias_initializer),
                 **weight_options_config(self, *KERNEL_BIAS_OPTIONS), "seed": self.seed}
+
+
+class Attention(Layer):
+    """Dot-product (Luong-style) attention over [query, value] or [query, value, key], as
+    Keras 3 defines it: scores = query @ key^T (times a learned scalar `scale` with
+    use_scale), or with score_mode="concat" concat_score_weight * sum(tanh(scale * (q + k)));
+    disallowed scores lowered by 1e9; softmax over the key positions; dropout; @ value.
+
+    Args: use_scale=False, score_mode="dot" ("dot" or "concat"), dropout=0.0, seed (accepted;
+    kiln draws from the model's seed state).
+    Call: layer([query, value, key?], mask=[query_mask, value_mask], training=None,
+    return_attention_scores=False, use_causal_mask=False). query (batch, Tq, dim), value
+    (batch, Tv, dim'), key (batch, Tv, dim); the masks (batch, Tq) and (batch, Tv), nonzero
+    where a position counts (either may be None): kiln has no Keras masks flowing between
+    layers, so they are passed as tensors. The output is zero at masked query positions.
+    Returns (batch, Tq, dim'), and with return_attention_scores the weights (batch, Tq, Tv)
+    after dropout, as Keras returns them.
+    """
+
+    multi_input = True
+    #: The scores' shift at disallowed positions (Keras's, before the softmax).
+    MASK_SHIFT = 1e9
+
+    def __init__(self, use_scale: bool = False, score_mode: str = "dot", dropout: float = 0.0,
+                 seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if score_mode not in ("dot", "concat"):
+            raise KilnValueError(f"layer {self.name!r}: invalid value for argument score_mode. "
+                                 f"Expected one of {{'dot', 'concat'}}. "
+                                 f"Received: score_mode={score_mode!r}")
+        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
+                or not 0 <= dropout < 1):
+            raise KilnValueError(f"layer {self.name!r}: expected dropout in [0, 1). "
+                                 f"Received: dropout={dropout!r}")
+        self.use_scale, self.score_mode = bool(use_scale), score_mode
+        self.dropout, self.seed = float(dropout), seed
+
+    def __call__(self, inputs: Any, mask: Any = None, training: Any = None,
+                 return_attention_scores: bool = False, use_causal_mask: bool = False,
+                 **kwargs: Any) -> Any:
+        name = type(self).__name__
+        if kwargs:
+            key = next(iter(kwargs))
+            raise KilnTypeError(f"layer {self.name!r}: unrecognized call argument {key!r}. "
+                                f"Received: {key}={kwargs[key]!r}")
+        if not isinstance(inputs, (list, tuple)) or not 2 <= len(inputs) <= 3:
+            raise KilnValueError(f"layer {self.name!r}: a {name} layer must be called on a "
+                                 f"list of inputs, namely [query, value] or [query, value, "
+                                 f"key]. Received: inputs={inputs!r}")
+        masks = [None, None] if mask is None else list(mask)
+        if not isinstance(mask, (list, tuple, type(None))) or len(masks) != 2:
+            raise KilnValueError(f"layer {self.name!r}: a {name} layer's mask must be a list, "
+                                 f"namely [query_mask, value_mask]. Received: mask={mask!r}")
+        tensors = [*inputs, *(m for m in masks if m is not None)]
+        for t in tensors:
+            if not isinstance(t, KerasTensor):
+                raise KilnTypeError(f"layer {self.name!r} expected symbolic inputs (from "
+                                    f"layers.Input or another layer). "
+                                    f"Received: {type(t).__name__}")
+        self._check_shapes([t.shape for t in inputs], [None if m is None else m.shape
+                                                       for m in masks])
+        call: dict[str, Any] = {"with_key": len(inputs) == 3,
+                                "with_query_mask": masks[0] is not None,
+                                "with_value_mask": masks[1] is not None}
+        if return_attention_scores:
+            call["return_attention_scores"] = True
+        if use_causal_mask:
+            call["use_causal_mask"] = True
+        if training is not None:
+            call["training"] = bool(training)
+        return super().__call__(tensors, **call)
+
+    def replay(self, inputs: list, kwargs: dict[str, Any], as_list: bool | None = None) -> Any:
+        """A saved call again: [query, value, key?, query_mask?, value_mask?] as its flags
+        say."""
+        kwargs = dict(kwargs)
+        count = 3 if kwargs.pop("with_key", False) else 2
+        rest = iter(inputs[count:])
+        masks = [next(rest) if kwargs.pop(flag, False) else None
+                 for flag in ("with_query_mask", "with_value_mask")]
+        return self(list(inputs[:count]), mask=masks if any(
+            m is not None for m in masks) else None, **kwargs)
+
+    def _check_shapes(self, shapes: list, masks: list) -> None:
+        where = f"layer {self.name!r}"
+        query, value = shapes[0], shapes[1]
+        key = shapes[2] if len(shapes) > 2 else value
+        if any(len(s) != 3 for s in (query, value, key)):
+            raise KilnValueError(f"{where}: expected query, value and key of rank 3 (batch, "
+                                 f"positions, features). Received: {[tuple(s) for s in shapes]}")
+        if key[1] is not None and value[1] is not None and key[1] != value[1]:
+            raise KilnValueError(f"{where}: expected value and key of the same length. "
+                                 f"Received: value {value}, key {key}")
+        if query[-1] is None or key[-1] is None or query[-1] != key[-1]:
+            raise KilnValueError(f"{where}: expected query and key of the same known feature "
+                                 f"size. Received: query {query}, key {key}")
+        for label, m, length in (("query_mask", masks[0], query[1]),
+                                 ("value_mask", masks[1], value[1])):
+            if m is not None and (len(m) != 2 or m[1] not in (None, length)):
+                raise KilnValueError(f"{where}: expected {label} of shape (batch, {length}). "
+                                     f"Received: shape={m}")
+        if self.built and query[-1] != self.features:
+            raise KilnValueError(f"{where}: built for a query of {self.features} features. "
+                                 f"Received: query shape {query}")
+
+    def build(self, input_shape: list) -> None:
+        self.features = input_shape[0][-1]
+        if self.use_scale:
+            self.scale = self.add_weight("scale", (), "ones")
+        if self.score_mode == "concat":
+            self.concat_score_weight = self.add_weight("concat_score_weight", (), "ones")
+
+    def _scores(self, b: Any, q: Any, k: Any, ctx: Any) -> Any:
+        """(batch, Tq, Tv) scores of the query against the key."""
+        if self.score_mode == "dot":
+            scores = b.matmul(q, b.transpose(k, perm=(0, 2, 1)))
+            return b.mul(scores, ctx.value(self.scale)) if self.use_scale else scores
+        pairs = b.add(b.expand_dims(q, axes=(2,)), b.expand_dims(k, axes=(1,)))
+        if self.use_scale:
+            pairs = b.mul(pairs, ctx.value(self.scale))
+        return b.mul(ctx.value(self.concat_score_weight), b.sum(b.tanh(pairs), axes=(-1,)))
+
+    def lower(self, b, xs, ctx, with_key=False, with_query_mask=False,  # noqa: ANN001, ANN201
+              with_value_mask=False, return_attention_scores=False, use_causal_mask=False,
+              training=None):
+        count = 3 if with_key else 2
+        q, v = xs[0], xs[1]
+        k = xs[2] if with_key else v
+        rest = iter(xs[count:])
+        q_mask = _truth(b, next(rest)) if with_query_mask else None
+        v_mask = _truth(b, next(rest)) if with_value_mask else None
+        scores = self._scores(b, q, k, ctx)
+        allowed = None if v_mask is None else b.expand_dims(v_mask, axes=(1,))
+        if use_causal_mask:
+            band = b.constant(band_mask(q.type.shape[1], k.type.shape[1], True, None,
+                                        self.name)[None])
+            allowed = band if allowed is None else b.logical_and(allowed, band)
+        if allowed is not None:
+            scores = b.where(allowed, scores, b.sub(scores, self.MASK_SHIFT))
+        weights = dropout(b, ctx, self, b.softmax(scores, axis=-1), self.dropout, training)
+        out = b.matmul(weights, v)
+        if q_mask is not None:
+            out = b.where(b.expand_dims(q_mask, axes=(2,)), out, 0.0)
+        return [out, weights] if return_attention_scores else out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "use_scale": self.use_scale,
+                "score_mode": self.score_mode, "dropout": self.dropout, "seed": self.seed}
+
+
+class AdditiveAttention(Attention):
+    """Additive (Bahdanau-style) attention: scores = sum(scale * tanh(query + key)) over the
+    features, scale a learned (dim,) vector (glorot_uniform) with use_scale=True (else 1);
+    the rest as Attention.
+
+    Args: use_scale=True, dropout=0.0. Call: as Attention's.
+    """
+
+    def __init__(self, use_scale: bool = True, dropout: float = 0.0, **kwargs: Any):
+        super().__init__(use_scale=use_scale, dropout=dropout, **kwargs)
+
+    def build(self, input_shape: list) -> None:
+        self.features = input_shape[0][-1]
+        if self.use_scale:
+            self.scale = self.add_weight("scale", (self.features,), "glorot_uniform")
+
+    def _scores(self, b: Any, q: Any, k: Any, ctx: Any) -> Any:
+        pairs = b.tanh(b.add(b.expand_dims(q, axes=(2,)), b.expand_dims(k, axes=(1,))))
+        if self.use_scale:
+            pairs = b.mul(pairs, ctx.value(self.scale))
+        return b.sum(pairs, axes=(-1,))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["score_mode"]
+        return config
+
+
+def _truth(b: Any, mask: Any) -> Any:
+    """A mask as bools: nonzero is True."""
+    return mask if mask.type.dtype == "bool" else b.logical_not(b.equal(mask, 0))
