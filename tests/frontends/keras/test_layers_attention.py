@@ -199,16 +199,17 @@ def test_multi_head_attention_matches_numpy(c: dict) -> None:
     np.testing.assert_allclose(got_out, want_out, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_over_two_axes_and_a_boolean_mask() -> None:
+@pytest.mark.parametrize("backend", ["reference", "numba", "onnxruntime"])
+def test_attention_over_two_axes_and_a_boolean_mask(backend: str) -> None:
     """Images (B, H, W, C) attending over H and W jointly, with a bool mask of the
-    positions (B, H, W, H', W')."""
+    positions (B, H, W, H', W'): rank-6 scores, on every backend."""
     x = layers.Input((2, 3, 4))
     m = layers.Input((2, 3, 2, 3), dtype="bool")
     layer = layers.MultiHeadAttention(2, 3, attention_axes=(1, 2))
     out, scores = layer(x, x, attention_mask=m, return_attention_scores=True)
     model = models.Model([x, m], [out, scores])
-    _randomize(model)
-    model.compile(loss="mse", backend="reference")
+    _randomize(model, rng=np.random.default_rng(9))
+    model.compile(loss="mse", backend=backend)
     xs = RNG.standard_normal((2, 2, 3, 4)).astype(np.float32)
     ms = RNG.random((2, 2, 3, 2, 3)) < 0.7
     got_out, got_scores = model.predict([xs, ms], verbose=0)

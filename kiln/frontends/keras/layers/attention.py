@@ -55,6 +55,27 @@ def dropout(b: Any, ctx: Any, layer: Layer, probs: Any, rate: float, training: A
     return b.where(drop, b.div(probs, keep), 0.0)
 
 
+def _expect_symbolic(layer: Layer, tensors: list) -> None:
+    for t in tensors:
+        if not isinstance(t, KerasTensor):
+            raise KilnTypeError(f"layer {layer.name!r} expected symbolic inputs (from "
+                                f"layers.Input or another layer). Received: {type(t).__name__}")
+
+
+def _call_flags(flags: dict[str, Any], return_attention_scores: bool, use_causal_mask: bool,
+                training: Any) -> dict[str, Any]:
+    """The keyword arguments an attention call records: which tensors it got (`flags`), and
+    the optional ones only where given (so a saved call holds what the user wrote)."""
+    call = dict(flags)
+    if return_attention_scores:
+        call["return_attention_scores"] = True
+    if use_causal_mask:
+        call["use_causal_mask"] = True
+    if training is not None:
+        call["training"] = bool(training)
+    return call
+
+
 def _positive(value: Any, what: str, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -170,25 +191,15 @@ class MultiHeadAttention(Layer):
                                  f"(layer(query, value) for self-attention: value=query)")
         tensors = [query, value, *([key] if key is not None else []),
                    *([attention_mask] if attention_mask is not None else [])]
-        for t in tensors:
-            if not isinstance(t, KerasTensor):
-                raise KilnTypeError(f"layer {self.name!r} expected symbolic inputs (from "
-                                    f"layers.Input or another layer). "
-                                    f"Received: {type(t).__name__}")
+        _expect_symbolic(self, tensors)
         self._check_shapes(query.shape, value.shape, None if key is None else key.shape,
                            None if attention_mask is None else attention_mask.shape)
         if not self.built:
             self._build(query.shape, value.shape, value.shape if key is None else key.shape)
             self.built = True
-        call: dict[str, Any] = {"with_key": key is not None,
-                                "with_mask": attention_mask is not None}
-        if return_attention_scores:
-            call["return_attention_scores"] = True
-        if use_causal_mask:
-            call["use_causal_mask"] = True
-        if training is not None:
-            call["training"] = bool(training)
-        return super().__call__(tensors, **call)
+        flags = {"with_key": key is not None, "with_mask": attention_mask is not None}
+        return super().__call__(tensors, **_call_flags(flags, return_attention_scores,
+                                                       use_causal_mask, training))
 
     def replay(self, inputs: list, kwargs: dict[str, Any], as_list: bool | None = None) -> Any:
         """A saved call again: [query, value, key?, mask?] as its flags say."""
@@ -409,23 +420,13 @@ class Attention(Layer):
             raise KilnValueError(f"layer {self.name!r}: a {name} layer's mask must be a list, "
                                  f"namely [query_mask, value_mask]. Received: mask={mask!r}")
         tensors = [*inputs, *(m for m in masks if m is not None)]
-        for t in tensors:
-            if not isinstance(t, KerasTensor):
-                raise KilnTypeError(f"layer {self.name!r} expected symbolic inputs (from "
-                                    f"layers.Input or another layer). "
-                                    f"Received: {type(t).__name__}")
+        _expect_symbolic(self, tensors)
         self._check_shapes([t.shape for t in inputs], [None if m is None else m.shape
                                                        for m in masks])
-        call: dict[str, Any] = {"with_key": len(inputs) == 3,
-                                "with_query_mask": masks[0] is not None,
-                                "with_value_mask": masks[1] is not None}
-        if return_attention_scores:
-            call["return_attention_scores"] = True
-        if use_causal_mask:
-            call["use_causal_mask"] = True
-        if training is not None:
-            call["training"] = bool(training)
-        return super().__call__(tensors, **call)
+        flags = {"with_key": len(inputs) == 3, "with_query_mask": masks[0] is not None,
+                 "with_value_mask": masks[1] is not None}
+        return super().__call__(tensors, **_call_flags(flags, return_attention_scores,
+                                                       use_causal_mask, training))
 
     def replay(self, inputs: list, kwargs: dict[str, Any], as_list: bool | None = None) -> Any:
         """A saved call again: [query, value, key?, query_mask?, value_mask?] as its flags

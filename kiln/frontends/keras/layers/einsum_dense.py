@@ -12,6 +12,7 @@ from kiln.frontends.keras.einsum import einsum
 from kiln.frontends.keras.layer import (
     KERNEL_BIAS_OPTIONS,
     Layer,
+    _shape_arg,
     set_weight_options,
     weight_options_config,
 )
@@ -169,7 +170,7 @@ class EinsumDense(Layer):
                            bias_regularizer=bias_regularizer,
                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         self.equation = equation
-        self.partial_output_shape = _output_shape_arg(output_shape, self.name)
+        self.partial_output_shape = _shape_arg(output_shape, "output_shape", self.name)
         self.bias_axes = bias_axes
         self.activation = activations.get(activation)
         self.kernel_initializer = kernel_initializer
@@ -201,18 +202,3 @@ class EinsumDense(Layer):
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
                 "bias_initializer": initializers.serialize(self.bias_initializer),
                 **weight_options_config(self, *KERNEL_BIAS_OPTIONS)}
-
-
-def _output_shape_arg(shape: Any, name: str) -> tuple:
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise KilnValueError(f"layer {name!r}: expected output_shape as an int or a tuple of "
-                             f"ints and None. Received: output_shape={shape!r}") from None
-    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
-               for d in dims):
-        raise KilnValueError(f"layer {name!r}: expected output_shape of positive ints and "
-                             f"None. Received: output_shape={shape!r}")
-    return dims
