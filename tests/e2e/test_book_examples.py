@@ -1,8 +1,9 @@
 """The book's examples with `keras` replaced by `kiln`: the seed's Sequential and functional
 models (RMSprop(lr=0.001), mse, accuracy, batch 128, 10 epochs), the shapes of sections 3.4-3.6
-(binary, 46-class and regression) on learnable generated data, a convnet on real digits and an
-LSTM, each trained end to end through compiled graphs on every CPU backend that compiles:
-numba (the default) and onnxruntime, and on numba-cuda where a GPU is there to run them
+(binary, 46-class and regression) on learnable generated data, a convnet on real digits, an
+LSTM and a transformer encoder, each trained end to end through compiled graphs on every CPU
+backend that compiles: numba (the default) and onnxruntime, and on numba-cuda where a GPU is
+there to run them
 (KILN_CUDA_TESTS=gpu, as benchmarks/gpu.sh sets; CI has none and skips them). The reference
 runtime is the oracle the backends are tested against op by op; these tests are about whole
 models training."""
@@ -175,5 +176,33 @@ def test_an_lstm_trains_on_sequences(backend: str) -> None:
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.5
     assert history.history["accuracy"][-1] > 0.85
     # The generated reviews carry a weak signal at this size: above chance is what it allows.
+    _, accuracy = model.evaluate(x_test, y_test.astype("float32"), verbose=0)
+    assert accuracy > 0.6, accuracy
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", ON_GPU])
+def test_a_transformer_encoder_trains_on_sequences(backend: str) -> None:
+    """The book's chapter-11 encoder in small on the generated reviews: embeddings, one
+    MultiHeadAttention block with add and LayerNormalization, a feed-forward block, global
+    pooling. (numba trains the same block like the reference in test_layers_attention; its
+    first compile of this step, about 20 s, is left out of CI here.)"""
+    set_random_seed(7)
+    (x_train, y_train), (x_test, y_test) = synthetic.imdb_like(
+        num_samples=1200, num_words=500, maxlen=40)
+    x_train, x_test = pad_sequences(x_train, maxlen=30), pad_sequences(x_test, maxlen=30)
+    tokens = layers.Input(shape=(30,), dtype="int32")
+    x = layers.Embedding(500, 16)(tokens)
+    attention = layers.MultiHeadAttention(num_heads=2, key_dim=16)(x, x)
+    x = layers.LayerNormalization()(layers.add([x, attention]))
+    x = layers.LayerNormalization()(layers.add([x, layers.Dense(16)(
+        layers.Dense(32, activation="relu")(x))]))
+    outputs = layers.Dense(1, activation="sigmoid")(layers.GlobalMaxPooling1D()(x))
+    model = models.Model(tokens, outputs)
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.003), loss="binary_crossentropy",
+                  metrics=["accuracy"], backend=backend)
+    history = model.fit(x_train, y_train.astype("float32"), epochs=10, batch_size=32,
+                        verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0] * 0.5
+    assert history.history["accuracy"][-1] > 0.85
     _, accuracy = model.evaluate(x_test, y_test.astype("float32"), verbose=0)
     assert accuracy > 0.6, accuracy
