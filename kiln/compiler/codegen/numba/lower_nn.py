@@ -3,7 +3,8 @@ imported as K by the generated module): convolutions, pooling, random draws, and
 scatter_add, one_hot and last-axis softmax, whose kernels handle the axis by reshaping.
 
 A kernel takes its inputs, then its preallocated outputs, then its static attributes as
-ints and floats; arrays are views of the driver's flat storage made at the call.
+int64 values (not literals, see _call) and floats; arrays are views of the driver's flat
+storage made at the call.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from kiln.ir.types import normalize_axes
 
 
 def _call(em: Emitter, kernel: str, arrays: Sequence[str], attrs: Sequence[object]) -> None:
+    """K.<kernel>(arrays..., attrs...), the int attributes as np.int64 values: a bare int
+    in the call is a literal, a type of its own to Numba, so each distinct stride, pad or
+    stream compiled (and cached) the kernel again, about 4 s cold for a convolution. The
+    steps run as fast (convnet 8.8 ms against 9.1, separable 96 against 94, one process)."""
     em.uses_kernels = True
-    args = [*arrays, *(float_literal(a) if isinstance(a, float) else str(int(a))
+    args = [*arrays, *(float_literal(a) if isinstance(a, float) else f"np.int64({int(a)})"
                        for a in attrs)]
     em.w.line(f"K.{kernel}({', '.join(args)})")
 
