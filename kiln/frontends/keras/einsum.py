@@ -78,8 +78,9 @@ def parse(equation: str, ranks: tuple[int, int]) -> tuple[str, str, str]:
     return x, y, out
 
 
-def label_sizes(equation: str, terms: tuple[str, str], shapes: tuple[tuple, tuple]) -> dict:
-    """Each label's size: equal in both operands (1 broadcasts, for ellipsis axes)."""
+def _check_label_sizes(equation: str, terms: tuple[str, str],
+                       shapes: tuple[tuple, tuple]) -> None:
+    """Each label has one size in both operands (1 broadcasts, for ellipsis axes)."""
     sizes: dict[str, Any] = {}
     for term, shape in zip(terms, shapes):
         for label, size in zip(term, shape):
@@ -89,13 +90,12 @@ def label_sizes(equation: str, terms: tuple[str, str], shapes: tuple[tuple, tupl
             elif size != 1 and size != seen:
                 raise KilnValueError(f"einsum {equation!r}: label {label!r} has size {seen} "
                                      f"in one operand and {size} in the other")
-    return sizes
 
 
 def einsum(b: Any, equation: str, x: Any, y: Any) -> Any:
     """x and y (IR values) contracted as `equation` says; see the module's docstring."""
     tx, ty, out = parse(equation, (x.type.rank, y.type.rank))
-    label_sizes(equation, (tx, ty), (x.type.shape, y.type.shape))
+    _check_label_sizes(equation, (tx, ty), (x.type.shape, y.type.shape))
     # Labels in one operand only: summed away before the product.
     x, tx = _sum_unused(b, x, tx, ty + out)
     y, ty = _sum_unused(b, y, ty, tx + out)
@@ -147,7 +147,7 @@ def einsum(b: Any, equation: str, x: Any, y: Any) -> Any:
     product = b.matmul(a, w)
     # The product's axes: batch, x_lead, y_lead, M, N; back to each label's own axis.
     dims = [*product.type.shape[:nb], *x_lead, *y_lead,
-            *(x_free_dims[len(x_lead):] or []), *(y_free_dims[len(y_lead):] or [])]
+            *x_free_dims[len(x_lead):], *y_free_dims[len(y_lead):]]
     labels = [*batch, *free_x[:len(x_lead)], *free_y[:len(y_lead)], *free_x[len(x_lead):],
               *free_y[len(y_lead):]]
     result = _reshape(b, product, dims)

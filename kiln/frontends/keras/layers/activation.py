@@ -183,6 +183,16 @@ class PReLU(Layer):
                 "shared_axes": self.shared_axes}
 
 
+def softmax_over(b: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """Softmax over `axes` jointly: the IR's softmax for one axis, else exp(x - max) over
+    its sum."""
+    if len(axes) == 1:
+        return b.softmax(x, axis=axes[0])
+    axes = tuple(sorted({a % x.type.rank for a in axes}))
+    e = b.exp(b.sub(x, b.max(x, axes=axes, keepdims=True)))
+    return b.div(e, b.sum(e, axes=axes, keepdims=True))
+
+
 class Softmax(Layer):
     """exp(x) / sum(exp(x)) along `axis`; over several axes jointly when `axis` is a list.
 
@@ -201,13 +211,7 @@ class Softmax(Layer):
                                  f"input of rank {rank}")
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        if isinstance(self.axis, int) or len(self.axis) == 1:
-            axis = self.axis if isinstance(self.axis, int) else self.axis[0]
-            return b.softmax(x, axis=axis)
-        axes = tuple(sorted({a % x.type.rank for a in self.axis}))
-        shifted = b.sub(x, b.max(x, axes=axes, keepdims=True))
-        e = b.exp(shifted)
-        return b.div(e, b.sum(e, axes=axes, keepdims=True))
+        return softmax_over(b, x, self.axis if isinstance(self.axis, tuple) else (self.axis,))
 
     def get_config(self) -> dict[str, Any]:
         axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis

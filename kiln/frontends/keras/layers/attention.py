@@ -20,6 +20,8 @@ from kiln.frontends.keras.layer import (
     set_weight_options,
     weight_options_config,
 )
+from kiln.frontends.keras.layers.activation import softmax_over
+from kiln.frontends.keras.layers.core import inverted_dropout
 from kiln.frontends.keras.layers.einsum_dense import Projection
 from kiln.ir import KilnTypeError, KilnValueError
 
@@ -42,17 +44,12 @@ def band_mask(t: Any, s: Any, causal: bool, window: int | None, name: str) -> np
     return band
 
 
-def dropout(b: Any, ctx: Any, layer: Layer, probs: Any, rate: float, training: Any) -> Any:
-    """In training (the call's flag, else the graph's), each probability dropped with
-    `rate` and the kept ones scaled by 1 / (1 - rate), from the layer's random stream."""
-    training = ctx.training if training is None else bool(training)
-    if not training or rate <= 0:
-        return probs
-    key_state, stream = ctx.random_stream(layer)
-    keep = 1.0 - rate
-    drop = b.bernoulli(key_state, shape=probs.type.shape, p=keep, stream=stream,
-                       name="dropout_mask")
-    return b.where(drop, b.div(probs, keep), 0.0)
+def _dropout_rate(value: Any, layer: str) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value < 1):
+        raise KilnValueError(f"layer {layer!r}: expected dropout in [0, 1). "
+                             f"Received: dropout={value!r}")
+    return float(value)
 
 
 def _expect_symbolic(layer: Layer, tensors: list) -> None:
@@ -146,16 +143,12 @@ class MultiHeadAttention(Layer):
         _positive(value_dim, "value_dim", optional=True)
         _positive(sliding_window, "sliding_window", optional=True)
         super().__init__(**kwargs)
-        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                or not 0 <= dropout < 1):
-            raise KilnValueError(f"layer {self.name!r}: expected dropout in [0, 1). "
-                                 f"Received: dropout={dropout!r}")
+        self.dropout = _dropout_rate(dropout, self.name)
         set_weight_options(self, kernel_regularizer=kernel_regularizer,
                            bias_regularizer=bias_regularizer,
                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         self.num_heads, self.key_dim = num_heads, key_dim
         self.value_dim = value_dim or key_dim
-        self.dropout = float(dropout)
         self.use_bias, self.use_gate = bool(use_bias), bool(use_gate)
         if output_shape is not None and not isinstance(output_shape, (int, list, tuple)):
             raise KilnValueError(f"layer {self.name!r}: invalid `output_shape`: "
@@ -305,7 +298,8 @@ class MultiHeadAttention(Layer):
         scores = einsum(b, scores_eq, k, q)
         allowed = self._allowed(b, mask, q, k, axes, scores_rank, use_causal_mask)
         probs = self._masked_softmax(b, scores, allowed, len(axes))
-        dropped = dropout(b, ctx, self, probs, self.dropout, training)
+        dropped = inverted_dropout(b, ctx, self, probs, self.dropout, training,
+                                   probs.type.shape, name="dropout_mask")
         heads = einsum(b, combine_eq, dropped, v)
         if gate is not None:
             heads = b.mul(heads, gate)
@@ -343,15 +337,9 @@ class MultiHeadAttention(Layer):
     def _masked_softmax(b: Any, scores: Any, allowed: Any, n_axes: int) -> Any:
         """Softmax over the last n_axes of the scores; disallowed positions score
         MASKED_SCORE first and get probability 0 after (Keras's Softmax with a mask)."""
-        rank = scores.type.rank
-        axes = tuple(range(rank - n_axes, rank))
         if allowed is not None:
             scores = b.where(allowed, scores, MASKED_SCORE)
-        if n_axes == 1:
-            probs = b.softmax(scores, axis=-1)
-        else:
-            e = b.exp(b.sub(scores, b.max(scores, axes=axes, keepdims=True)))
-            probs = b.div(e, b.sum(e, axes=axes, keepdims=True))
+        probs = softmax_over(b, scores, tuple(range(-n_axes, 0)))
         return probs if allowed is None else b.where(allowed, probs, 0.0)
 
     def get_config(self) -> dict[str, Any]:
@@ -396,12 +384,8 @@ class Attention(Layer):
             raise KilnValueError(f"layer {self.name!r}: invalid value for argument score_mode. "
                                  f"Expected one of {{'dot', 'concat'}}. "
                                  f"Received: score_mode={score_mode!r}")
-        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                or not 0 <= dropout < 1):
-            raise KilnValueError(f"layer {self.name!r}: expected dropout in [0, 1). "
-                                 f"Received: dropout={dropout!r}")
-        self.use_scale, self.score_mode = bool(use_scale), score_mode
-        self.dropout, self.seed = float(dropout), seed
+        self.dropout = _dropout_rate(dropout, self.name)
+        self.use_scale, self.score_mode, self.seed = bool(use_scale), score_mode, seed
 
     def __call__(self, inputs: Any, mask: Any = None, training: Any = None,
                  return_attention_scores: bool = False, use_causal_mask: bool = False,
@@ -495,7 +479,9 @@ class Attention(Layer):
             allowed = band if allowed is None else b.logical_and(allowed, band)
         if allowed is not None:
             scores = b.where(allowed, scores, b.sub(scores, self.MASK_SHIFT))
-        weights = dropout(b, ctx, self, b.softmax(scores, axis=-1), self.dropout, training)
+        probs = b.softmax(scores, axis=-1)
+        weights = inverted_dropout(b, ctx, self, probs, self.dropout, training,
+                                   probs.type.shape, name="dropout_mask")
         out = b.matmul(weights, v)
         if q_mask is not None:
             out = b.where(b.expand_dims(q_mask, axes=(2,)), out, 0.0)

@@ -130,6 +130,20 @@ class Activation(Layer):
         return {**super().get_config(), "activation": activations.name_of(self.activation)}
 
 
+def inverted_dropout(b: Any, ctx: Any, layer: Layer, x: Any, rate: float, training: Any,
+                     shape: tuple, name: str = "mask") -> Any:
+    """In training (the call's flag, else the graph's): x where a keep-mask of `shape`
+    (drawn with p = 1 - rate on the layer's stream, broadcasting against x) is True, scaled
+    by 1 / (1 - rate), and 0 elsewhere; x itself otherwise or at rate 0."""
+    training = ctx.training if training is None else bool(training)
+    if not training or rate == 0:
+        return x
+    key, stream = ctx.random_stream(layer)
+    keep = 1.0 - rate
+    mask = b.bernoulli(key, shape=shape, p=keep, stream=stream, name=name)
+    return b.where(mask, b.div(x, keep), 0.0)
+
+
 class Dropout(Layer):
     """In training, zeroes each element with probability `rate` and scales the others by
     1 / (1 - rate), so the expected sum is unchanged; at inference, the identity.
@@ -171,13 +185,7 @@ class Dropout(Layer):
                                  f"Received: noise_shape={self.noise_shape}")
 
     def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
-        training = ctx.training if training is None else bool(training)
-        if not training or self.rate == 0:
-            return x
-        key, stream = ctx.random_stream(self)
-        keep = 1.0 - self.rate
-        mask = b.bernoulli(key, shape=self._mask_shape(x), p=keep, stream=stream, name="mask")
-        return b.where(mask, b.div(x, keep), 0.0)
+        return inverted_dropout(b, ctx, self, x, self.rate, training, self._mask_shape(x))
 
     def _mask_shape(self, x: Any) -> tuple:
         """noise_shape with its None entries taken from x (x's shape when there is none)."""
