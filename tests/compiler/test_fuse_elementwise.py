@@ -188,6 +188,31 @@ def test_regions_stay_convex() -> None:
     assert [n.op for n in fused.nodes[2].body.nodes] == ["add", "tanh"]
 
 
+def test_fusion_keeps_regions_convex_around_a_reduction() -> None:
+    """Found by the random graphs below. n0 = neg(x0) groups with greater(n0, sum) and
+    tanh(n0); the sum groups with its prologue w = where(...), tanh(sum) and the last
+    where(greater(w, n0), w, tanh(n0)). Each group is convex, but each reads the other, so
+    fusing both made a cycle."""
+    b = GraphBuilder("random")
+    x = b.input("x0", f32["N", 3])
+    b.input("x1", f32["N", 3])
+    b.input("x2", f32["N", 3])
+    v0 = b.neg(x)
+    v3 = b.where(b.greater(x, x), x, b.tanh(x))
+    b.neg(x)
+    v5 = b.sum(v3, axes=(0,), keepdims=False)
+    b.neg(x)
+    b.neg(x)
+    b.where(b.greater(v0, v5), v0, b.tanh(v5))
+    b.output(b.where(b.greater(v3, v0), v3, b.tanh(v0)), "out0")
+    graph = b.build()
+    fused = check_fusion(graph)
+    rng = np.random.default_rng(2)
+    case = Case(graph, {v.name: rng.standard_normal((2, 3)).astype("f4")
+                        for v in graph.inputs})
+    assert_identical_results(graph, fused, case)
+
+
 def test_a_graph_with_nothing_to_fuse_comes_back_equal() -> None:
     b = GraphBuilder("plain")
     x, w = b.input("x", f32["N", 3]), b.input("w", f32[3, 3])

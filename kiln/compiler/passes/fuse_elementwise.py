@@ -54,7 +54,8 @@ def is_convex(graph: Graph, members: Sequence[int], producers: dict[str, int]) -
     """Whether no path leaves the node set and comes back: fusing it makes no cycle.
 
     A node outside the set that depends on the set (tainted) must not feed the set; only
-    nodes between the first and last member can be both.
+    nodes between the first and last member can be both. The set alone: other regions of
+    the same rewrite, which become single nodes too, can still close a cycle through it.
     """
     inside = set(members)
     first, last = min(inside), max(inside)
@@ -113,11 +114,12 @@ def replace_regions(graph: Graph, regions: Sequence[tuple[Sequence[int], str]]) 
     """Replace each region (node indices, kind) by one `fused` node; the graph itself when
     there is none.
 
-    Regions must be disjoint and convex. Each fused node takes the place of its last member;
-    nodes between the members that read a region's results move after it (a stable
-    topological order keyed by original position, so the result is deterministic). Scalar
-    constants are copied into the bodies that read them and dropped when nothing else does.
-    Graph attributes (a buffer plan) describe the old graph and are dropped.
+    Regions must be disjoint and, fused all together, make no cycle (each convex alone is
+    not enough: two regions can each feed the other). Each fused node takes the place of its
+    last member; nodes between the members that read a region's results move after it (a
+    stable topological order keyed by original position, so the result is deterministic).
+    Scalar constants are copied into the bodies that read them and dropped when nothing else
+    does. Graph attributes (a buffer plan) describe the old graph and are dropped.
     """
     if not regions:
         return graph
@@ -178,7 +180,7 @@ def _schedule(units: list[tuple[int, Node]]) -> list[Node]:
             waiting[d] -= 1
             if waiting[d] == 0:
                 heapq.heappush(ready, (units[d][0], d))
-    assert len(order) == len(units), "fusion made a cycle: a region was not convex"
+    assert len(order) == len(units), "fusion made a cycle: the regions were not convex together"
     return order
 
 
@@ -249,11 +251,45 @@ def _region_kind(graph: Graph, members: list[int], producers: dict[str, int]) ->
     return "reduction"
 
 
+def _fuses_acyclic(candidate: list[int], groups: dict[int, list[int]],
+                   group_of: dict[int, int], users: list[list[int]]) -> bool:
+    """Whether fusing the sorted node set `candidate`, with every other group fused too,
+    makes no cycle: no path leaves the candidate and comes back into it, where a path that
+    reaches one member of a group goes on from every member (the group becomes one node).
+
+    Convexity of the candidate alone is not enough: region A can read the sum of region B
+    while B's prologue reads A, each convex, their fused nodes a cycle. The other groups
+    hold only nodes before the candidate's last node (the one being grouped), so nodes
+    after it belong to no group and lead nowhere back; the search stops there.
+    """
+    inside, last = set(candidate), candidate[-1]
+    frontier = [j for m in candidate for j in users[m] if j not in inside and j < last]
+    reached: set[int] = set()
+    while frontier:
+        j = frontier.pop()
+        if j in reached:
+            continue
+        mates = groups[group_of[j]] if j in group_of else [j]
+        reached.update(mates)
+        for k in mates:
+            for r in users[k]:
+                if r in inside:
+                    return False
+                if r < last and r not in reached:
+                    frontier.append(r)
+    return True
+
+
 def _regions(graph: Graph) -> list[tuple[list[int], str]]:
     """Greedy producer-consumer grouping in node order: each fusible node joins the group of
-    each of its operands' producers in turn, when the union still makes one kernel and stays
-    convex. Groups of two or more nodes become regions."""
+    each of its operands' producers in turn, when the union still makes one kernel and
+    fusing it keeps the graph of groups acyclic. Groups of two or more nodes become
+    regions."""
     producers = producer_index(graph)
+    users: list[list[int]] = [[] for _ in graph.nodes]  # node -> the nodes reading it
+    for j, node in enumerate(graph.nodes):
+        for p in {producers[v.name] for v in node.inputs if v.name in producers}:
+            users[p].append(j)
     group_of: dict[int, int] = {}
     groups: dict[int, list[int]] = {}
     for i, node in enumerate(graph.nodes):
@@ -267,7 +303,7 @@ def _regions(graph: Graph) -> list[tuple[list[int], str]]:
             g = group_of[p]
             candidate = sorted(current + groups[g])
             if (_region_kind(graph, candidate, producers) is not None
-                    and is_convex(graph, candidate, producers)):
+                    and _fuses_acyclic(candidate, groups, group_of, users)):
                 current = candidate
                 absorbed.append(g)
         for g in absorbed:
@@ -288,11 +324,12 @@ def _regions(graph: Graph) -> list[tuple[list[int], str]]:
 def fuse_elementwise(graph: Graph) -> Graph:
     """Fuse elementwise chains, and reductions with their prologue and epilogue, into kernels.
 
-    Sound because a region is convex (no path leaves it and returns, so the fused node can
-    be scheduled without a cycle), every value read outside the region is a result of the
-    fused node, and the body runs the region's own nodes in their order: the same
-    arithmetic, the same results. Run it after fuse_gemm_epilogue, so that bias adds and
-    activations go to the GEMM kernels first. Bodies of scan are fused too.
+    Sound because each region is convex with all the others fused too (no path leaves it
+    and returns, so the fused nodes can be scheduled without a cycle), every value read
+    outside a region is a result of its fused node, and the body runs the region's own
+    nodes in their order: the same arithmetic, the same results. Run it after
+    fuse_gemm_epilogue, so that bias adds and activations go to the GEMM kernels first.
+    Bodies of scan are fused too.
     """
     graph = map_nested(graph, fuse_elementwise)
     return replace_regions(graph, _regions(graph))
