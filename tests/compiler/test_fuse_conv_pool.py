@@ -114,3 +114,18 @@ def test_fused_conv_refuses_other_bodies(ops: str, message: str) -> None:
     x, w = b.input("x", f32[1, 6, 6, 1]), b.input("w", f32[3, 3, 1, 2])
     with pytest.raises(KilnTypeError, match=message):
         b.op("fused", x, w, kind="conv", body=_body(ops))
+
+
+def test_crossed_conv_regions_are_not_both_fused() -> None:
+    """Two conv + pooling heads whose bias adds read each other's pooled results: each region
+    convex alone, both fused a cycle; the first takes its add, the second stays short."""
+    b = GraphBuilder("crossed")
+    x, w = b.input("x", f32["N", 8, 8, 2]), b.input("w", f32[3, 3, 2, 4])
+    p1 = b.max_pool2d(b.conv2d(x, w, padding="same"), pool_size=(2, 2))
+    p2 = b.max_pool2d(b.conv2d(b.neg(x), w, padding="same"), pool_size=(2, 2))
+    b.output(b.relu(b.add(p1, p2)), "a")
+    b.output(b.relu(b.add(p2, p1)), "c")
+    fused = check(b.build())
+    bodies = [[n.op for n in node.body.nodes] for node in fused.nodes if node.op == "fused"]
+    assert sorted(bodies, key=len) == [["conv2d", "max_pool2d"],
+                                       ["conv2d", "max_pool2d", "add", "relu"]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from kiln.compiler.passes import register
 from kiln.compiler.passes.fuse_elementwise import map_nested, producer_index, replace_regions
-from kiln.compiler.passes.fuse_gemm_epilogue import readers_index, with_epilogue
+from kiln.compiler.passes.fuse_gemm_epilogue import FormedRegions, readers_index, with_epilogue
 from kiln.ir.graph import Graph
 
 
@@ -23,7 +23,7 @@ def _regions(graph: Graph) -> list[tuple[list[int], str]]:
     producers = producer_index(graph)
     readers = readers_index(graph)
     kept = {v.name for v in graph.output_values} | {v.name for _, v in graph.updates}
-    taken: set[int] = set()
+    formed = FormedRegions(graph, producers)
     regions = []
     for i, node in enumerate(graph.nodes):
         if node.op != "conv2d" or node.output.name in kept:
@@ -31,8 +31,8 @@ def _regions(graph: Graph) -> list[tuple[list[int], str]]:
         pools = readers.get(node.output.name, [])
         if len(pools) != 1 or graph.nodes[pools[0]].op != "max_pool2d":
             continue
-        members = with_epilogue(graph, [i, pools[0]], readers, producers, taken)
-        taken.update(members)
+        members = with_epilogue(graph, [i, pools[0]], readers, formed)
+        formed.add(members)
         regions.append((members, "conv"))
     return regions
 

@@ -3,8 +3,9 @@ reductions with their elementwise producers (prologue) and consumers (epilogue),
 `fused` node each, so a backend runs each region as one loop nest and keeps its
 intermediates in registers instead of memory.
 
-Also home of the region machinery every fusion pass shares: the convexity test and the
-rewrite of node sets into `fused` nodes (`replace_regions`), and `count_kernels`.
+Also home of the region machinery every fusion pass shares: the convexity tests (of a node
+set alone, and `fuses_acyclic`, of a region with all the others fused too), the rewrite of
+node sets into `fused` nodes (`replace_regions`), and `count_kernels`.
 """
 
 from __future__ import annotations
@@ -50,28 +51,47 @@ def producer_index(graph: Graph) -> dict[str, int]:
     return {out.name: i for i, node in enumerate(graph.nodes) for out in node.outputs}
 
 
-def is_convex(graph: Graph, members: Sequence[int], producers: dict[str, int]) -> bool:
-    """Whether no path leaves the node set and comes back: fusing it makes no cycle.
+def node_users(graph: Graph, producers: dict[str, int]) -> list[list[int]]:
+    """Node -> the nodes (by index, increasing, each once) that read one of its results."""
+    users: list[list[int]] = [[] for _ in graph.nodes]
+    for j, node in enumerate(graph.nodes):
+        for p in {producers[v.name] for v in node.inputs if v.name in producers}:
+            users[p].append(j)
+    return users
 
-    A node outside the set that depends on the set (tainted) must not feed the set; only
-    nodes between the first and last member can be both. The set alone: other regions of
-    the same rewrite, which become single nodes too, can still close a cycle through it.
+
+def fuses_acyclic(candidate: list[int], groups: dict[int, list[int]],
+                  group_of: dict[int, int], users: list[list[int]],
+                  bound: int | None = None) -> bool:
+    """Whether fusing the sorted node set `candidate`, with every other group fused too,
+    makes no cycle: no path leaves the candidate and comes back into it, where a path that
+    reaches one member of a group goes on from every member (the group becomes one node).
+
+    Convexity of the candidate alone is not enough: region A can read the sum
+    of region B while B's prologue reads A, each convex, their fused nodes a cycle. Groups
+    must not overlap the candidate but may hold its parts (merged into it, never reached).
+    `bound` is a node index that no candidate member and no node of another group comes
+    after: nodes after it belong to no group, so their paths only go forward and never come
+    back; the search stops there. By default the candidate's last node, right where every
+    other group lies before it (grouping in node order, as here). `users`: node_users.
     """
-    inside = set(members)
-    first, last = min(inside), max(inside)
-    tainted: set[int] = set()
-    for j in range(first + 1, last):
-        if j in inside:
+    inside = set(candidate)
+    last = candidate[-1] if bound is None else bound
+    frontier = [j for m in candidate for j in users[m] if j not in inside and j <= last]
+    reached: set[int] = set()
+    while frontier:
+        j = frontier.pop()
+        if j in reached:
             continue
-        for v in graph.nodes[j].inputs:
-            p = producers.get(v.name)
-            if p is not None and (p in inside or p in tainted):
-                tainted.add(j)
-                break
-    if not tainted:
-        return True
-    return not any(producers.get(v.name) in tainted
-                   for m in inside for v in graph.nodes[m].inputs)
+        mates = groups[group_of[j]] if j in group_of else [j]
+        reached.update(mates)
+        for k in mates:
+            for r in users[k]:
+                if r in inside:
+                    return False
+                if r <= last and r not in reached:
+                    frontier.append(r)
+    return True
 
 
 def _is_scalar_constant(node: Node) -> bool:
@@ -251,45 +271,13 @@ def _region_kind(graph: Graph, members: list[int], producers: dict[str, int]) ->
     return "reduction"
 
 
-def _fuses_acyclic(candidate: list[int], groups: dict[int, list[int]],
-                   group_of: dict[int, int], users: list[list[int]]) -> bool:
-    """Whether fusing the sorted node set `candidate`, with every other group fused too,
-    makes no cycle: no path leaves the candidate and comes back into it, where a path that
-    reaches one member of a group goes on from every member (the group becomes one node).
-
-    Convexity of the candidate alone is not enough: region A can read the sum of region B
-    while B's prologue reads A, each convex, their fused nodes a cycle. The other groups
-    hold only nodes before the candidate's last node (the one being grouped), so nodes
-    after it belong to no group and lead nowhere back; the search stops there.
-    """
-    inside, last = set(candidate), candidate[-1]
-    frontier = [j for m in candidate for j in users[m] if j not in inside and j < last]
-    reached: set[int] = set()
-    while frontier:
-        j = frontier.pop()
-        if j in reached:
-            continue
-        mates = groups[group_of[j]] if j in group_of else [j]
-        reached.update(mates)
-        for k in mates:
-            for r in users[k]:
-                if r in inside:
-                    return False
-                if r < last and r not in reached:
-                    frontier.append(r)
-    return True
-
-
 def _regions(graph: Graph) -> list[tuple[list[int], str]]:
     """Greedy producer-consumer grouping in node order: each fusible node joins the group of
     each of its operands' producers in turn, when the union still makes one kernel and
     fusing it keeps the graph of groups acyclic. Groups of two or more nodes become
     regions."""
     producers = producer_index(graph)
-    users: list[list[int]] = [[] for _ in graph.nodes]  # node -> the nodes reading it
-    for j, node in enumerate(graph.nodes):
-        for p in {producers[v.name] for v in node.inputs if v.name in producers}:
-            users[p].append(j)
+    users = node_users(graph, producers)
     group_of: dict[int, int] = {}
     groups: dict[int, list[int]] = {}
     for i, node in enumerate(graph.nodes):
@@ -303,7 +291,7 @@ def _regions(graph: Graph) -> list[tuple[list[int], str]]:
             g = group_of[p]
             candidate = sorted(current + groups[g])
             if (_region_kind(graph, candidate, producers) is not None
-                    and _fuses_acyclic(candidate, groups, group_of, users)):
+                    and fuses_acyclic(candidate, groups, group_of, users)):
                 current = candidate
                 absorbed.append(g)
         for g in absorbed:
