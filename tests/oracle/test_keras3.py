@@ -26,7 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _pair(build):  # noqa: ANN001, ANN202
-    """The same model built with keras's and kiln's layers, kiln given Keras's weights."""
+    """The same model built with keras's and kiln's layers, kiln given Keras's weights
+    (Keras's initial weights seeded, so that a run is the same run each time)."""
+    keras.utils.set_random_seed(0)
     theirs = build(keras.layers, keras.Sequential)
     ours = build(layers, models.Sequential)
     ours.set_weights(theirs.get_weights())
@@ -450,9 +452,9 @@ def test_more_layers_predict_and_train_like_keras(name: str) -> None:
 def test_attention_masks_like_keras(scores: bool) -> None:
     """An attention mask of zeros and ones (Keras casts it to bool), with padded key
     positions; Keras's fused path (no scores: torch's scaled_dot_product_attention) and its
-    softmax path (scores returned). A query row masked whole is checked on the softmax
-    path alone: there Keras gives it zero probabilities, as kiln does, while its fused path
-    adds -1e9 to every score of the row and so averages all the values uniformly."""
+    softmax path (scores returned). A query row masked whole gets zero probabilities on the
+    softmax path, and on the fused path (-1e9 added to every score of the row) the mean of
+    the values, in both as kiln computes it."""
     def build(L):  # noqa: ANN001, ANN202, N803
         q, m = L.Input(shape=(4, 3)), L.Input(shape=(4, 4))
         out = L.MultiHeadAttention(2, 3, name="mha")(q, q, attention_mask=m,
@@ -464,8 +466,7 @@ def test_attention_masks_like_keras(scores: bool) -> None:
     x = rng.standard_normal((3, 4, 3)).astype("float32")
     keep = (np.arange(4)[None] < np.array([4, 3, 1])[:, None]).astype("float32")
     mask = np.repeat(keep[:, None, :], 4, axis=1)  # every query sees the unpadded keys
-    if scores:
-        mask[2, 1] = 0  # but one that may attend nowhere: zero probabilities, as kiln gives
+    mask[2, 1] = 0  # but one that may attend nowhere
     got, want = ours.predict([x, mask], verbose=0), theirs.predict([x, mask], verbose=0)
     for a, b in zip(got if scores else [got], want if scores else [want], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
