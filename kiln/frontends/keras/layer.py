@@ -10,6 +10,7 @@ layer's shape logic and its IR can never disagree.
 from __future__ import annotations
 
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,9 @@ class KerasTensor:
     dtype: str = "float32"
     name: str = ""
     history: tuple[Any, int, int] | None = None  # (layer, call index, output index)
+    #: Keras's mask of this tensor, where the layer that made it gives one: a bool
+    #: KerasTensor of the leading axes (batch, timesteps), True at the steps that count.
+    _keras_mask: KerasTensor | None = field(default=None, repr=False)
 
     @property
     def ndim(self) -> int:
@@ -214,6 +218,13 @@ class Layer:
 
     #: Single-input layers receive and return one tensor; merge layers take a list.
     multi_input = False
+    #: Keras's supports_masking: the layer gives its outputs masks (`lower_mask`, by default
+    #: the mask of its first argument). A layer without it drops a mask it receives, with
+    #: Keras's warning.
+    supports_masking = False
+    #: The layer's `lower` takes the inputs' masks as keras_mask=[one per input tensor, or
+    #: None] when any input has one (Keras: a call() with a `mask` argument).
+    takes_mask = False
 
     def __init__(self, name: str | None = None, dtype: str | None = None, trainable: bool = True,
                  input_shape: Sequence[int | None] | None = None,
@@ -288,6 +299,34 @@ class Layer:
         """Emit the IR of one call; `kwargs` are the call's keyword arguments."""
         raise NotImplementedError(f"{type(self).__name__}.lower")
 
+    def lower_mask(self, b: GraphBuilder, inputs: list[Value], masks: list[Value | None],
+                   ctx: LoweringContext, **kwargs: Any) -> list[Value | None]:
+        """The masks of one call's outputs (Keras's compute_mask), from its inputs and their
+        masks; by default the masks of the first argument, in order (one tensor for most
+        layers, so the first output gets its mask). Called only with supports_masking."""
+        return self.first_argument(masks)
+
+    def first_argument(self, items: list) -> list:
+        """Of one item per input tensor, those of the call's first argument (Keras's
+        previous_mask): every one for a layer called on a list, else the first."""
+        return list(items) if self.multi_input else list(items[:1])
+
+    def lower_call(self, b: GraphBuilder, inputs: list[Value], masks: list[Value | None],
+                   ctx: LoweringContext, kwargs: dict[str, Any],
+                   ) -> tuple[list[Value], list[Value | None]]:
+        """Emit one call: its outputs and their masks (None where an output has none), from
+        its input values and their masks."""
+        call = dict(kwargs)
+        if self.takes_mask and any(m is not None for m in masks):
+            call["keras_mask"] = list(masks)
+        out = self.lower(b, inputs if self.multi_input else inputs[0], ctx, **call)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        out_masks: list[Value | None] = [None] * len(outs)
+        if self.supports_masking:
+            given = self.lower_mask(b, inputs, masks, ctx, **kwargs) or []
+            out_masks[:len(given)] = list(given)[:len(outs)]
+        return outs, out_masks
+
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"name": self.name, "trainable": self.trainable,
                                   "dtype": self.dtype}
@@ -316,12 +355,16 @@ class Layer:
         if not self.built:
             self.build(shapes if self.multi_input else shapes[0])
             self.built = True
-        out_types = self.trace(tensors, kwargs)
+        out_types, mask_types = self.trace(tensors, kwargs)
+        self._warn_dropped_mask(tensors)
         record = CallRecord(self, tensors, [], dict(kwargs))
         index = len(self._calls)
-        for k, t in enumerate(out_types):
+        for k, (t, m) in enumerate(zip(out_types, mask_types)):
             name = self.name if len(out_types) == 1 else f"{self.name}_{k}"
-            record.outputs.append(KerasTensor(to_keras_shape(t), t.dtype, name, (self, index, k)))
+            out = KerasTensor(to_keras_shape(t), t.dtype, name, (self, index, k))
+            if m is not None:
+                out._keras_mask = KerasTensor(to_keras_shape(m), m.dtype, f"{name}_mask")
+            record.outputs.append(out)
         self._calls.append(record)
         outs = record.outputs
         return outs[0] if len(outs) == 1 and not self.returns_list else outs
@@ -340,20 +383,33 @@ class Layer:
     def check_input_shapes(self, shapes: list[Shape]) -> None:
         """Override to check ranks and sizes before building (Keras's input_spec)."""
 
-    def trace(self, tensors: list[KerasTensor], kwargs: dict[str, Any]) -> list[TensorType]:
-        """Output types of one call, from the IR the layer emits on symbolic inputs."""
+    def _warn_dropped_mask(self, tensors: list[KerasTensor]) -> None:
+        if self.supports_masking or self.takes_mask:
+            return
+        if any(t._keras_mask is not None for t in self.first_argument(tensors)):
+            warnings.warn(f"Layer {self.name!r} (of type {type(self).__name__}) was passed an "
+                          "input with a mask attached to it. However, this layer does not "
+                          "support masking and will therefore destroy the mask information. "
+                          "Downstream layers will not see the mask.", stacklevel=3)
+
+    def trace(self, tensors: list[KerasTensor], kwargs: dict[str, Any],
+              ) -> tuple[list[TensorType], list[TensorType | None]]:
+        """Output types of one call and of their masks (None where an output has none), from
+        the IR the layer emits on symbolic inputs."""
         b = GraphBuilder(f"trace_{self.name}")
         values = [b.input(f"in{i}", to_ir_type(t.shape, t.dtype)) for i, t in enumerate(tensors)]
+        masks = [None if t._keras_mask is None else
+                 b.input(f"mask{i}", to_ir_type(t._keras_mask.shape, t._keras_mask.dtype))
+                 for i, t in enumerate(tensors)]
         state = {id(v): b.state(f"w{i}", v.type) for i, v in enumerate(self.variables)}
         ctx = LoweringContext(b, training=False, state_values=state)
         try:
             with b.scope(self.name):
-                out = self.lower(b, values if self.multi_input else values[0], ctx, **kwargs)
+                outs, out_masks = self.lower_call(b, values, masks, ctx, kwargs)
         except KilnError as err:
             raise type(err)(f"layer {self.name!r} ({type(self).__name__}) cannot take inputs of "
                             f"shape {', '.join(str(t.shape) for t in tensors)}: {err}") from None
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        return [v.type for v in outs]
+        return [v.type for v in outs], [None if m is None else m.type for m in out_masks]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
@@ -375,6 +431,16 @@ def penalty_of(regularizer: Callable, b: GraphBuilder, value: Value, where: str)
 #: The regularizer and constraint arguments of a layer with a kernel and a bias.
 KERNEL_BIAS_OPTIONS = ("kernel_regularizer", "bias_regularizer", "kernel_constraint",
                        "bias_constraint")
+
+
+def as_bool(b: GraphBuilder, mask: Value) -> Value:
+    """A mask as bools: nonzero is True."""
+    return mask if mask.type.dtype == "bool" else b.logical_not(b.equal(mask, 0))
+
+
+def any_true(b: GraphBuilder, bools: Value, axis: int, name: str | None = None) -> Value:
+    """Whether any element along `axis` is True (the axis removed)."""
+    return b.greater(b.max(b.cast(bools, dtype="float32"), axes=(axis,)), 0.0, name=name)
 
 
 def set_weight_options(layer: Layer, **options: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from kiln.frontends.keras.layer import (
     to_ir_type,
 )
 from kiln.frontends.keras.trainer import Trainer
-from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError
+from kiln.ir import Graph, GraphBuilder, KilnTypeError, KilnValueError, Value
 
 
 @dataclass
@@ -36,6 +36,8 @@ class ForwardGraph:
     variables: dict[str, Variable]  # IR state name -> variable
     uses_rng: bool
     penalty: str | None = None  # the output holding the regularizers' total, if any
+    #: With masks=True: each masked output's name -> the output holding its Keras mask.
+    masks: dict[str, str] = field(default_factory=dict)
 
 
 def flatten_structure(value: Any, what: str) -> tuple[list[Any], list[str] | None, bool]:
@@ -142,22 +144,35 @@ class Model(Trainer, Layer):
         set_variables(self.weights, weights, f"model {self.name!r}")
 
     # -- lowering ------------------------------------------------------------------------
+    #: A model passes its inputs' masks on through its own layers (lower_call).
+    supports_masking = True
+
     def lower(self, b: GraphBuilder, inputs: Any, ctx: LoweringContext, **kwargs: Any) -> Any:
         values = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        if len(values) != len(self._inputs):
+        results, _ = self.lower_call(b, list(values), [None] * len(values), ctx, kwargs)
+        return results[0] if len(results) == 1 and self._single_output else results
+
+    def lower_call(self, b: GraphBuilder, inputs: list[Value], masks: list[Value | None],
+                   ctx: LoweringContext, kwargs: dict[str, Any],
+                   ) -> tuple[list[Value], list[Value | None]]:
+        """Inline every call between the inputs and the outputs; each input's mask (None for
+        none) flows through the layers as Keras passes masks on. Returns the outputs and
+        their masks."""
+        if len(inputs) != len(self._inputs):
             raise KilnValueError(f"model {self.name!r} expects {len(self._inputs)} inputs. "
-                                 f"Received: {len(values)}")
-        env = {id(t): v for t, v in zip(self._inputs, values)}
+                                 f"Received: {len(inputs)}")
+        env = {id(t): v for t, v in zip(self._inputs, inputs)}
+        mask_env = {id(t): m for t, m in zip(self._inputs, masks)}
         for record in self._records:
             args = [env[id(t)] for t in record.inputs]
             with b.scope(record.layer.name):
-                out = record.layer.lower(b, args if record.layer.multi_input else args[0], ctx,
-                                         **record.kwargs)
-            outs = out if isinstance(out, (list, tuple)) else [out]
+                outs, out_masks = record.layer.lower_call(
+                    b, args, [mask_env.get(id(t)) for t in record.inputs], ctx, record.kwargs)
             env.update({id(t): v for t, v in zip(record.outputs, outs)})
+            mask_env.update({id(t): m for t, m in zip(record.outputs, out_masks)})
             ctx.add_activity_penalties(record.layer, outs)
-        results = [env[id(t)] for t in self._outputs]
-        return results[0] if len(results) == 1 and self._single_output else results
+        return ([env[id(t)] for t in self._outputs],
+                [mask_env.get(id(t)) for t in self._outputs])
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         self.multi_input = isinstance(inputs, (list, tuple))
@@ -178,13 +193,15 @@ class Model(Trainer, Layer):
         return names
 
     def forward_graph(self, training: bool, name: str | None = None,
-                      penalties: bool = False) -> ForwardGraph:
+                      penalties: bool = False, masks: bool = False) -> ForwardGraph:
         """The model as one IR graph: inputs by input name, every variable as state,
         outputs by output name; in training mode, state updates (batch-norm statistics) and
         the random key's advance. With `penalties`, one more output (ForwardGraph.penalty
         names it, None when the model has no regularizer): the sum of the activity
         regularizers' penalties, in call order, then of the trainable weights' (Keras 3's
-        model.losses), which a step adds to its loss."""
+        model.losses), which a step adds to its loss. With `masks`, one more output for each
+        output that has a Keras mask (ForwardGraph.masks names them), which a step's losses
+        and metrics apply as Keras 3 does."""
         if not self.built or not self._inputs:
             raise KilnValueError(f"model {self.name!r} has not been built: give the first layer "
                                  "an input_shape, start with layers.Input, or call build()")
@@ -195,10 +212,14 @@ class Model(Trainer, Layer):
         variables = {names[id(v)]: v for v in self.variables}
         state = {id(v): b.state(n, v.type) for n, v in variables.items()}
         ctx = LoweringContext(b, training=training, state_values=state, penalties=penalties)
-        outs = self.lower(b, inputs, ctx)
-        outs = outs if isinstance(outs, list) else [outs]
+        outs, out_masks = self.lower_call(b, inputs, [None] * len(inputs), ctx, {})
         for out_name, value in zip(self.output_names, outs):
             b.output(value, out_name)
+        mask_names = {}
+        for out_name, mask in zip(self.output_names, out_masks):
+            if masks and mask is not None:
+                mask_names[out_name] = f"{out_name}._keras_mask"
+                b.output(mask, mask_names[out_name])
         penalty = None
         if penalties:
             terms = list(ctx.losses)
@@ -216,7 +237,7 @@ class Model(Trainer, Layer):
                     total = b.add(total, term, name=f"{penalty}.add")
                 b.output(total, penalty)
         ctx.finish(names)
-        return ForwardGraph(b.build(), variables, ctx.rng_key is not None, penalty)
+        return ForwardGraph(b.build(), variables, ctx.rng_key is not None, penalty, mask_names)
 
     def count_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.weights))

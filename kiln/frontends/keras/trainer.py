@@ -34,6 +34,7 @@ from kiln.frontends.keras.metric import SummedMetric
 from kiln.frontends.keras.seeding import rng
 from kiln.ir import KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
+from kiln.ir.training.summed_metrics import finish_mean
 from kiln.ir.types import numpy_dtype
 from kiln.runtimes import check_backend, create_executable, get_backend, residency
 
@@ -267,6 +268,8 @@ class Trainer:
         single = len(outputs) == 1
         loss_specs, metric_specs, taken = [], [], set()
         self.metric_directions, self.metric_finish = {}, {}
+        masked = {name for name, t in zip(self.output_names, self._outputs)
+                  if t._keras_mask is not None}
         for out in outputs:
             if out.loss is None:
                 continue
@@ -282,9 +285,13 @@ class Trainer:
                 taken.add(log_name)
                 self.metric_directions[log_name] = metric.direction
                 finish = metric.finish if isinstance(metric, SummedMetric) else None
+                # Keras 3's mean metrics weigh an output's values by its mask.
+                by_mask = finish is None and out.name in masked
+                if by_mask:
+                    finish = finish_mean
                 if finish is not None:
                     self.metric_finish[log_name] = finish
-                metric_specs.append(MetricSpec(out.name, name, metric.ir, finish))
+                metric_specs.append(MetricSpec(out.name, name, metric.ir, finish, by_mask))
         return loss_specs, metric_specs
 
     def _step_graph(self, entry: str, losses: list[LossSpec], metrics: list[MetricSpec],
@@ -293,10 +300,10 @@ class Trainer:
         the optimizer state's initial values. Both add the regularizers' penalties to the
         loss; train_step applies the trainable weights' constraints after the update."""
         forward = self.forward_graph(training=entry == "train_step", name="forward",
-                                     penalties=True)
+                                     penalties=True, masks=True)
         if entry == "test_step":
             return build_eval_step(forward.graph, losses, metrics, weighted, name="test_step",
-                                   penalty=forward.penalty), {}
+                                   penalty=forward.penalty, masks=forward.masks), {}
         names = self.state_names()
         variables = [v for v in self.trainable_weights if v.type.is_float] \
             if self.trainable else []
@@ -307,7 +314,8 @@ class Trainer:
                                 constraints={names[id(v)]: v.constraint for v in variables
                                              if v.constraint is not None},
                                 decayed=[names[id(v)] for v in variables
-                                         if self.optimizer._use_weight_decay(v)])
+                                         if self.optimizer._use_weight_decay(v)],
+                                masks=forward.masks)
         return step.graph, step.initial_state
 
     def _runtime(self, wanted: dict[str, Dataset | None]) -> Any:

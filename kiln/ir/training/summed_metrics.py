@@ -401,6 +401,12 @@ def finish_r2(sums: np.ndarray, class_aggregation: str | None = "uniform_average
     return value_of(r2)
 
 
+def finish_mean(sums: np.ndarray) -> float:
+    """[total, count] -> total / count (0 when nothing counted)."""
+    total, count = np.asarray(sums, np.float64)
+    return float(divide_no_nan(total, count))
+
+
 def finish_root_mean_squared(sums: np.ndarray) -> float:
     total, count = np.asarray(sums, np.float64)
     return math.sqrt(float(divide_no_nan(total, count)))

@@ -49,6 +49,10 @@ class MetricSpec:
     name: str
     fn: Callable[[Any, Value, Value], Value]
     finish: Callable[[np.ndarray], Any] | None = None
+    #: On an output with a Keras mask: the step reports [sum of the values where the mask
+    #: counts, the count] (give a `finish` that divides them), as Keras 3's mean metrics
+    #: weigh the values by the mask.
+    masked: bool = False
 
 
 @dataclass
@@ -58,9 +62,10 @@ class TrainStep:
     targets: dict[str, str] = field(default_factory=dict)  # output name -> target input
 
 
-def target_names(forward: Graph, losses: Sequence[LossSpec],
-                 penalty: str | None = None) -> dict[str, str]:
-    single = len([name for name, _ in forward.outputs if name != penalty]) == 1
+def target_names(forward: Graph, losses: Sequence[LossSpec], penalty: str | None = None,
+                 masks: Mapping[str, str] | None = None) -> dict[str, str]:
+    extra = {penalty, *(masks or {}).values()}
+    single = len([name for name, _ in forward.outputs if name not in extra]) == 1
     names = {spec.output: ("y" if single else f"y.{spec.output}") for spec in losses}
     taken = {v.name for v in (*forward.inputs, *forward.state)}
     for name in names.values():
@@ -82,11 +87,53 @@ def weighted_mean(b: GraphBuilder, values: Value, weights: Value | None) -> Valu
     return b.div(b.sum(b.mul(values, w)), b.size(values, dtype=values.type.dtype))
 
 
+def _divide_no_nan(b: GraphBuilder, x: Value, y: Value) -> Value:
+    zero = b.equal(y, 0.0)
+    return b.where(zero, 0.0, b.div(x, b.where(zero, 1.0, y)))
+
+
+def _masked_weights(b: GraphBuilder, mask: Value, weights: Value | None, values: Value,
+                    where: str) -> Value:
+    """Keras 3's apply_mask for "sum over batch size": total / valid where the mask counts
+    (0 elsewhere, and everywhere when nothing counts), times the sample weights; so the
+    weighted mean is the mean over the counted elements."""
+    if values.type.rank < mask.type.rank:
+        raise KilnValueError(f"{where}: the output's mask {mask.type} has more axes than the "
+                             f"values {values.type}; expected one value per masked element")
+    dtype = values.type.dtype
+    counts = b.cast(mask, dtype=dtype)
+    scale = _divide_no_nan(b, b.size(counts, dtype=dtype), b.sum(counts))
+    w = b.mul(counts, scale)
+    if weights is not None:
+        sw = b.cast(weights, dtype=dtype)
+        while sw.type.rank < w.type.rank:
+            sw = b.expand_dims(sw, axes=(sw.type.rank,))
+        w = b.mul(w, sw)
+    return w
+
+
+def _masked_statistics(b: GraphBuilder, values: Value, mask: Value, where: str) -> Value:
+    """[sum of the values where the mask counts, how many count] (values averaged first
+    over any axes past the mask's, as Keras 3's Mean reduces them)."""
+    if values.type.rank < mask.type.rank:
+        raise KilnValueError(f"{where}: the output's mask {mask.type} has more axes than the "
+                             f"values {values.type}; expected one value per masked element")
+    values = b.cast(values, dtype="float32") if values.type.dtype != "float32" else values
+    if values.type.rank > mask.type.rank:
+        values = b.mean(values, axes=tuple(range(mask.type.rank, values.type.rank)))
+    counts = b.cast(mask, dtype="float32")
+    total = b.reshape(b.sum(b.mul(values, counts)), shape=(1,))
+    return b.concat(total, b.reshape(b.sum(counts), shape=(1,)), axis=0)
+
+
 def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
                         losses: Sequence[LossSpec], metrics: Sequence[MetricSpec],
-                        sample_weight: bool, penalty: str | None) -> Value:
+                        sample_weight: bool, penalty: str | None,
+                        masks: Mapping[str, str] | None = None) -> Value:
     """Declare the target inputs, emit the losses and metrics as outputs; returns the loss
-    (the losses' weighted sum, plus the forward output `penalty` when given)."""
+    (the losses' weighted sum, plus the forward output `penalty` when given). `masks` maps
+    an output to the forward output holding its Keras mask, which its losses and metrics
+    apply."""
     if not losses:
         raise KilnValueError("expected at least one loss. Received: none")
     if penalty is not None:
@@ -98,7 +145,15 @@ def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
         if regularization.type.rank != 0 or not regularization.type.is_float:
             raise KilnValueError(f"the penalty {penalty!r} must be a float scalar. "
                                  f"Received: {regularization.type}")
-    names = target_names(forward, losses, penalty)
+    mask_of = {}
+    if masks:
+        outs = dict(outs)
+        for output, mask_name in masks.items():
+            if mask_name not in outs:
+                raise KilnValueError(f"the mask {mask_name!r} is not an output of "
+                                     f"@{forward.name}")
+            mask_of[output] = outs.pop(mask_name)
+    names = target_names(forward, losses, penalty, masks)
     types = dict(forward.outputs)
     targets: dict[str, Value] = {}
     for spec in losses:
@@ -115,8 +170,12 @@ def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
     per_output = []
     for spec in losses:
         with b.scope(f"loss.{spec.output}" if len(losses) > 1 else "loss"):
-            value = weighted_mean(b, spec.fn(b, targets[spec.output], outs[spec.output]),
-                                  weights)
+            values = spec.fn(b, targets[spec.output], outs[spec.output])
+            w = weights
+            if spec.output in mask_of:
+                w = _masked_weights(b, mask_of[spec.output], weights, values,
+                                    f"loss on output {spec.output!r}")
+            value = weighted_mean(b, values, w)
             per_output.append((spec.output, value))
             term = value if spec.weight == 1.0 else b.mul(value, spec.weight)
             total = term if total is None else b.add(total, term)
@@ -135,7 +194,13 @@ def _losses_and_metrics(b: GraphBuilder, forward: Graph, outs: dict[str, Value],
                                  "no loss and so no target")
         with b.scope(f"metric.{spec.name}"):
             value = spec.fn(b, targets[spec.output], outs[spec.output])
-            if spec.finish is None:
+            if spec.masked:
+                if spec.output not in mask_of:
+                    raise KilnValueError(f"metric {spec.name!r} is masked but output "
+                                         f"{spec.output!r} has no mask")
+                value = _masked_statistics(b, value, mask_of[spec.output],
+                                           f"metric {spec.name!r}")
+            elif spec.finish is None:
                 value = weighted_mean(b, value, None)
             elif not value.type.is_float or not all(isinstance(d, int)
                                                     for d in value.type.shape):
@@ -156,11 +221,12 @@ def _begin(forward: Graph, name: str) -> tuple[GraphBuilder, dict[str, Value], d
 
 def build_eval_step(forward: Graph, losses: Sequence[LossSpec],
                     metrics: Sequence[MetricSpec] = (), sample_weight: bool = False,
-                    name: str = "test_step", penalty: str | None = None) -> Graph:
+                    name: str = "test_step", penalty: str | None = None,
+                    masks: Mapping[str, str] | None = None) -> Graph:
     """Loss and metrics on a batch, no update: what `evaluate` runs. `penalty` names a
     scalar output of the forward graph added to the loss (the regularizers' total)."""
     b, outs, _ = _begin(forward, name)
-    _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty)
+    _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty, masks)
     return remove_dead_nodes(b.build())
 
 
@@ -169,7 +235,8 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
                      sample_weight: bool = False, name: str = "train_step",
                      penalty: str | None = None,
                      constraints: Mapping[str, Callable[[Any, Value], Value]] | None = None,
-                     decayed: Sequence[str] | None = None) -> TrainStep:
+                     decayed: Sequence[str] | None = None,
+                     masks: Mapping[str, str] | None = None) -> TrainStep:
     """One graph for one optimizer step, and the initial values of the optimizer's state.
 
     `penalty` names a scalar output of the forward graph added to the loss before it is
@@ -189,7 +256,8 @@ def build_train_step(forward: Graph, losses: Sequence[LossSpec], optimizer: Upda
         if p not in state_types:
             raise KilnValueError(f"trainable variable {p!r} is not state of @{forward.name}")
     b, outs, updates = _begin(forward, name)
-    loss = _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty)
+    loss = _losses_and_metrics(b, forward, outs, losses, metrics, sample_weight, penalty,
+                               masks)
 
     params = [b.state_values[[v.name for v in b.state_values].index(p)] for p in trainable]
     seed = b.constant(1.0, loss.type.dtype, name="loss.seed")

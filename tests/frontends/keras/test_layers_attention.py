@@ -340,7 +340,7 @@ def test_weights_configs_and_errors() -> None:
         layer(layers.Input((4, 5)), v)
     with pytest.raises(KilnValueError, match="'m'.*rank >= 3"):
         layers.MultiHeadAttention(2, 2, name="m")(layers.Input((4,)), layers.Input((4,)))
-    with pytest.raises(KilnValueError, match="'m'.*no Keras masks yet"):
+    with pytest.raises(KilnValueError, match="'m'.*takes query_mask from the tensor's Keras mask"):
         layers.MultiHeadAttention(2, 2, name="m")(q, v, query_mask=q)
     with pytest.raises(KilnTypeError, match="'m'.*unrecognized call argument 'scale'"):
         layers.MultiHeadAttention(2, 2, name="m")(q, v, scale=2)

@@ -221,5 +221,5 @@ def test_global_pooling_of_variable_steps_and_the_mask_refusal() -> None:
     model.compile(loss="mse", backend="reference")
     for steps in (4, 9):
         assert model.predict(np.ones((2, steps, 2), np.float32), verbose=0).shape == (2, 3)
-    with pytest.raises(KilnValueError, match="masks"):
+    with pytest.raises(KilnValueError, match="not as mask="):
         layers.GlobalAveragePooling1D()(layers.Input((4, 2)), mask=layers.Input((4,)))

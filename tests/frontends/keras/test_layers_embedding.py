@@ -97,8 +97,6 @@ def test_config() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(KilnValueError, match="mask_zero=True"):
-        layers.Embedding(10, 2, mask_zero=True)
     with pytest.raises(KilnValueError, match="input_dim=0"):
         layers.Embedding(0, 2)
     with pytest.raises(KilnValueError, match="output_dim=-1"):

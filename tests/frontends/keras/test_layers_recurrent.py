@@ -348,7 +348,7 @@ def test_bad_call_arguments() -> None:
         layers.LSTM(UNITS)(x, initial_state=[h])
     with pytest.raises(KilnValueError, match=r"shape \(None, 5\)"):
         layers.GRU(UNITS)(x, initial_state=[layers.Input((3,))])
-    with pytest.raises(KilnValueError, match="masks"):
+    with pytest.raises(KilnValueError, match="not as mask="):
         layers.GRU(UNITS)(x, mask=h)
     with pytest.raises(KilnValueError, match="initial_state="):
         layers.GRU(UNITS)([x, h])

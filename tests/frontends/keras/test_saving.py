@@ -222,11 +222,16 @@ def _layer_models() -> dict[str, models.Model]:
                                         layers.BatchNormalization(momentum=0.5),
                                         layers.LayerNormalization(epsilon=0.1, center=False),
                                         layers.Activation("tanh")]),
+        "masked": models.Sequential([ids, layers.Embedding(10, 4, mask_zero=True),
+                                     layers.Masking(mask_value=0.5),
+                                     layers.LSTM(3, return_sequences=True,
+                                                 zero_output_for_mask=True),
+                                     layers.GlobalAveragePooling1D()]),
     }
 
 
 @pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
-                                  "reshaping", "attention", "embedding"])
+                                  "reshaping", "attention", "embedding", "masked"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]

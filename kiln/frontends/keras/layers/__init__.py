@@ -28,6 +28,7 @@ from kiln.frontends.keras.layers.core import (
     Flatten,
     Input,
     InputLayer,
+    Masking,
     Reshape,
 )
 from kiln.frontends.keras.layers.einsum_dense import EinsumDense
@@ -99,8 +100,8 @@ __all__ = [
     "DepthwiseConv2D",
     "Dot",
     "Dropout",
-    "EinsumDense",
     "ELU",
+    "EinsumDense",
     "Embedding",
     "Flatten",
     "GRU",
@@ -116,6 +117,7 @@ __all__ = [
     "Layer",
     "LayerNormalization",
     "LeakyReLU",
+    "Masking",
     "MaxPooling1D",
     "MaxPooling2D",
     "Maximum",

@@ -13,7 +13,10 @@ import numpy as np
 
 from kiln.frontends.keras import initializers
 from kiln.frontends.keras.layer import Layer, set_weight_options, weight_options_config
-from kiln.ir import KilnValueError
+from kiln.ir import GraphBuilder, KilnValueError, Value
+
+#: The score Keras's Softmax gives masked positions (before the softmax).
+MASKED_SCORE = -1e9
 
 
 def _number(value: Any, name: str, layer: str, allow_none: bool = False) -> float | None:
@@ -62,6 +65,8 @@ class ReLU(Layer):
     Input shape: any. Output shape: the input's.
     """
 
+    supports_masking = True
+
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -84,6 +89,8 @@ class LeakyReLU(Layer):
     Input shape: any. Output shape: the input's.
     """
 
+    supports_masking = True
+
     def __init__(self, negative_slope: float = 0.3, **kwargs: Any):
         if "alpha" in kwargs:
             negative_slope = kwargs.pop("alpha")
@@ -102,6 +109,8 @@ class ELU(Layer):
 
     Args: alpha=1.0. Input shape: any. Output shape: the input's.
     """
+
+    supports_masking = True
 
     def __init__(self, alpha: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -126,6 +135,8 @@ class PReLU(Layer):
     Weights: alpha, of the input's shape without the batch axis, 1 along the shared axes.
     Input shape: any, every non-batch axis known. Output shape: the input's.
     """
+
+    supports_masking = True
 
     def __init__(self, alpha_initializer: Any = "zeros", alpha_regularizer: Any = None,
                  alpha_constraint: Any = None, shared_axes: Any = None, **kwargs: Any):
@@ -193,11 +204,25 @@ def softmax_over(b: Any, x: Any, axes: tuple[int, ...]) -> Any:
     return b.div(e, b.sum(e, axes=axes, keepdims=True))
 
 
+def masked_softmax(b: GraphBuilder, x: Value, allowed: Value | None,
+                   axes: tuple[int, ...], zero_masked: bool = True) -> Value:
+    """Keras's softmax with a mask: scores MASKED_SCORE where not `allowed` (bool,
+    broadcasting against x), and with `zero_masked` probability 0 there after (so a fully
+    masked row is 0; without, it is uniform)."""
+    if allowed is None:
+        return softmax_over(b, x, axes)
+    probs = softmax_over(b, b.where(allowed, x, MASKED_SCORE), axes)
+    return b.where(allowed, probs, 0.0) if zero_masked else probs
+
+
 class Softmax(Layer):
     """exp(x) / sum(exp(x)) along `axis`; over several axes jointly when `axis` is a list.
 
     Args: axis=-1, an int or a list of ints. Input shape: any. Output shape: the input's.
     """
+
+    supports_masking = True
+    takes_mask = True
 
     def __init__(self, axis: Any = -1, **kwargs: Any):
         super().__init__(**kwargs)
@@ -210,8 +235,20 @@ class Softmax(Layer):
             raise KilnValueError(f"layer {self.name!r}: axis {self.axis} out of range for an "
                                  f"input of rank {rank}")
 
-    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        return softmax_over(b, x, self.axis if isinstance(self.axis, tuple) else (self.axis,))
+    def lower(self, b, x, ctx, keras_mask=None, **kwargs):  # noqa: ANN001, ANN201
+        axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        mask = None if keras_mask is None else keras_mask[0]
+        if mask is None:
+            return softmax_over(b, x, axes)
+        shape, dims = x.type.shape, mask.type.shape
+        if len(dims) > len(shape) or any(m not in (1, i)
+                                         for m, i in zip(dims[::-1], shape[::-1])):
+            raise KilnValueError(f"layer {self.name!r}: the mask must be broadcastable to the "
+                                 f"inputs, each mask dimension 1 or the input's (aligned from "
+                                 f"the last). Received: inputs.shape={shape}, "
+                                 f"mask.shape={dims}")
+        allowed = mask if mask.type.dtype == "bool" else b.greater(mask, 0.5)
+        return masked_softmax(b, x, allowed, axes)
 
     def get_config(self) -> dict[str, Any]:
         axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis

@@ -17,16 +17,14 @@ from kiln.frontends.keras.layer import (
     KERNEL_BIAS_OPTIONS,
     KerasTensor,
     Layer,
+    as_bool,
     set_weight_options,
     weight_options_config,
 )
-from kiln.frontends.keras.layers.activation import softmax_over
+from kiln.frontends.keras.layers.activation import masked_softmax
 from kiln.frontends.keras.layers.core import inverted_dropout
 from kiln.frontends.keras.layers.einsum_dense import Projection
 from kiln.ir import KilnTypeError, KilnValueError
-
-#: What a masked position's score becomes before the softmax (Keras's large negative).
-MASKED_SCORE = -1e9
 
 
 def band_mask(t: Any, s: Any, causal: bool, window: int | None, name: str) -> np.ndarray:
@@ -121,14 +119,20 @@ class MultiHeadAttention(Layer):
     Call: layer(query, value, key=None, attention_mask=None, return_attention_scores=False,
     training=None, use_causal_mask=False). query (batch, T..., dim), value and key (batch,
     S..., dim'); attention_mask (batch, T..., S...) or broadcastable to it (size-1 axes):
-    nonzero where a query position may attend to a key position. A query position that may
-    attend nowhere gets zero probabilities (an output of the bias alone), as Keras's softmax
-    path gives. use_causal_mask and sliding_window need known sequence lengths.
+    nonzero where a query position may attend to a key position. Keras masks on the inputs
+    (Embedding(mask_zero=True), Masking) join it: a query position that is masked, or a key
+    position masked in value or key, is left out; the output keeps the query's mask. A
+    query position that may attend nowhere is as Keras computes it: on its fused path (no
+    dropout, no scores returned, one attention axis) the mean of the values, else zero
+    probabilities (the bias alone). use_causal_mask and sliding_window need known sequence
+    lengths.
     Returns the output (batch, T..., output_shape), and with return_attention_scores the
     probabilities (batch, heads, T..., S...) as well.
     """
 
     multi_input = True
+    supports_masking = True
+    takes_mask = True
 
     def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None,
                  dropout: float = 0.0, use_bias: bool = True, output_shape: Any = None,
@@ -173,8 +177,9 @@ class MultiHeadAttention(Layer):
                  training: Any = None, use_causal_mask: bool = False, **kwargs: Any) -> Any:
         for name in ("query_mask", "value_mask", "key_mask"):
             if kwargs.pop(name, None) is not None:
-                raise KilnValueError(f"layer {self.name!r}: kiln has no Keras masks yet; "
-                                     f"pass attention_mask instead of {name}")
+                raise KilnValueError(f"layer {self.name!r}: kiln takes {name} from the "
+                                     f"tensor's Keras mask (Embedding(mask_zero=True), "
+                                     f"Masking), or pass attention_mask")
         if kwargs:
             name = next(iter(kwargs))
             raise KilnTypeError(f"layer {self.name!r}: unrecognized call argument {name!r}. "
@@ -280,12 +285,19 @@ class MultiHeadAttention(Layer):
         """Checked in __call__, where the call's arguments say which tensor is which."""
 
     # -- lowering ----------------------------------------------------------------------------
+    def first_argument(self, items: list) -> list:
+        return list(items[:1])  # the query's mask is the output's
+
     def lower(self, b, xs, ctx, with_key=False, with_mask=False,  # noqa: ANN001, ANN201
-              return_attention_scores=False, use_causal_mask=False, training=None):
+              return_attention_scores=False, use_causal_mask=False, training=None,
+              keras_mask=None):
         rest = iter(xs[2:])
         query, value = xs[0], xs[1]
         key = next(rest) if with_key else value
         mask = next(rest) if with_mask else None
+        auto = self._input_masks(b, keras_mask, with_key)
+        if auto is not None:
+            mask = auto if mask is None else b.logical_and(as_bool(b, mask), auto)
         gate = (None if self.gate_dense is None
                 else b.sigmoid(self.gate_dense.lower(b, query, ctx)))
         q = self.query_dense.lower(b, query, ctx)
@@ -297,7 +309,11 @@ class MultiHeadAttention(Layer):
         q = b.mul(q, 1.0 / math.sqrt(float(self.key_dim)))
         scores = einsum(b, scores_eq, k, q)
         allowed = self._allowed(b, mask, q, k, axes, scores_rank, use_causal_mask)
-        probs = self._masked_softmax(b, scores, allowed, len(axes))
+        # Keras's fused path (torch's scaled_dot_product_attention) gives a query position
+        # that may attend nowhere the mean of the values; its softmax path zeros.
+        fused = not (self.dropout > 0 or return_attention_scores or rank != 4)
+        probs = masked_softmax(b, scores, allowed, tuple(range(-len(axes), 0)),
+                               zero_masked=not fused)
         dropped = inverted_dropout(b, ctx, self, probs, self.dropout, training,
                                    probs.type.shape, name="dropout_mask")
         heads = einsum(b, combine_eq, dropped, v)
@@ -306,12 +322,33 @@ class MultiHeadAttention(Layer):
         out = self.output_dense.lower(b, heads, ctx)
         return [out, probs] if return_attention_scores else out
 
+    @staticmethod
+    def _input_masks(b, keras_mask, with_key):  # noqa: ANN001, ANN205
+        """Keras's attention mask from the inputs' masks, (batch, T, S) or None: the query's
+        mask over its positions, the value's (and a given key's) over the key positions."""
+        if not keras_mask:
+            return None
+        query, value = keras_mask[0], keras_mask[1]
+        key = keras_mask[2] if with_key else None
+        parts = []
+        if query is not None:
+            parts.append(b.expand_dims(as_bool(b, query), axes=(-1,)))
+        for m in (value, key):
+            if m is not None:
+                parts.append(b.expand_dims(as_bool(b, m), axes=(-2,)))
+        if not parts:
+            return None
+        out = parts[0]
+        for part in parts[1:]:
+            out = b.logical_and(out, part)
+        return out
+
     def _allowed(self, b, mask, q, k, axes, scores_rank, causal):  # noqa: ANN001, ANN202
         """Where a query position may attend to a key position (bool, broadcasting against
         the scores), or None when it may everywhere."""
         allowed = None
         if mask is not None:
-            allowed = _truth(b, mask)
+            allowed = as_bool(b, mask)
             # The mask's axes are (batch, other axes..., query's, key's): the heads' axis and
             # any other axes it leaves out are inserted before the query's (as Keras does).
             missing = scores_rank - allowed.type.rank
@@ -332,15 +369,6 @@ class MultiHeadAttention(Layer):
                                  f"take one attention axis. Received: attention_axes={axes}")
         return band_mask(q.type.shape[axes[0]], k.type.shape[axes[0]], causal,
                          self.sliding_window, self.name)
-
-    @staticmethod
-    def _masked_softmax(b: Any, scores: Any, allowed: Any, n_axes: int) -> Any:
-        """Softmax over the last n_axes of the scores; disallowed positions score
-        MASKED_SCORE first and get probability 0 after (Keras's Softmax with a mask)."""
-        if allowed is not None:
-            scores = b.where(allowed, scores, MASKED_SCORE)
-        probs = softmax_over(b, scores, tuple(range(-n_axes, 0)))
-        return probs if allowed is None else b.where(allowed, probs, 0.0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
@@ -367,13 +395,16 @@ class Attention(Layer):
     Call: layer([query, value, key?], mask=[query_mask, value_mask], training=None,
     return_attention_scores=False, use_causal_mask=False). query (batch, Tq, dim), value
     (batch, Tv, dim'), key (batch, Tv, dim); the masks (batch, Tq) and (batch, Tv), nonzero
-    where a position counts (either may be None): kiln has no Keras masks flowing between
-    layers, so they are passed as tensors. The output is zero at masked query positions.
+    where a position counts (either may be None); without mask=, the inputs' Keras masks
+    (Embedding(mask_zero=True), Masking) are taken. The output is zero at masked query
+    positions and keeps the query mask.
     Returns (batch, Tq, dim'), and with return_attention_scores the weights (batch, Tq, Tv)
     after dropout, as Keras returns them.
     """
 
     multi_input = True
+    supports_masking = True
+    takes_mask = True
     #: The scores' shift at disallowed positions (Keras's, before the softmax).
     MASK_SHIFT = 1e9
 
@@ -462,15 +493,30 @@ class Attention(Layer):
             pairs = b.mul(pairs, ctx.value(self.scale))
         return b.mul(ctx.value(self.concat_score_weight), b.sum(b.tanh(pairs), axes=(-1,)))
 
+    @staticmethod
+    def _masks(b, xs, with_key, with_query_mask, with_value_mask,  # noqa: ANN001, ANN205
+               keras_mask):
+        """[query mask, value mask] as bools (None where absent): those passed as mask=,
+        else the query's and the value's Keras masks."""
+        if with_query_mask or with_value_mask:
+            rest = iter(xs[3 if with_key else 2:])
+            given = [next(rest) if flag else None for flag in (with_query_mask,
+                                                               with_value_mask)]
+        else:
+            given = list(keras_mask[:2]) if keras_mask else [None, None]
+        return [None if m is None else as_bool(b, m) for m in given]
+
+    def lower_mask(self, b, xs, masks, ctx, with_key=False,  # noqa: ANN001, ANN201
+                   with_query_mask=False, with_value_mask=False, **kwargs):
+        return self._masks(b, xs, with_key, with_query_mask, with_value_mask, masks)[:1]
+
     def lower(self, b, xs, ctx, with_key=False, with_query_mask=False,  # noqa: ANN001, ANN201
               with_value_mask=False, return_attention_scores=False, use_causal_mask=False,
-              training=None):
-        count = 3 if with_key else 2
+              training=None, keras_mask=None):
         q, v = xs[0], xs[1]
         k = xs[2] if with_key else v
-        rest = iter(xs[count:])
-        q_mask = _truth(b, next(rest)) if with_query_mask else None
-        v_mask = _truth(b, next(rest)) if with_value_mask else None
+        q_mask, v_mask = self._masks(b, xs, with_key, with_query_mask, with_value_mask,
+                                     keras_mask)
         scores = self._scores(b, q, k, ctx)
         allowed = None if v_mask is None else b.expand_dims(v_mask, axes=(1,))
         if use_causal_mask:
@@ -518,8 +564,3 @@ class AdditiveAttention(Attention):
         config = super().get_config()
         del config["score_mode"]
         return config
-
-
-def _truth(b: Any, mask: Any) -> Any:
-    """A mask as bools: nonzero is True."""
-    return mask if mask.type.dtype == "bool" else b.logical_not(b.equal(mask, 0))

@@ -525,8 +525,9 @@ class _GlobalPooling(Layer):
 
     def __call__(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
         if mask is not None:
-            raise KilnValueError(f"layer {self.name!r}: kiln does not support masks yet. "
-                                 f"Received: mask={mask!r}")
+            raise KilnValueError(f"layer {self.name!r}: kiln takes a mask from the input's "
+                                 f"Keras mask (Embedding(mask_zero=True), Masking), not as "
+                                 f"mask=. Received: mask={mask!r}")
         return super().__call__(inputs, **kwargs)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
@@ -566,11 +567,28 @@ class GlobalAveragePooling1D(_GlobalPooling):
 
     Args: data_format=None (channels_last: steps on axis 1; channels_first: on axis 2),
     keepdims=False. Input shape: (batch, steps, channels). Output: (batch, channels), or
-    (batch, 1, channels) with keepdims.
+    (batch, 1, channels) with keepdims. With a Keras mask on its input (batch, steps), the
+    mean of the steps that count (NaN where none does, as in Keras).
     """
 
     op = "mean"
     rank = 1
+    supports_masking = True  # its output has no mask: the steps are pooled away
+    takes_mask = True
+
+    def lower(self, b, x, ctx, keras_mask=None, **kwargs):  # noqa: ANN001, ANN201
+        mask = None if keras_mask is None else keras_mask[0]
+        if mask is None:
+            return super().lower(b, x, ctx)
+        # Keras's masked mean: the sum over the steps that count over their number.
+        steps = 1 if self.data_format == "channels_last" else 2
+        kept = b.expand_dims(mask, axes=(3 - steps,))
+        total = b.sum(b.where(kept, x, 0.0), axes=(steps,), keepdims=self.keepdims)
+        count = b.sum(b.cast(kept, dtype=x.type.dtype), axes=(steps,), keepdims=self.keepdims)
+        return b.div(total, count)
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return []
 
 
 class GlobalMaxPooling1D(_GlobalPooling):

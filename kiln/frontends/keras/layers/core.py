@@ -12,6 +12,7 @@ from kiln.frontends.keras.layer import (
     KerasTensor,
     Layer,
     _shape_arg,
+    any_true,
     set_weight_options,
     weight_options_config,
 )
@@ -56,6 +57,8 @@ class Dense(Layer):
     activity_regularizer=None, kernel_constraint=None, bias_constraint=None.
     Input shape: (batch, ..., input_dim). Output: (batch, ..., units).
     """
+
+    supports_masking = True
 
     def __init__(self, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
@@ -119,6 +122,8 @@ class Activation(Layer):
     Input shape: any. Output shape: the input's.
     """
 
+    supports_masking = True
+
     def __init__(self, activation: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -155,6 +160,8 @@ class Dropout(Layer):
     Call argument: training=None (the graph's mode) or a bool that forces the mode.
     Input shape: any. Output shape: the input's.
     """
+
+    supports_masking = True
 
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
                  seed: int | None = None, **kwargs: Any):
@@ -208,6 +215,43 @@ def _data_format(value: Any, layer: str) -> str:
         raise KilnValueError(f"layer {layer!r}: the `data_format` argument must be one of "
                              f"'channels_first', 'channels_last'. Received: data_format={value!r}")
     return fmt
+
+
+class Masking(Layer):
+    """Masks the timesteps whose features all equal `mask_value`: the output is the input
+    with those steps set to 0, and carries a Keras mask (True at the other steps) that later
+    layers take, as Keras's Masking does.
+
+    Args: mask_value=0.0. Input shape: (batch, ..., features). Output shape: the input's;
+    its mask (batch, ...).
+    """
+
+    supports_masking = True
+
+    def __init__(self, mask_value: float = 0.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float)):
+            raise KilnValueError(f"layer {self.name!r}: expected mask_value to be a number. "
+                                 f"Received: mask_value={mask_value!r}")
+        self.mask_value = float(mask_value)
+
+    def check_input_shapes(self, shapes: list) -> None:
+        if len(shapes[0]) < 2:
+            raise KilnValueError(f"layer {self.name!r}: expected an input of rank >= 2 "
+                                 f"(batch, ..., features). Received: shape={shapes[0]}")
+
+    def _kept(self, b, x):  # noqa: ANN001, ANN202
+        differs = b.logical_not(b.equal(x, b.constant(self.mask_value, x.type.dtype)))
+        return any_true(b, differs, -1, name="mask")
+
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return b.where(b.expand_dims(self._kept(b, x), axes=(-1,)), x, 0.0)
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return [self._kept(b, inputs[0])]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mask_value": self.mask_value}
 
 
 class Flatten(Layer):

@@ -22,13 +22,16 @@ class Embedding(Layer):
 
     Args: input_dim (the vocabulary size), output_dim, embeddings_initializer="uniform"
     (Keras's RandomUniform(-0.05, 0.05)), embeddings_regularizer=None,
-    embeddings_constraint=None, activity_regularizer=None, mask_zero=False, weights=None (an
+    embeddings_constraint=None, activity_regularizer=None, mask_zero=False (give the output
+    a Keras mask, True where the id is not 0, which later layers take: RNNs skip the masked
+    steps, pooling and attention leave them out, losses do not count them), weights=None (an
     initial table).
     `input_length` (Keras 2) is accepted and ignored with a warning, as Keras 3 does.
-    Masking is not implemented in kiln: mask_zero=True is refused.
     Input: integer ids of any shape (batch, ...); float ids are cast to int32 first, as Keras
     does. Output shape: (batch, ..., output_dim).
     """
+
+    supports_masking = True
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: Any = "uniform",
                  embeddings_regularizer: Any = None, embeddings_constraint: Any = None,
@@ -45,14 +48,10 @@ class Embedding(Layer):
                 raise KilnValueError(f"layer {self.name!r}: both `input_dim` and `output_dim` "
                                      f"should be positive integers. Received: "
                                      f"input_dim={input_dim!r}, output_dim={output_dim!r}")
-        if mask_zero:
-            raise KilnValueError(f"layer {self.name!r}: kiln does not implement masking, so "
-                                 f"Embedding cannot produce a mask. Expected mask_zero=False. "
-                                 f"Received: mask_zero={mask_zero!r}")
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.embeddings_initializer = embeddings_initializer
-        self.mask_zero = mask_zero
+        self.mask_zero = bool(mask_zero)
         self._initial_weights = None
         if weights is not None:
             table = np.asarray(weights[0] if isinstance(weights, (list, tuple)) else weights)
@@ -76,6 +75,9 @@ class Embedding(Layer):
         if ids.type.dtype not in ("int32", "int64"):
             ids = b.cast(ids, dtype="int32")
         return b.gather(ctx.value(self.embeddings), ids, axis=0)
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return [b.logical_not(b.equal(inputs[0], 0), name="mask")] if self.mask_zero else []
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "input_dim": self.input_dim,

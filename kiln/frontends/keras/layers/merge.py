@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.frontends.keras.layer import KerasTensor, Layer
+from kiln.frontends.keras.layer import KerasTensor, Layer, any_true
 from kiln.ir import KilnTypeError, KilnValueError
 
 
@@ -35,6 +35,7 @@ class _Merge(Layer):
     inserted after the batch axis first, as Keras does."""
 
     multi_input = True
+    supports_masking = True
     op = ""
     #: How many inputs the layer takes: at least this many ...
     min_inputs = 1
@@ -65,6 +66,15 @@ class _Merge(Layer):
                 x = b.expand_dims(x, axes=tuple(range(1, 1 + rank - x.type.rank)))
             out = x if out is None else b.op(self.op, out, x)
         return out
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        """Keras's: where every input has a mask, a step counts where any input's does."""
+        if any(m is None for m in masks):
+            return []
+        out = masks[0]
+        for m in masks[1:]:
+            out = b.logical_or(out, m)
+        return [out]
 
 
 class Add(_Merge):
@@ -145,6 +155,7 @@ class Dot(Layer):
     """
 
     multi_input = True
+    supports_masking = True  # its output has no mask
 
     def __init__(self, axes: Any, normalize: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -196,6 +207,9 @@ class Dot(Layer):
         shape = (batch, *x_rest, *y_rest)
         return b.reshape(out, shape=shape if len(shape) > 1 else (batch, 1))
 
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return []
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
 
@@ -214,6 +228,7 @@ class Concatenate(Layer):
     """
 
     multi_input = True
+    supports_masking = True
 
     def __init__(self, axis: int = -1, **kwargs: Any):
         super().__init__(**kwargs)
@@ -243,6 +258,22 @@ class Concatenate(Layer):
 
     def lower(self, b, xs, ctx, **kwargs):  # noqa: ANN001, ANN201
         return b.concat(*xs, axis=self.axis)
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        """Keras's: each input's mask spread over its elements (all True for an input
+        without one), joined along the axis, then any over the last axis."""
+        if all(m is None for m in masks):
+            return []
+        spread = []
+        for x, m in zip(inputs, masks):
+            if m is None:
+                m = b.constant(True, "bool", shape=x.type.shape)
+            elif m.type.rank < x.type.rank:
+                m = b.logical_or(b.expand_dims(m, axes=(-1,)),
+                                 b.constant(False, "bool", shape=x.type.shape))
+            spread.append(m)
+        joined = b.concat(*spread, axis=self.axis)
+        return [any_true(b, joined, -1)]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

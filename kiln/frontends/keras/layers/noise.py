@@ -38,6 +38,8 @@ class GaussianNoise(Layer):
     Call argument: training=None or a bool. Input shape: any. Output shape: the input's.
     """
 
+    supports_masking = True
+
     def __init__(self, stddev: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.stddev = _fraction(stddev, "stddev", self.name, below_one=False)
@@ -61,6 +63,8 @@ class GaussianDropout(Layer):
 
     Args: rate in [0, 1); seed (accepted). Call argument: training=None or a bool.
     """
+
+    supports_masking = True
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)

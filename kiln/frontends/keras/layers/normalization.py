@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiln.frontends.keras import initializers
-from kiln.frontends.keras.layer import Layer, set_weight_options, weight_options_config
+from kiln.frontends.keras.layer import Layer, as_bool, set_weight_options, weight_options_config
 from kiln.ir import KilnTypeError, KilnValueError
 
 
@@ -41,9 +41,14 @@ class BatchNormalization(Layer):
     Weights, in Keras's order: gamma, beta (trainable; each only when scale / center), then
     moving_mean, moving_variance (non-trainable), each of shape (features,).
     In training mode each call updates moving = moving * momentum + batch_stat * (1 - momentum).
-    Call argument: training=None (the graph's mode) or a bool that forces the mode.
+    Call argument: training=None (the graph's mode) or a bool that forces the mode. With a
+    Keras mask on the input (one axis less), training takes the batch statistics over the
+    positions that count (Keras's masked moments); the output keeps the mask.
     Input shape: any rank. Output shape: the input's.
     """
+
+    supports_masking = True
+    takes_mask = True
 
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
                  center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",
@@ -104,8 +109,10 @@ class BatchNormalization(Layer):
         self.moving_variance = self.add_weight("moving_variance", features,
                                                self.moving_variance_initializer, trainable=False)
 
-    def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
+    def lower(self, b, x, ctx, training=None, keras_mask=None,  # noqa: ANN001, ANN201
+              **kwargs):
         training = ctx.training if training is None else bool(training)
+        mask = None if keras_mask is None else keras_mask[0]
         rank = x.type.rank
         axis = self.axis % rank
         reduce = tuple(i for i in range(rank) if i != axis)
@@ -118,9 +125,12 @@ class BatchNormalization(Layer):
             return b.reshape(v, shape=tuple(features if i == axis else 1 for i in range(rank)))
 
         if training and self.trainable:
-            mean = b.mean(x, axes=reduce, name="mean")
-            variance = b.mean(b.square(b.sub(x, per_feature(mean))), axes=reduce,
-                              name="variance")
+            if mask is None:
+                mean = b.mean(x, axes=reduce, name="mean")
+                variance = b.mean(b.square(b.sub(x, per_feature(mean))), axes=reduce,
+                                  name="variance")
+            else:
+                mean, variance = self._masked_moments(b, x, mask, reduce, per_feature)
             for moving, batch_stat in ((self.moving_mean, mean),
                                        (self.moving_variance, variance)):
                 old = ctx.value(moving)
@@ -136,6 +146,21 @@ class BatchNormalization(Layer):
         if self.center:
             shift = b.add(shift, ctx.value(self.beta))
         return b.add(b.mul(x, per_feature(inv)), per_feature(shift))
+
+    def _masked_moments(self, b, x, mask, reduce, per_feature):  # noqa: ANN001, ANN202
+        """Keras's: the mean and variance over the positions the mask keeps (the mask spread
+        over the last axis), each sum over the count plus 1e-7."""
+        if mask.type.rank != x.type.rank - 1:
+            raise KilnValueError(f"layer {self.name!r}: the mask provided should be one "
+                                 f"dimension less than the inputs. Received: mask.shape="
+                                 f"{mask.type.shape}, inputs.shape={x.type.shape}")
+        kept = b.logical_or(b.expand_dims(as_bool(b, mask), axes=(-1,)),
+                            b.constant(False, "bool", shape=x.type.shape))
+        count = b.add(b.sum(b.cast(kept, dtype=x.type.dtype), axes=reduce), 1e-7)
+        mean = b.div(b.sum(b.where(kept, x, 0.0), axes=reduce), count, name="mean")
+        spread = b.where(kept, b.sub(x, per_feature(mean)), 0.0)
+        variance = b.div(b.sum(b.square(spread), axes=reduce), count, name="variance")
+        return mean, variance
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
@@ -164,6 +189,8 @@ class LayerNormalization(Layer):
     Weights: gamma, beta (each only when scale / center), of the normalized axes' shape.
     Input shape: any rank, the normalized axes known. Output shape: the input's.
     """
+
+    supports_masking = True
 
     def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3,
                  center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",

@@ -17,6 +17,7 @@ from kiln.frontends.keras import activations, initializers
 from kiln.frontends.keras.layer import (
     KerasTensor,
     Layer,
+    as_bool,
     set_weight_options,
     weight_options_config,
 )
@@ -69,6 +70,8 @@ class RNNBase(_SequenceCall):
     `units` in the kernels, the `states` it carries, and `step`."""
 
     multi_input = True  # the sequence, then any initial states given as initial_state=
+    supports_masking = True
+    takes_mask = True
     gates = 1
     states: tuple[str, ...] = ("h",)
     #: Set by Bidirectional on its backward layer: return_sequences gives the outputs in
@@ -80,6 +83,7 @@ class RNNBase(_SequenceCall):
                  recurrent_dropout: float, seed: int | None, return_sequences: bool,
                  return_state: bool, go_backwards: bool, stateful: bool, unroll: bool,
                  per_gate_masks: bool, options: dict[str, Any], **kwargs: Any):
+        zero_output_for_mask = kwargs.pop("zero_output_for_mask", False)
         super().__init__(**kwargs)
         set_weight_options(self, **options)
         kind = type(self).__name__
@@ -104,6 +108,8 @@ class RNNBase(_SequenceCall):
         self.go_backwards = bool(go_backwards)
         self.stateful = False
         self.unroll = bool(unroll)  # a scan either way; backends decide how to run it
+        # With a mask, the output at a masked step is 0 instead of the last step's output.
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         # Keras 3 draws one mask per gate (implementation 1) once recurrent_dropout is on.
         self._per_gate = self.gates > 1 and (per_gate_masks or self.recurrent_dropout > 0)
         self.returns_list = self.return_state
@@ -158,9 +164,21 @@ class RNNBase(_SequenceCall):
         return self.bias_initializer
 
     # -- lowering ------------------------------------------------------------------------
-    def lower(self, b, inputs, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
+    def first_argument(self, items: list) -> list:
+        return list(items[:1])  # the sequence's: the initial states are not masked
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return [masks[0] if self.return_sequences else None]
+
+    def lower(self, b, inputs, ctx, training=None, keras_mask=None,  # noqa: ANN001, ANN201
+              **kwargs):
         values = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         x, given = self._cast(b, values[0]), [self._cast(b, s) for s in values[1:]]
+        # Keras passes a call its input's mask only where the sequence is its one tensor
+        # argument: given initial states, the steps are not masked (the mask still passes on).
+        mask = keras_mask[0] if keras_mask and not given else None
+        steps = [] if mask is None else [b.expand_dims(b.transpose(
+            as_bool(b, mask), perm=(1, 0)), axes=(2,), name="step_mask")]
         training = ctx.training if training is None else bool(training)
         batch, features = x.type.shape[0], x.type.shape[2]
         x_tm = b.transpose(x, perm=(1, 0, 2), name="time_major")
@@ -179,10 +197,10 @@ class RNNBase(_SequenceCall):
         carries = given or [b.constant(0.0, self.dtype, shape=(batch, self.units),
                                        name=f"initial_{s}") for s in self.states]
         consts = self.recurrent_constants(b, ctx, split=bool(rec_masks))
-        body = self._body(carries, xw, consts, rec_masks)
-        results = b.scan(*carries, xw, *(v for _, v in consts), *rec_masks, body=body,
-                         num_carry=len(carries), num_seq=1, reverse=self.go_backwards,
-                         name="scan")
+        body = self._body(carries, xw, consts, rec_masks, steps)
+        results = b.scan(*carries, xw, *steps, *(v for _, v in consts), *rec_masks, body=body,
+                         num_carry=len(carries), num_seq=1 + len(steps),
+                         reverse=self.go_backwards, name="scan")
         results = list(results) if isinstance(results, tuple) else [results]
         finals = results[:len(carries)]
         if self.return_sequences:
@@ -192,6 +210,11 @@ class RNNBase(_SequenceCall):
             output = b.transpose(ys, perm=(1, 0, 2), name="sequences")
         else:
             output = finals[0]
+            if steps and self.zero_output_for_mask:
+                # 0 unless the last step processed counts.
+                last = steps[0] if self.go_backwards else _reverse_time(b, steps[0])
+                last = b.slice(last, begin=(0, None, None), end=(1, None, None))
+                output = b.where(b.squeeze(last, axes=(0,)), output, 0.0)
         return [output, *finals] if self.return_state else output
 
     def _cast(self, b: GraphBuilder, v: Value) -> Value:
@@ -236,17 +259,25 @@ class RNNBase(_SequenceCall):
         return [("recurrent_kernel", ctx.value(self.recurrent_kernel))]
 
     def _body(self, carries: list[Value], xw: Value, consts: list[tuple[str, Value]],
-              masks: list[Value]) -> Graph:
+              masks: list[Value], steps: list[Value]) -> Graph:
+        """One step's graph; with `steps` (the step mask as a sequence), a masked step keeps
+        the states and repeats the last output (0 with zero_output_for_mask), as Keras."""
         bb = GraphBuilder(f"{self.name}_step")
         state = [bb.input(n, v.type) for n, v in zip(self.states, carries, strict=True)]
         x_t = bb.input("x", xw.type.with_shape(xw.type.shape[1:]))
+        counts = [bb.input("counts", m.type.with_shape(m.type.shape[1:])) for m in steps]
         const_in = [bb.input(n, v.type) for n, v in consts]
         mask_in = [bb.input(f"mask_{j}", m.type) for j, m in enumerate(masks)]
         new = self.step(bb, state, x_t, const_in, mask_in)
+        y = new[0]
+        if counts:
+            new = [bb.where(counts[0], n, old) for n, old in zip(new, state, strict=True)]
+            # Without initial states (else no mask), the last output is the carried h.
+            y = bb.where(counts[0], y, 0.0) if self.zero_output_for_mask else new[0]
         for n, v in zip(self.states, new, strict=True):
             bb.output(v, f"{n}_next")
         if self.return_sequences:
-            bb.output(new[0], "y")
+            bb.output(y, "y")
         return bb.build()
 
     def step(self, bb: GraphBuilder, state: list[Value], x_t: Value, consts: list[Value],
@@ -269,6 +300,7 @@ class RNNBase(_SequenceCall):
                 "seed": self.seed, "return_sequences": self.return_sequences,
                 "return_state": self.return_state, "go_backwards": self.go_backwards,
                 "stateful": self.stateful, "unroll": self.unroll,
+                "zero_output_for_mask": self.zero_output_for_mask,
                 **weight_options_config(self, *_OPTIONS)}
 
 
@@ -297,8 +329,11 @@ _RNN_DOC_TAIL = """
     activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint (None, or
     as kiln.regularizers.get / kiln.constraints.get take them).
     Call arguments: initial_state=None (a list of (batch, units) tensors: {states}),
-    training=None (the graph's mode; forces dropout on or off), mask=None (masks are not
-    supported yet). Input shape: (batch, timesteps, features); timesteps may be None.
+    training=None (the graph's mode; forces dropout on or off). A Keras mask on the sequence
+    (Embedding(mask_zero=True), Masking) skips the masked steps: they keep the states and
+    repeat the last output (0 with zero_output_for_mask=True); as in Keras, not when
+    initial_state is given. With return_sequences the output keeps the mask.
+    Input shape: (batch, timesteps, features); timesteps may be None.
     Output shape: (batch, units), or (batch, timesteps, units) with return_sequences; with
     return_state, a list [output, {states}], each state (batch, units).
 """
@@ -527,8 +562,10 @@ def _sequence_and_states(layer: Layer, inputs: Any, initial_state: Any,
             raise KilnTypeError(f"layer {layer.name!r}: unrecognized call argument {key!r}. "
                                 f"Received: {key}={kwargs[key]!r}")
     if kwargs.get("mask") is not None:
-        raise KilnValueError(f"layer {layer.name!r}: kiln does not support masks in "
-                             f"recurrent layers yet. Received: mask={kwargs['mask']!r}")
+        raise KilnValueError(f"layer {layer.name!r}: kiln takes a recurrent layer's mask from "
+                             f"its input (Embedding(mask_zero=True) or Masking), not as "
+                             f"mask=. Received: mask={kwargs['mask']!r}")
+    kwargs.pop("mask", None)
     states = [] if initial_state is None else (
         list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state])
     for s in states:
@@ -558,6 +595,8 @@ class Bidirectional(_SequenceCall):
     """
 
     multi_input = True
+    supports_masking = True
+    takes_mask = True
 
     def __init__(self, layer: Any, merge_mode: str | None = "concat", weights: Any = None,
                  backward_layer: Any = None, **kwargs: Any):
@@ -591,6 +630,8 @@ class Bidirectional(_SequenceCall):
                                      f"{getattr(backward, attr)} for backward layer")
         # The backward layer's sequences in time order: no reversal there and back here.
         backward._sequences_in_input_order = True
+        for sub in (forward, backward):  # as Keras forces it: masked steps output 0
+            sub.zero_output_for_mask = sub.return_sequences
         if not self.trainable:  # a frozen wrapper freezes both; else each keeps its own
             self.forward_layer.trainable = self.backward_layer.trainable = False
         self.merge_mode = merge_mode
@@ -645,12 +686,22 @@ class Bidirectional(_SequenceCall):
     def weights(self) -> list:
         return [*self.forward_layer.weights, *self.backward_layer.weights]
 
-    def lower(self, b, inputs, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
+    def first_argument(self, items: list) -> list:
+        return list(items[:1])
+
+    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
+        if not self.return_sequences:
+            return []
+        return [masks[0]] * (2 if self.merge_mode is None else 1)
+
+    def lower(self, b, inputs, ctx, training=None, keras_mask=None,  # noqa: ANN001, ANN201
+              **kwargs):
         results = []
         for sub, values in zip((self.forward_layer, self.backward_layer),
                                self._halves(list(inputs))):
             with b.scope(sub.name):
-                out = sub.lower(b, values, ctx, training=training)
+                out = sub.lower(b, values, ctx, training=training,
+                                keras_mask=keras_mask and keras_mask[:1])
             outs = list(out) if isinstance(out, (list, tuple)) else [out]
             ctx.add_activity_penalties(sub, outs)
             results.append(outs)
