@@ -19,6 +19,7 @@ from kiln import constraints as kiln_constraints  # noqa: E402
 from kiln import layers, models, optimizers  # noqa: E402
 from kiln import metrics as kiln_metrics  # noqa: E402
 from kiln import regularizers as kiln_regularizers  # noqa: E402
+from tests.oracle.agree import assert_predicts_and_trains_alike  # noqa: E402
 
 rng = np.random.default_rng(0)
 # Keras 3.15's torch backend warns about NumPy 2's copy keyword on every conversion.
@@ -436,16 +437,7 @@ def test_more_layers_predict_and_train_like_keras(name: str) -> None:
     theirs, ours = _layer_pair(name)
     shapes = LAYER_CASES[name][1]
     xs = [rng.standard_normal((4, *s)).astype("float32") for s in shapes]
-    np.testing.assert_allclose(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0),
-                               rtol=1e-4, atol=1e-5)
-    theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    ours.compile(optimizer=optimizers.SGD(0.1), loss="mse")
-    y = rng.standard_normal((4, *ours.outputs[0].shape[1:])).astype("float32")
-    for step in range(2):
-        their_loss = float(np.ravel(theirs.train_on_batch(xs, y))[0])
-        assert float(ours.train_on_batch(xs, y)) == pytest.approx(their_loss, rel=1e-4), step
-    for mine, reference in zip(ours.get_weights(), theirs.get_weights(), strict=True):
-        np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5)
+    assert_predicts_and_trains_alike(theirs, ours, xs, rng, keras, optimizers)
 
 
 @pytest.mark.parametrize("scores", [False, True])
