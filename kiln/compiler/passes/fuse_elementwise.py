@@ -3,9 +3,9 @@ reductions with their elementwise producers (prologue) and consumers (epilogue),
 `fused` node each, so a backend runs each region as one loop nest and keeps its
 intermediates in registers instead of memory.
 
-Also home of the region machinery every fusion pass shares: the convexity tests (of a node
-set alone, and `fuses_acyclic`, of a region with all the others fused too), the rewrite of
-node sets into `fused` nodes (`replace_regions`), and `count_kernels`.
+Also home of the region machinery every fusion pass shares: `fuses_acyclic` (whether a
+region, fused with all the others, makes no cycle), the rewrite of node sets into `fused`
+nodes (`replace_regions`), and `count_kernels`.
 """
 
 from __future__ import annotations

@@ -323,8 +323,8 @@ class Layer:
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         out_masks: list[Value | None] = [None] * len(outs)
         if self.supports_masking:
-            given = self.lower_mask(b, inputs, masks, ctx, **kwargs) or []
-            out_masks[:len(given)] = list(given)[:len(outs)]
+            given = self.lower_mask(b, inputs, masks, ctx, **kwargs)
+            out_masks[:len(given)] = given[:len(outs)]
         return outs, out_masks
 
     def get_config(self) -> dict[str, Any]:
@@ -436,6 +436,25 @@ KERNEL_BIAS_OPTIONS = ("kernel_regularizer", "bias_regularizer", "kernel_constra
 def as_bool(b: GraphBuilder, mask: Value) -> Value:
     """A mask as bools: nonzero is True."""
     return mask if mask.type.dtype == "bool" else b.logical_not(b.equal(mask, 0))
+
+
+def spread_mask(b: GraphBuilder, mask: Value, x: Value) -> Value:
+    """A mask of x's leading axes spread over all of x's elements (Keras's expand_dims then
+    broadcast_to x's shape)."""
+    return b.logical_or(b.expand_dims(as_bool(b, mask), axes=(-1,)),
+                        b.constant(False, "bool", shape=x.type.shape))
+
+
+def fraction_arg(value: Any, name: str, layer: str, below_one: bool = True) -> float:
+    """A rate or fraction argument checked: a number in [0, 1), or [0, 1] without
+    `below_one`."""
+    top = "1 excluded" if below_one else "1 included"
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value <= 1 or (below_one and value == 1)):
+        raise KilnValueError(f"layer {layer!r}: invalid value received for argument `{name}`. "
+                             f"Expected a float value between 0 and 1 ({top}). "
+                             f"Received: {name}={value!r}")
+    return float(value)
 
 
 def any_true(b: GraphBuilder, bools: Value, axis: int, name: str | None = None) -> Value:

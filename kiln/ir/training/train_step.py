@@ -92,14 +92,18 @@ def _divide_no_nan(b: GraphBuilder, x: Value, y: Value) -> Value:
     return b.where(zero, 0.0, b.div(x, b.where(zero, 1.0, y)))
 
 
+def _expect_per_element(mask: Value, values: Value, where: str) -> None:
+    if values.type.rank < mask.type.rank:
+        raise KilnValueError(f"{where}: the output's mask {mask.type} has more axes than the "
+                             f"values {values.type}; expected one value per masked element")
+
+
 def _masked_weights(b: GraphBuilder, mask: Value, weights: Value | None, values: Value,
                     where: str) -> Value:
     """Keras 3's apply_mask for "sum over batch size": total / valid where the mask counts
     (0 elsewhere, and everywhere when nothing counts), times the sample weights; so the
     weighted mean is the mean over the counted elements."""
-    if values.type.rank < mask.type.rank:
-        raise KilnValueError(f"{where}: the output's mask {mask.type} has more axes than the "
-                             f"values {values.type}; expected one value per masked element")
+    _expect_per_element(mask, values, where)
     dtype = values.type.dtype
     counts = b.cast(mask, dtype=dtype)
     scale = _divide_no_nan(b, b.size(counts, dtype=dtype), b.sum(counts))
@@ -115,9 +119,7 @@ def _masked_weights(b: GraphBuilder, mask: Value, weights: Value | None, values:
 def _masked_statistics(b: GraphBuilder, values: Value, mask: Value, where: str) -> Value:
     """[sum of the values where the mask counts, how many count] (values averaged first
     over any axes past the mask's, as Keras 3's Mean reduces them)."""
-    if values.type.rank < mask.type.rank:
-        raise KilnValueError(f"{where}: the output's mask {mask.type} has more axes than the "
-                             f"values {values.type}; expected one value per masked element")
+    _expect_per_element(mask, values, where)
     values = b.cast(values, dtype="float32") if values.type.dtype != "float32" else values
     if values.type.rank > mask.type.rank:
         values = b.mean(values, axes=tuple(range(mask.type.rank, values.type.rank)))

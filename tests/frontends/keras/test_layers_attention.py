@@ -328,7 +328,7 @@ def test_weights_configs_and_errors() -> None:
     assert type(layer)(**config).get_config() == config
     with pytest.raises(KilnValueError, match="`num_heads`.*positive integer"):
         layers.MultiHeadAttention(0, 2)
-    with pytest.raises(KilnValueError, match="'m'.*expected dropout in"):
+    with pytest.raises(KilnValueError, match="'m'.*`dropout`.*between 0 and 1"):
         layers.MultiHeadAttention(2, 2, dropout=1.0, name="m")
     with pytest.raises(KilnValueError, match="'m'.*query and value"):
         layers.MultiHeadAttention(2, 2, name="m")(q)

@@ -18,6 +18,7 @@ from kiln.frontends.keras.layer import (
     KerasTensor,
     Layer,
     as_bool,
+    fraction_arg,
     set_weight_options,
     weight_options_config,
 )
@@ -40,14 +41,6 @@ def band_mask(t: Any, s: Any, causal: bool, window: int | None, name: str) -> np
     if window is not None:
         band &= np.abs(rows - cols) < window
     return band
-
-
-def _dropout_rate(value: Any, layer: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 <= value < 1):
-        raise KilnValueError(f"layer {layer!r}: expected dropout in [0, 1). "
-                             f"Received: dropout={value!r}")
-    return float(value)
 
 
 def _expect_symbolic(layer: Layer, tensors: list) -> None:
@@ -147,7 +140,7 @@ class MultiHeadAttention(Layer):
         _positive(value_dim, "value_dim", optional=True)
         _positive(sliding_window, "sliding_window", optional=True)
         super().__init__(**kwargs)
-        self.dropout = _dropout_rate(dropout, self.name)
+        self.dropout = fraction_arg(dropout, "dropout", self.name)
         set_weight_options(self, kernel_regularizer=kernel_regularizer,
                            bias_regularizer=bias_regularizer,
                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
@@ -415,7 +408,7 @@ class Attention(Layer):
             raise KilnValueError(f"layer {self.name!r}: invalid value for argument score_mode. "
                                  f"Expected one of {{'dot', 'concat'}}. "
                                  f"Received: score_mode={score_mode!r}")
-        self.dropout = _dropout_rate(dropout, self.name)
+        self.dropout = fraction_arg(dropout, "dropout", self.name)
         self.use_scale, self.score_mode, self.seed = bool(use_scale), score_mode, seed
 
     def __call__(self, inputs: Any, mask: Any = None, training: Any = None,

@@ -13,6 +13,7 @@ from kiln.frontends.keras.layer import (
     Layer,
     _shape_arg,
     any_true,
+    fraction_arg,
     set_weight_options,
     weight_options_config,
 )
@@ -166,17 +167,13 @@ class Dropout(Layer):
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
                  seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        if (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                or not 0 <= rate < 1):
-            raise KilnValueError("Invalid value received for argument `rate`. Expected a float "
-                                 f"value between 0 and 1 (1 excluded). Received: rate={rate!r}")
+        self.rate = fraction_arg(rate, "rate", self.name)
         if noise_shape is not None:
             noise_shape = tuple(noise_shape)
             if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
                        for d in noise_shape):
                 raise KilnValueError(f"layer {self.name!r}: expected noise_shape as a tuple of "
                                      f"positive ints or None. Received: noise_shape={noise_shape}")
-        self.rate = float(rate)
         self.noise_shape = noise_shape
         self.seed = seed
 
@@ -240,15 +237,16 @@ class Masking(Layer):
             raise KilnValueError(f"layer {self.name!r}: expected an input of rank >= 2 "
                                  f"(batch, ..., features). Received: shape={shapes[0]}")
 
-    def _kept(self, b, x):  # noqa: ANN001, ANN202
+    def lower_call(self, b, inputs, masks, ctx, kwargs):  # noqa: ANN001, ANN201
+        """The output and its mask from one comparison (lower and lower_mask apart would
+        emit it twice)."""
+        x = inputs[0]
         differs = b.logical_not(b.equal(x, b.constant(self.mask_value, x.type.dtype)))
-        return any_true(b, differs, -1, name="mask")
+        kept = any_true(b, differs, -1, name="mask")
+        return [b.where(b.expand_dims(kept, axes=(-1,)), x, 0.0)], [kept]
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
-        return b.where(b.expand_dims(self._kept(b, x), axes=(-1,)), x, 0.0)
-
-    def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
-        return [self._kept(b, inputs[0])]
+        return self.lower_call(b, [x], [None], ctx, kwargs)[0][0]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mask_value": self.mask_value}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.frontends.keras.layer import KerasTensor, Layer, any_true
+from kiln.frontends.keras.layer import KerasTensor, Layer, any_true, spread_mask
 from kiln.ir import KilnTypeError, KilnValueError
 
 
@@ -269,8 +269,7 @@ class Concatenate(Layer):
             if m is None:
                 m = b.constant(True, "bool", shape=x.type.shape)
             elif m.type.rank < x.type.rank:
-                m = b.logical_or(b.expand_dims(m, axes=(-1,)),
-                                 b.constant(False, "bool", shape=x.type.shape))
+                m = spread_mask(b, m, x)
             spread.append(m)
         joined = b.concat(*spread, axis=self.axis)
         return [any_true(b, joined, -1)]

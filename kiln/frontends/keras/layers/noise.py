@@ -12,19 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kiln.frontends.keras.layer import Layer
+from kiln.frontends.keras.layer import Layer, fraction_arg
 from kiln.frontends.keras.layers.core import Dropout, _data_format
 from kiln.ir import KilnValueError
-
-
-def _fraction(value: Any, name: str, layer: str, below_one: bool = True) -> float:
-    top = "1 excluded" if below_one else "1 included"
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 <= value <= 1 or (below_one and value == 1)):
-        raise KilnValueError(f"layer {layer!r}: invalid value received for argument `{name}`. "
-                             f"Expected a float value between 0 and 1 ({top}). "
-                             f"Received: {name}={value!r}")
-    return float(value)
 
 
 def _training(ctx: Any, training: Any) -> bool:
@@ -42,7 +32,7 @@ class GaussianNoise(Layer):
 
     def __init__(self, stddev: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.stddev = _fraction(stddev, "stddev", self.name, below_one=False)
+        self.stddev = fraction_arg(stddev, "stddev", self.name, below_one=False)
         self.seed = seed
 
     def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
@@ -68,7 +58,7 @@ class GaussianDropout(Layer):
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.rate = _fraction(rate, "rate", self.name)
+        self.rate = fraction_arg(rate, "rate", self.name)
         self.seed = seed
 
     def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiln.frontends.keras import initializers
-from kiln.frontends.keras.layer import Layer, as_bool, set_weight_options, weight_options_config
+from kiln.frontends.keras.layer import Layer, set_weight_options, spread_mask, weight_options_config
 from kiln.ir import KilnTypeError, KilnValueError
 
 
@@ -154,8 +154,7 @@ class BatchNormalization(Layer):
             raise KilnValueError(f"layer {self.name!r}: the mask provided should be one "
                                  f"dimension less than the inputs. Received: mask.shape="
                                  f"{mask.type.shape}, inputs.shape={x.type.shape}")
-        kept = b.logical_or(b.expand_dims(as_bool(b, mask), axes=(-1,)),
-                            b.constant(False, "bool", shape=x.type.shape))
+        kept = spread_mask(b, mask, x)
         count = b.add(b.sum(b.cast(kept, dtype=x.type.dtype), axes=reduce), 1e-7)
         mean = b.div(b.sum(b.where(kept, x, 0.0), axes=reduce), count, name="mean")
         spread = b.where(kept, b.sub(x, per_feature(mean)), 0.0)
