@@ -72,8 +72,8 @@ def test_masks_pass_through_and_stop() -> None:
     e = layers.Embedding(6, 2, mask_zero=True)(ids)
     for passing in (layers.Dense(3), layers.Activation("relu"), layers.Dropout(0.2),
                     layers.LayerNormalization(), layers.BatchNormalization(),
-                    layers.GaussianNoise(0.1), layers.ReLU(), layers.LSTM(2,
-                                                                          return_sequences=True)):
+                    layers.GaussianNoise(0.1), layers.ReLU(),
+                    layers.LSTM(2, return_sequences=True)):
         assert passing(e)._keras_mask is not None, type(passing).__name__
     for ending in (layers.LSTM(2), layers.GlobalAveragePooling1D(),
                    layers.Bidirectional(layers.GRU(2))):
@@ -215,6 +215,21 @@ def test_masked_global_average_pooling() -> None:
         want = np.stack([row[:n].mean(axis=0, keepdims=keepdims)
                          for row, n in zip(x, LENGTHS)])
         np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-6)
+
+
+def test_masked_global_average_pooling_channels_first() -> None:
+    """channels_first pools axis 2, the mask (batch, steps) spread over the channels. A
+    Masking on (batch, 4, 4) gives a mask of 4 positions, which this layer reads as steps."""
+    square = layers.Input((4, 4))
+    masked = layers.Masking()(square)
+    model = models.Model(square, layers.GlobalAveragePooling1D(data_format="channels_first")(
+        masked))
+    model.compile(loss="mse", backend="reference")
+    x = RNG.standard_normal((3, 4, 4)).astype(np.float32)
+    x[0, 1] = x[1, 3] = x[2, 0] = 0.0
+    keep = np.abs(x).sum(axis=-1) > 0  # (batch, 4): the mask Masking gives
+    want = (x * keep[:, None, :]).sum(axis=2) / keep.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-5)
 
 
 def test_masked_batch_normalization_takes_the_counted_steps() -> None:
