@@ -26,7 +26,7 @@ import numpy as np
 from kiln.ir.graph import ArrayAttr, Graph, Node
 from kiln.ir.types import DTYPES, TensorType, canonical_dtype
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_./\-]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9_./\-]+")  # whole names: fullmatch (a "$" passes "x\n")
 
 
 def print_graph(graph: Graph, indent: int = 0) -> str:
@@ -34,15 +34,15 @@ def print_graph(graph: Graph, indent: int = 0) -> str:
 
 
 def format_name(name: str) -> str:
-    return name if NAME_RE.match(name) else json.dumps(name)
+    return name if NAME_RE.fullmatch(name) else json.dumps(name)
 
 
-OUTPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./\-]*$")
+OUTPUT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]*")
 
 
 def format_output_name(name: str) -> str:
     """Output names after `as` print bare only where they read back as one identifier."""
-    return name if OUTPUT_NAME_RE.match(name) else json.dumps(name)
+    return name if OUTPUT_NAME_RE.fullmatch(name) else json.dumps(name)
 
 
 def format_attr(value: object) -> str:

@@ -113,7 +113,7 @@ def test_state_updates_and_output_renaming_round_trip() -> None:
 
 
 QUOTED = ["a b", "with\"quote", "back\\slash", "naïve", "日本", "line\nbreak", "", "x:y",
-          "%pct", "@at", "{brace}", "a,b", "#hash"]
+          "%pct", "@at", "{brace}", "a,b", "#hash", "0\n", "y\n"]  # a trailing newline too
 
 
 @pytest.mark.parametrize("name", ["a.b.c", "0", "7.5", "x-y", "a/b", ".lead", "-", *QUOTED])
