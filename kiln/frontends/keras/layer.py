@@ -171,7 +171,10 @@ class LoweringContext:
         self._streams = 0
 
     def value(self, variable: Variable) -> Value:
-        return self._state[id(variable)]
+        """The variable's value: the last update of this lowering when it has one (a layer
+        called twice updates its statistics twice, in call order, as Keras assigns them),
+        else its state."""
+        return self.updates.get(id(variable), self._state[id(variable)])
 
     def update(self, variable: Variable, value: Value) -> None:
         self.updates[id(variable)] = value
@@ -225,6 +228,13 @@ class Layer:
     #: The layer's `lower` takes the inputs' masks as keras_mask=[one per input tensor, or
     #: None] when any input has one (Keras: a call() with a `mask` argument).
     takes_mask = False
+    #: The layer maps each position of the leading axes alone, so on an input with more
+    #: leading axes than it was built for it computes what it computes on each slice
+    #: (Dense, the element-wise activations, dropout and noise): TimeDistributed applies it
+    #: to the whole sequence at once.
+    position_wise = False
+    #: The layer's config holds layers (wrappers): from_config takes custom_objects.
+    nests_layers = False
 
     def __init__(self, name: str | None = None, dtype: str | None = None, trainable: bool = True,
                  input_shape: Sequence[int | None] | None = None,
@@ -413,6 +423,35 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+
+class Wrapper(Layer):
+    """A layer made of the layers it wraps (`wrapped`), as Keras's wrappers: its weights are
+    theirs, in order, and freezing it freezes them."""
+
+    nests_layers = True
+
+    def wrapped(self) -> list[Layer]:
+        """The wrapped layers (none yet while the constructor runs)."""
+        raise NotImplementedError
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for sub in self.wrapped():
+            sub.trainable = self._trainable
+
+    @property
+    def variables(self) -> list[Variable]:
+        return [v for sub in self.wrapped() for v in sub.variables]
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [v for sub in self.wrapped() for v in sub.weights]
 
 
 def penalty_of(regularizer: Callable, b: GraphBuilder, value: Value, where: str) -> Value:

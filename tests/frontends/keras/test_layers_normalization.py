@@ -100,6 +100,29 @@ def test_training_uses_batch_statistics_and_updates_moving_ones(momentum: float)
                                rtol=1e-5)
 
 
+def test_a_layer_called_twice_updates_its_moving_statistics_twice_in_order() -> None:
+    """Keras assigns the moving statistics at each call, so the second call's update starts
+    from the first's."""
+    from kiln.frontends.keras.layers import Input
+
+    bn, dense = layers.BatchNormalization(momentum=0.5), layers.Dense(3, use_bias=False)
+    x_in = Input((3,))
+    model = Model(x_in, bn(dense(bn(x_in))))
+    kernel = RNG.normal(size=(3, 3)).astype(np.float32)
+    dense.set_weights([kernel])
+    bn.set_weights(random_weights(3))
+    gamma, beta, mean, variance = (w.astype(np.float64) for w in bn.get_weights())
+    x = RNG.normal(1.0, 2.0, size=(8, 3))
+    _, state = run(model, [x.astype(np.float32)], training=True)
+    first = normalize(x, x.mean(0), x.var(0), gamma, beta, bn.epsilon, (1, 3))
+    hidden = first @ kernel.astype(np.float64)
+    for batch in (x, hidden):
+        mean = mean * 0.5 + batch.mean(0) * 0.5
+        variance = variance * 0.5 + batch.var(0) * 0.5
+    np.testing.assert_allclose(state[f"{bn.name}.moving_mean"], mean, rtol=1e-4)
+    np.testing.assert_allclose(state[f"{bn.name}.moving_variance"], variance, rtol=1e-4)
+
+
 def test_feature_axis_other_than_last() -> None:
     x = RNG.normal(size=(5, 3, 4)).astype(np.float32)
     model = Sequential([layers.Input(shape=(3, 4)), layers.BatchNormalization(axis=1)])

@@ -227,11 +227,16 @@ def _layer_models() -> dict[str, models.Model]:
                                      layers.LSTM(3, return_sequences=True,
                                                  zero_output_for_mask=True),
                                      layers.GlobalAveragePooling1D()]),
+        "time_distributed": models.Sequential([
+            layers.Input((3, 4, 4, 1)),
+            layers.TimeDistributed(models.Sequential([layers.Conv2D(2, 2), layers.Flatten()])),
+            layers.TimeDistributed(layers.Dense(2, activation="relu"), name="per_step")]),
     }
 
 
 @pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
-                                  "reshaping", "attention", "embedding", "masked"])
+                                  "reshaping", "attention", "embedding", "masked",
+                                  "time_distributed"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]
@@ -394,6 +399,23 @@ def test_custom_objects(tmp_path) -> None:  # noqa: ANN001
     assert isinstance(loaded.loss, ScaledMSE) and loaded.loss.scale == 3.0
     y = np.eye(3, dtype=np.float32)[LABELS]
     assert loaded.evaluate(X, y, verbose=0) == model.evaluate(X, y, verbose=0)
+
+
+class Doubling(layers.Layer):
+    def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        return b.mul(x, 2.0)
+
+
+def test_a_custom_layer_inside_a_wrapper_loads_with_custom_objects(tmp_path) -> None:  # noqa: ANN001
+    seq = layers.Input((3, 2))
+    model = models.Model(seq, layers.TimeDistributed(Doubling(name="twice"))(seq))
+    model.compile(loss="mse", backend="reference")
+    model.save(tmp_path / "w.kiln")
+    with pytest.raises(KilnValueError, match=r"Unknown layer class 'Doubling'.*custom_objects"):
+        models.load_model(tmp_path / "w.kiln")
+    loaded = models.load_model(tmp_path / "w.kiln", custom_objects={"Doubling": Doubling})
+    x = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), 2 * x)
 
 
 def test_compile_options_and_dumps_go_with_save(tmp_path) -> None:  # noqa: ANN001

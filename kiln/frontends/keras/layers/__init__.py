@@ -76,6 +76,7 @@ from kiln.frontends.keras.layers.separable import (
     SeparableConv1D,
     SeparableConv2D,
 )
+from kiln.frontends.keras.layers.time_distributed import TimeDistributed
 
 __all__ = [
     "Activation",
@@ -136,6 +137,7 @@ __all__ = [
     "SpatialDropout1D",
     "SpatialDropout2D",
     "Subtract",
+    "TimeDistributed",
     "UpSampling1D",
     "UpSampling2D",
     "ZeroPadding1D",

@@ -66,6 +66,7 @@ class ReLU(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs: Any):
@@ -90,6 +91,7 @@ class LeakyReLU(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, negative_slope: float = 0.3, **kwargs: Any):
         if "alpha" in kwargs:
@@ -111,6 +113,7 @@ class ELU(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, alpha: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)

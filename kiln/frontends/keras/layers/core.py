@@ -60,6 +60,7 @@ class Dense(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
@@ -124,6 +125,7 @@ class Activation(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, activation: Any, **kwargs: Any):
         super().__init__(**kwargs)
@@ -187,6 +189,10 @@ class Dropout(Layer):
             raise KilnValueError(f"layer {self.name!r}: expected a noise_shape that broadcasts "
                                  f"to the input shape {shape}. "
                                  f"Received: noise_shape={self.noise_shape}")
+
+    @property
+    def position_wise(self) -> bool:  # type: ignore[override]
+        return self.noise_shape is None  # a noise_shape shares draws along axes
 
     def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
         return inverted_dropout(b, ctx, self, x, self.rate, training, self._mask_shape(x))

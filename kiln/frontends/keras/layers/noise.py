@@ -29,6 +29,7 @@ class GaussianNoise(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, stddev: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -55,6 +56,7 @@ class GaussianDropout(Layer):
     """
 
     supports_masking = True
+    position_wise = True
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)

@@ -17,6 +17,7 @@ from kiln.frontends.keras import activations, initializers
 from kiln.frontends.keras.layer import (
     KerasTensor,
     Layer,
+    Wrapper,
     as_bool,
     set_weight_options,
     weight_options_config,
@@ -578,7 +579,7 @@ def _sequence_and_states(layer: Layer, inputs: Any, initial_state: Any,
 _MERGE_MODES = ("concat", "sum", "ave", "mul", None)
 
 
-class Bidirectional(_SequenceCall):
+class Bidirectional(_SequenceCall, Wrapper):
     """Runs a recurrent layer over the sequence forwards and a copy of it backwards, and
     merges the two outputs, as keras.layers.Bidirectional.
 
@@ -640,18 +641,8 @@ class Bidirectional(_SequenceCall):
         self.returns_list = self.return_state or merge_mode is None
         self._initial_weights = list(weights) if weights else None
 
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
-
-    @trainable.setter
-    def trainable(self, value: bool) -> None:
-        """Freezing the wrapper freezes both directions, as in Keras."""
-        self._trainable = bool(value)
-        for sub in (self.forward_layer, self.backward_layer):
-            if sub is not None:
-                sub.trainable = self._trainable
-
+    def wrapped(self) -> list[Layer]:
+        return [sub for sub in (self.forward_layer, self.backward_layer) if sub is not None]
 
     def _halves(self, items: list) -> tuple[list, list]:
         sequence, states = items[0], list(items[1:])
@@ -677,14 +668,6 @@ class Bidirectional(_SequenceCall):
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
             self._initial_weights = None
-
-    @property
-    def variables(self) -> list:
-        return [*self.forward_layer.variables, *self.backward_layer.variables]
-
-    @property
-    def weights(self) -> list:
-        return [*self.forward_layer.weights, *self.backward_layer.weights]
 
     def first_argument(self, items: list) -> list:
         return list(items[:1])
@@ -727,13 +710,14 @@ class Bidirectional(_SequenceCall):
                 "backward_layer": serialize_layer(self.backward_layer)}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Bidirectional:
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Bidirectional:
         from kiln.frontends.keras.saving import deserialize_layer
 
         config = dict(config)
-        config["layer"] = deserialize_layer(config["layer"])
+        config["layer"] = deserialize_layer(config["layer"], custom_objects)
         if config.get("backward_layer") is not None:
-            config["backward_layer"] = deserialize_layer(config["backward_layer"])
+            config["backward_layer"] = deserialize_layer(config["backward_layer"],
+                                                         custom_objects)
         return cls(**config)
 
 

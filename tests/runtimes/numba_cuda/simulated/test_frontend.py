@@ -164,3 +164,23 @@ def test_shuffled_fit_prefetches_each_next_batch(monkeypatch: pytest.MonkeyPatch
     for key in histories[0]:
         np.testing.assert_allclose(histories[1][key], histories[0][key], err_msg=key, **TOL)
     _assert_same_weights(gpu, ref)
+
+
+def test_time_distributed_layers_train_as_on_the_reference_backend() -> None:
+    """A scan whose body is a convolution, an unrolled batch normalization (one call per
+    step in training) and a dense layer over every step at once."""
+    from tests.frontends.keras.steps import assert_trains_like_the_reference
+
+    def build(backend: str) -> models.Model:
+        seq = layers.Input((2, 4, 4, 1))
+        y = layers.TimeDistributed(layers.Conv2D(2, 2, activation="relu"))(seq)
+        y = layers.TimeDistributed(layers.BatchNormalization())(y)
+        y = layers.TimeDistributed(layers.GlobalAveragePooling2D())(y)
+        model = models.Model(seq, layers.TimeDistributed(layers.Dense(2))(y))
+        model.compile(optimizer=optimizers.SGD(0.1), loss="mse", backend=backend)
+        return model
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 4, 4, 1)).astype(np.float32)
+    y = rng.standard_normal((3, 2, 2)).astype(np.float32)
+    assert_trains_like_the_reference(build, "numba-cuda", x, y, steps=2)
