@@ -4,9 +4,11 @@ here would create a marker file; the tests assert it never appears). Saves are a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import marshal
 import pickle
 import zipfile
 from pathlib import Path
@@ -134,12 +136,27 @@ def test_model_config_names_only_kiln_classes(saved: Path, tmp_path: Path) -> No
     """model.json is data: a class name is looked up among kiln's classes, never imported;
     a config that rebuilds another model than the stored IR is refused."""
     art = read_artifact(saved)
-    for hostile in ("builtins.eval", "os.system", "Lambda"):
+    for hostile in ("builtins.eval", "os.system", "__lambda__"):
         config = json.loads(json.dumps(art.model_config))
         config["config"]["layers"][1]["class_name"] = hostile
         bad = tmp_path / "class.kiln"
         rewrite(saved, bad, replace={"model.json": json.dumps(config).encode()})
         _refused(bad, f"model.json: Unknown layer class '{hostile}'")
+    # A Lambda's function is never code in the file: Keras's marshalled bytecode, a dotted
+    # path or a name not in custom_objects are all refused.
+    code = base64.b64encode(marshal.dumps(compile("open('x', 'w')", "f", "eval"))).decode()
+    for function, match in (
+            ({"class_name": "__lambda__", "config": {"code": code}}, "Lambda expects a function"),
+            ("os.system", "Lambda expects a function"),
+            ({"function": "eval"}, "its function is the function 'eval', which kiln does not "
+                                   "load")):
+        config = json.loads(json.dumps(art.model_config))
+        layer = config["config"]["layers"][1]
+        layer["class_name"] = "Lambda"
+        layer["config"] = {"name": layer["config"]["name"], "function": function}
+        bad = tmp_path / "lambda.kiln"
+        rewrite(saved, bad, replace={"model.json": json.dumps(config).encode()})
+        _refused(bad, match)
     config = json.loads(json.dumps(art.model_config))
     config["config"]["layers"][1]["config"]["activation"] = "tanh"
     bad = tmp_path / "other.kiln"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras import constraints, regularizers
+from kiln.frontends.keras.operators import Operators
 from kiln.ir import GraphBuilder, KilnError, KilnTypeError, KilnValueError, TensorType, Value
 from kiln.ir.types import canonical_dtype, numpy_dtype
 from kiln.runtimes import residency
@@ -55,7 +56,7 @@ def to_keras_shape(t: TensorType) -> Shape:
     return tuple(None if isinstance(d, str) else d for d in t.shape)
 
 
-class Variable:
+class Variable(Operators):
     """A layer weight: its value lives here as a NumPy array that runtimes update in place.
     A runtime keeping it on a device (numba-cuda) may hold a newer value: reading `value`
     brings that home first (kiln.runtimes.residency), and tells the frontend the host may
@@ -233,8 +234,9 @@ class Layer:
     #: (Dense, the element-wise activations, dropout and noise): TimeDistributed applies it
     #: to the whole sequence at once.
     position_wise = False
-    #: The layer's config holds layers (wrappers): from_config takes custom_objects.
-    nests_layers = False
+    #: from_config(config, custom_objects) rebuilds the layer: its config names layers or
+    #: functions that loading finds there (wrappers, Lambda).
+    loads_with_custom_objects = False
 
     def __init__(self, name: str | None = None, dtype: str | None = None, trainable: bool = True,
                  input_shape: Sequence[int | None] | None = None,
@@ -262,13 +264,31 @@ class Layer:
             self._batch_input_shape = tuple(batch_input_shape)
 
     # -- weights -------------------------------------------------------------------------
-    def add_weight(self, name: str, shape: Shape, initializer: Any = "zeros",
+    def add_weight(self, name: Any = None, shape: Shape | None = None, initializer: Any = None,
                    trainable: bool = True, dtype: str | None = None, regularizer: Any = None,
                    constraint: Any = None) -> Variable:
+        """A new weight of this layer. Keras 3's keywords (`shape=`, `initializer=`,
+        `name=`, ...) or kiln's order (name, shape, initializer); a shape given first, as
+        Keras's positional order has it, is taken as the shape. Without an initializer, as
+        Keras: glorot_uniform for a float weight, zeros otherwise; without a name,
+        "variable", "variable_1", ..."""
         from kiln.frontends.keras import initializers
 
+        if name is not None and not isinstance(name, str) and shape is None:
+            name, shape = None, name
+        if shape is None:
+            raise KilnValueError(f"layer {self.name!r}: add_weight needs a shape")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if name is None:
+            taken = {v.name for v in self._variables}
+            name, k = "variable", 1
+            while name in taken:
+                name, k = f"variable_{k}", k + 1
+        dtype = canonical_dtype(dtype or self.dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if dtype in ("float32", "float64") else "zeros"
         init = initializers.get(initializer)
-        variable = Variable(self, name, shape, dtype or self.dtype, init, trainable,
+        variable = Variable(self, name, shape, dtype, init, trainable,
                             regularizers.get(regularizer), constraints.get(constraint))
         self._variables.append(variable)
         return variable
@@ -306,14 +326,59 @@ class Layer:
         """Create the weights for inputs of this shape (a list of shapes for merge layers)."""
 
     def lower(self, b: GraphBuilder, inputs: Any, ctx: LoweringContext, **kwargs: Any) -> Any:
-        """Emit the IR of one call; `kwargs` are the call's keyword arguments."""
-        raise NotImplementedError(f"{type(self).__name__}.lower")
+        """Emit the IR of one call; `kwargs` are the call's keyword arguments. A layer that
+        gives Keras's `call(inputs, ...)` instead is lowered by running it on kiln.ops
+        tensors."""
+        if not self._keras_call():
+            raise NotImplementedError(f"{type(self).__name__}: a layer gives `call(inputs)` "
+                                      f"(computing with kiln.ops) or `lower(b, inputs, ctx)`")
+        from kiln.frontends.keras import ops
+
+        mask = kwargs.pop("keras_mask", None)
+        if mask is not None and not self.multi_input:
+            mask = mask[0]
+        return ops.run(self.call, b, ctx, inputs, kwargs, mask,
+                       f"layer {self.name!r} ({type(self).__name__}).call")
+
+    def _keras_call(self) -> bool:
+        return type(self).call is not Layer.call
+
+    def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras's call: override it (computing with kiln.ops on the inputs and the layer's
+        weights) or `lower`. A `mask` parameter receives the inputs' masks, a `training`
+        parameter the mode."""
+        raise NotImplementedError(f"{type(self).__name__}.call")
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """Keras's compute_mask: override it (with kiln.ops) to give the outputs' masks of a
+        layer that supports masking; by default the first argument's."""
+        return mask
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A Keras-style layer whose `call` has a `mask` parameter takes masks, as Keras
+        passes them to such a call."""
+        super().__init_subclass__(**kwargs)
+        if "call" in cls.__dict__ and "takes_mask" not in cls.__dict__:
+            import inspect
+
+            try:
+                cls.takes_mask = "mask" in inspect.signature(cls.call).parameters
+            except (TypeError, ValueError):
+                pass
 
     def lower_mask(self, b: GraphBuilder, inputs: list[Value], masks: list[Value | None],
                    ctx: LoweringContext, **kwargs: Any) -> list[Value | None]:
         """The masks of one call's outputs (Keras's compute_mask), from its inputs and their
         masks; by default the masks of the first argument, in order (one tensor for most
         layers, so the first output gets its mask). Called only with supports_masking."""
+        if type(self).compute_mask is not Layer.compute_mask:
+            from kiln.frontends.keras import ops
+
+            given = ops.run(lambda x, mask: self.compute_mask(x, mask), b, ctx,
+                            inputs if self.multi_input else inputs[0], {},
+                            masks if self.multi_input else masks[0],
+                            f"layer {self.name!r} ({type(self).__name__}).compute_mask")
+            return list(given) if isinstance(given, list) else [given]
         return self.first_argument(masks)
 
     def first_argument(self, items: list) -> list:
@@ -347,6 +412,8 @@ class Layer:
         return config
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if self._keras_call() and type(self).multi_input is Layer.multi_input:
+            self.multi_input = isinstance(inputs, (list, tuple))  # as call receives them
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         for t in tensors:
             if not isinstance(t, KerasTensor):
@@ -429,7 +496,7 @@ class Wrapper(Layer):
     """A layer made of the layers it wraps (`wrapped`), as Keras's wrappers: its weights are
     theirs, in order, and freezing it freezes them."""
 
-    nests_layers = True
+    loads_with_custom_objects = True
 
     def wrapped(self) -> list[Layer]:
         """The wrapped layers (none yet while the constructor runs)."""

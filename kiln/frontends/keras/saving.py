@@ -129,7 +129,8 @@ def deserialize_layer(item: Mapping[str, Any], custom_objects: CustomObjects = N
     if cls is None:
         raise KilnValueError(f"Unknown layer class {name!r} in the saved model. For your own "
                              f"layer pass custom_objects={{{name!r}: {name}}} to load_model")
-    if isinstance(cls, type) and (issubclass(cls, Model) or getattr(cls, "nests_layers", False)):
+    if isinstance(cls, type) and (issubclass(cls, Model)
+                                  or getattr(cls, "loads_with_custom_objects", False)):
         return cls.from_config(config, custom_objects=custom_objects)
     for key, value in config.items():  # custom activations are found by their name
         if key.endswith("activation") and isinstance(value, str) and value in custom:
