@@ -327,6 +327,7 @@ print(seconds)
 def _run_in_new_process(script: Path, result: Path, cache: Path) -> float:
     env = {**os.environ, "KILN_CACHE_DIR": str(cache),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("NUMBA_CACHE_DIR", None)  # numba would put its index there, not beside the module
     done = subprocess.run([sys.executable, str(script), str(result)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
