@@ -374,11 +374,8 @@ class Layer:
         if type(self).compute_mask is not Layer.compute_mask:
             from kiln.frontends.keras import ops
 
-            given = ops.run(lambda x, mask: self.compute_mask(x, mask), b, ctx,
-                            inputs if self.multi_input else inputs[0], {},
-                            masks if self.multi_input else masks[0],
-                            f"layer {self.name!r} ({type(self).__name__}).compute_mask")
-            return list(given) if isinstance(given, list) else [given]
+            return ops.run_mask(self.compute_mask, self, b, ctx, inputs, masks,
+                                f"layer {self.name!r} ({type(self).__name__}).compute_mask")
         return self.first_argument(masks)
 
     def first_argument(self, items: list) -> list:

@@ -619,7 +619,7 @@ def run(fn: Any, b: GraphBuilder, ctx: LoweringContext, inputs: Any, kwargs: dic
     """fn(inputs, **kwargs) on Tensors inside a lowering, its result as IR values. `mask`
     (the inputs' masks: one, a list, or None) goes to a `mask` parameter, the graph's
     training flag to a `training` parameter the call does not set."""
-    params = _parameters(fn)
+    params = parameters(fn)
     call = dict(kwargs)
     if "mask" in params:
         call["mask"] = _wrap(mask)
@@ -633,7 +633,19 @@ def run(fn: Any, b: GraphBuilder, ctx: LoweringContext, inputs: Any, kwargs: dic
         return unwrap(out)
 
 
-def _parameters(fn: Any) -> set[str]:
+def run_mask(fn: Any, layer: Any, b: GraphBuilder, ctx: LoweringContext, inputs: list,
+             masks: list, where: str) -> list:
+    """fn(inputs, mask) (a compute_mask) for one call of `layer`, on its call's argument as
+    the call got it (the list, or the one tensor): the outputs' masks as a list."""
+    def arg(items: list) -> Any:
+        return items if layer.multi_input else items[0]
+
+    given = run(lambda x, mask: fn(x, mask), b, ctx, arg(inputs), {}, arg(masks), where)
+    return list(given) if isinstance(given, list) else [given]
+
+
+def parameters(fn: Any) -> set[str]:
+    """The names of fn's parameters (none where Python cannot tell)."""
     try:
         return set(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
@@ -655,4 +667,5 @@ __all__ = sorted(n for n, v in list(globals().items())
                      "annotations", "contextmanager", "Iterator", "Sequence", "Any",
                      "GraphBuilder", "KilnTypeError", "KilnValueError", "Value", "Variable",
                      "LoweringContext", "Operators", "canonical_dtype", "inspect", "lowering",
-                     "run", "unwrap", "activations"})
+                     "run", "run_mask", "parameters", "unwrap",
+                     "activations"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -39,10 +38,7 @@ class Lambda(Layer):
         self.mask = mask
         self.supports_masking = mask is not None
         self._output_shape = output_shape
-        try:
-            self.takes_mask = "mask" in inspect.signature(function).parameters
-        except (TypeError, ValueError):
-            self.takes_mask = False
+        self.takes_mask = "mask" in ops.parameters(function)
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         self.multi_input = isinstance(inputs, (list, tuple))
@@ -77,11 +73,8 @@ class Lambda(Layer):
     def lower_mask(self, b, inputs, masks, ctx, **kwargs):  # noqa: ANN001, ANN201
         if not callable(self.mask):
             return [b.constant(np.asarray(self.mask, dtype=bool))]
-        given = ops.run(lambda x, mask: self.mask(x, mask), b, ctx,
-                        inputs if self.multi_input else inputs[0], {},
-                        masks if self.multi_input else masks[0],
-                        f"layer {self.name!r} (Lambda) mask")
-        return list(given) if isinstance(given, list) else [given]
+        return ops.run_mask(self.mask, self, b, ctx, inputs, masks,
+                            f"layer {self.name!r} (Lambda) mask")
 
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "function": _function_name(self.function, self.name),
