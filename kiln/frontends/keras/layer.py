@@ -159,10 +159,13 @@ class LoweringContext:
     SEED_STATE = "seed_generator.state"
 
     def __init__(self, b: GraphBuilder, training: bool, state_values: dict[int, Value],
-                 penalties: bool = False):
+                 penalties: bool = False, tracing: bool = False):
         self.b = b
         self.training = training
         self._state = state_values
+        # While a call is traced for its output types, a sublayer first built inside a
+        # custom layer's call makes its weights then: they become state as they appear.
+        self.tracing = tracing
         self.updates: dict[int, Value] = {}
         # With `penalties`, the activity regularizers' penalties, in call order (Model.lower
         # adds them); a step adds them to the loss.
@@ -175,7 +178,15 @@ class LoweringContext:
         """The variable's value: the last update of this lowering when it has one (a layer
         called twice updates its statistics twice, in call order, as Keras assigns them),
         else its state."""
-        return self.updates.get(id(variable), self._state[id(variable)])
+        key = id(variable)
+        if key not in self._state:
+            if not self.tracing:
+                raise KilnValueError(
+                    f"weight {variable.path} was made while kiln lowered the model, after the "
+                    f"model was built: make a layer's sublayers in __init__ and its weights "
+                    f"in build (or its first call)")
+            self._state[key] = self.b.state(f"w{len(self._state)}", variable.type)
+        return self.updates.get(key, self._state[key])
 
     def update(self, variable: Variable, value: Value) -> None:
         self.updates[id(variable)] = value
@@ -247,11 +258,13 @@ class Layer:
             key = next(iter(kwargs))
             raise KilnTypeError(f"{type(self).__name__}: unrecognized keyword argument "
                                 f"{key!r}. Received: {key}={kwargs[key]!r}")
+        # An automatic name may become the name of where a custom layer keeps it.
+        self._auto_named = name is None
         self.name = name or unique_name(snake_case(type(self).__name__))
         self.activity_regularizer = regularizers.get(activity_regularizer,
                                                      "activity_regularizer")
         self.dtype = canonical_dtype(dtype or "float32")
-        self.trainable = trainable
+        self._trainable = bool(trainable)
         self.built = False
         self._variables: list[Variable] = []
         self._calls: list[CallRecord] = []
@@ -295,22 +308,88 @@ class Layer:
 
     @property
     def variables(self) -> list[Variable]:
-        """Every variable this layer (and, for models, each sub-layer) owns, without repeats."""
-        return list(self._variables)
+        """Every variable this layer and its sublayers own, without repeats."""
+        return unique_variables([*self._variables,
+                                 *(v for sub in self.sublayers() for v in sub.variables)])
 
     @property
     def weights(self) -> list[Variable]:
-        """Keras 3's order: per layer, the variables created trainable, then the others."""
-        return ([v for v in self._variables if v.trainable]
-                + [v for v in self._variables if not v.trainable])
+        """Keras 3's order: the layer's own variables created trainable, then its other
+        ones, then each sublayer's weights in turn."""
+        return unique_variables([*(v for v in self._variables if v.trainable),
+                                 *(v for v in self._variables if not v.trainable),
+                                 *(v for sub in self.sublayers() for v in sub.weights)])
 
     @property
     def trainable_weights(self) -> list[Variable]:
+        if not self.trainable:
+            return []
         return [v for v in self.weights if v.trainable and v.layer.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
+        if not self.trainable:
+            return self.weights
         return [v for v in self.weights if not (v.trainable and v.layer.trainable)]
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """As Keras: freezing (or unfreezing) a layer does so to every sublayer."""
+        self._trainable = bool(value)
+        for sub in self.sublayers():
+            sub.trainable = self._trainable
+
+    # -- sublayers -----------------------------------------------------------------------
+    #: The layer's config holds its sublayers' configs, names included (models, wrappers).
+    #: A custom layer's sublayers are made again by its __init__ when a model loads, so they
+    #: are named after where it keeps them (`name_sublayers`).
+    saves_sublayers = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """As Keras tracks them: a layer kept in an attribute (alone, or in a list, tuple or
+        dict) is a sublayer, its weights this layer's weights."""
+        super().__setattr__(name, value)
+        if _may_hold_layers(name, value):
+            tracked = self.__dict__.setdefault("_tracked", {})
+            tracked.setdefault(name, None)
+            if "name" in self.__dict__:
+                self.name_sublayers()
+
+    def children(self) -> list[tuple[str, Layer]]:
+        """(where, sublayer) for each sublayer, in the order the attributes were first set:
+        an attribute's name, with the index or key for a list or dict ("blocks/0")."""
+        found: list[tuple[str, Layer]] = []
+        for attr in self.__dict__.get("_tracked", ()):
+            value = self.__dict__.get(attr)
+            if isinstance(value, Layer):
+                found.append((attr, value))
+            elif isinstance(value, (list, tuple, dict)):
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                found += [(f"{attr}/{k}", v) for k, v in items if isinstance(v, Layer)]
+        seen: set[int] = set()
+        return [(k, v) for k, v in found if not (id(v) in seen or seen.add(id(v)))]
+
+    def sublayers(self) -> list[Layer]:
+        """The layers this one is made of (Keras's tracked layers), each once."""
+        return [sub for _, sub in self.children()]
+
+    def name_sublayers(self, below_custom: bool = False) -> None:
+        """Give each automatically named sublayer the name of its place, this layer's name
+        and the attribute ("encoder/attention", "encoder/dense_proj/0"), at every level
+        below. A custom layer's __init__ makes its sublayers again when a model loads, and
+        these names come out the same each time (automatic ones count the layers made so
+        far), so the weights and graphs saved match the rebuilt layer. Models and wrappers
+        keep their sublayers' names: their configs hold them."""
+        if self.saves_sublayers and not below_custom:
+            return
+        for key, sub in self.children():
+            if sub._auto_named:
+                sub.name = f"{self.name}/{key}"
+            sub.name_sublayers(below_custom=True)
 
     def get_weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.weights]
@@ -334,11 +413,10 @@ class Layer:
                                       f"(computing with kiln.ops) or `lower(b, inputs, ctx)`")
         from kiln.frontends.keras import ops
 
-        mask = kwargs.pop("keras_mask", None)
-        if mask is not None and not self.multi_input:
-            mask = mask[0]
-        return ops.run(self.call, b, ctx, inputs, kwargs, mask,
-                       f"layer {self.name!r} ({type(self).__name__}).call")
+        values = list(inputs) if self.multi_input else [inputs]
+        masks = kwargs.pop("keras_mask", None) or [None] * len(values)
+        outs, _ = ops.run_call(self, b, ctx, values, masks, kwargs)
+        return outs[0] if len(outs) == 1 else outs
 
     def _keras_call(self) -> bool:
         return type(self).call is not Layer.call
@@ -356,8 +434,11 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A Keras-style layer whose `call` has a `mask` parameter takes masks, as Keras
-        passes them to such a call."""
+        passes them to such a call; one that gives `compute_mask` supports masking, as
+        Keras infers."""
         super().__init_subclass__(**kwargs)
+        if "compute_mask" in cls.__dict__ and "supports_masking" not in cls.__dict__:
+            cls.supports_masking = True
         if "call" in cls.__dict__ and "takes_mask" not in cls.__dict__:
             import inspect
 
@@ -389,14 +470,24 @@ class Layer:
         """Emit one call: its outputs and their masks (None where an output has none), from
         its input values and their masks."""
         call = dict(kwargs)
-        if self.takes_mask and any(m is not None for m in masks):
-            call["keras_mask"] = list(masks)
-        out = self.lower(b, inputs if self.multi_input else inputs[0], ctx, **call)
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        out_masks: list[Value | None] = [None] * len(outs)
-        if self.supports_masking:
+        carried: list[Value | None] = []
+        if self._keras_call() and type(self).lower is Layer.lower:
+            from kiln.frontends.keras import ops
+
+            outs, carried = ops.run_call(self, b, ctx, inputs, masks, call)
+        else:
+            if self.takes_mask and any(m is not None for m in masks):
+                call["keras_mask"] = list(masks)
+            out = self.lower(b, inputs if self.multi_input else inputs[0], ctx, **call)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        # As Keras: a mask an output already carries (a sublayer's output returned by a
+        # custom call) stays; compute_mask gives the others.
+        out_masks: list[Value | None] = (carried + [None] * len(outs))[:len(outs)]
+        if self.supports_masking and not all(m is not None for m in out_masks):
             given = self.lower_mask(b, inputs, masks, ctx, **kwargs)
-            out_masks[:len(given)] = given[:len(outs)]
+            for k, m in enumerate(given[:len(outs)]):
+                if out_masks[k] is None:
+                    out_masks[k] = m
         return outs, out_masks
 
     def get_config(self) -> dict[str, Any]:
@@ -412,8 +503,9 @@ class Layer:
         if self._keras_call() and type(self).multi_input is Layer.multi_input:
             self.multi_input = isinstance(inputs, (list, tuple))  # as call receives them
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        lowering = _inside_call(tensors)
         for t in tensors:
-            if not isinstance(t, KerasTensor):
+            if not lowering and not isinstance(t, KerasTensor):
                 raise KilnTypeError(
                     f"layer {self.name!r} expected symbolic inputs (from layers.Input or another "
                     f"layer). Received: {type(t).__name__}"
@@ -424,13 +516,11 @@ class Layer:
         if not self.multi_input and len(tensors) != 1:
             raise KilnValueError(f"layer {self.name!r} expects one input. "
                                  f"Received: {len(tensors)} inputs")
-        shapes = [t.shape for t in tensors]
-        self.check_input_shapes(shapes)
-        if not self.built:
-            self.build(shapes if self.multi_input else shapes[0])
-            self.built = True
+        if lowering:
+            return self._call_inside(tensors, kwargs)
+        self._build_for(tensors)
         out_types, mask_types = self.trace(tensors, kwargs)
-        self._warn_dropped_mask(tensors)
+        self._warn_dropped_mask([t._keras_mask is not None for t in tensors])
         record = CallRecord(self, tensors, [], dict(kwargs))
         index = len(self._calls)
         for k, (t, m) in enumerate(zip(out_types, mask_types)):
@@ -440,8 +530,53 @@ class Layer:
                 out._keras_mask = KerasTensor(to_keras_shape(m), m.dtype, f"{name}_mask")
             record.outputs.append(out)
         self._calls.append(record)
-        outs = record.outputs
+        return self._result(record.outputs)
+
+    def _result(self, outs: list) -> Any:
         return outs[0] if len(outs) == 1 and not self.returns_list else outs
+
+    def _build_for(self, tensors: list) -> None:
+        """Check the inputs' shapes and build the layer for them on its first call."""
+        shapes = [t.shape for t in tensors]
+        self.check_input_shapes(shapes)
+        if not self.built:
+            self.build(shapes if self.multi_input else shapes[0])
+            self.built = True
+        self.name_sublayers()
+
+    def _call_inside(self, tensors: list, kwargs: dict[str, Any]) -> Any:
+        """A call inside a custom layer's call (on kiln.ops tensors): emit the layer's IR
+        into the graph being built, as Keras runs a sublayer. The inputs' masks go with them
+        (or `mask=` given), and `training=` given holds for the calls inside it too."""
+        from kiln.frontends.keras import ops
+
+        b, ctx = ops.active()
+        tensors = [ops.convert_to_tensor(t) for t in tensors]
+        kwargs = dict(kwargs)
+        mask = kwargs.pop("mask", None)
+        if mask is None:
+            masks = [t._keras_mask for t in tensors]
+        else:
+            masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+            if len(masks) != len(tensors):
+                raise KilnValueError(f"layer {self.name!r}: expected one mask per input "
+                                     f"({len(tensors)}). Received: {len(masks)}")
+        masks = [None if m is None else ops.convert_to_tensor(m).value for m in masks]
+        training = kwargs.pop("training", None)
+        self._build_for(tensors)
+        if ctx.tracing:
+            self._warn_dropped_mask([m is not None for m in masks])
+        mode = ctx.training
+        if training is not None:
+            ctx.training = bool(training)
+        try:
+            with b.scope(self.name.rsplit("/", 1)[-1]):
+                outs, out_masks = self.lower_call(b, [t.value for t in tensors], masks, ctx,
+                                                  kwargs)
+        finally:
+            ctx.training = mode
+        ctx.add_activity_penalties(self, outs)
+        return self._result([ops.Tensor(v, m) for v, m in zip(outs, out_masks)])
 
     #: True for layers that return a list even when it has one element (RNNs with state).
     returns_list = False
@@ -457,10 +592,12 @@ class Layer:
     def check_input_shapes(self, shapes: list[Shape]) -> None:
         """Override to check ranks and sizes before building (Keras's input_spec)."""
 
-    def _warn_dropped_mask(self, tensors: list[KerasTensor]) -> None:
-        if self.supports_masking or self.takes_mask:
+    def _warn_dropped_mask(self, masked: list[bool]) -> None:
+        """Keras's warning when a layer that gives no masks gets a masked first argument
+        (`masked`: whether each input tensor has a mask)."""
+        if self.supports_masking or (self.takes_mask and not self._keras_call()):
             return
-        if any(t._keras_mask is not None for t in self.first_argument(tensors)):
+        if any(self.first_argument(masked)):
             warnings.warn(f"Layer {self.name!r} (of type {type(self).__name__}) was passed an "
                           "input with a mask attached to it. However, this layer does not "
                           "support masking and will therefore destroy the mask information. "
@@ -476,7 +613,7 @@ class Layer:
                  b.input(f"mask{i}", to_ir_type(t._keras_mask.shape, t._keras_mask.dtype))
                  for i, t in enumerate(tensors)]
         state = {id(v): b.state(f"w{i}", v.type) for i, v in enumerate(self.variables)}
-        ctx = LoweringContext(b, training=False, state_values=state)
+        ctx = LoweringContext(b, training=False, state_values=state, tracing=True)
         try:
             with b.scope(self.name):
                 outs, out_masks = self.lower_call(b, values, masks, ctx, kwargs)
@@ -490,32 +627,45 @@ class Layer:
 
 
 class Wrapper(Layer):
-    """A layer made of the layers it wraps (`wrapped`), as Keras's wrappers: its weights are
-    theirs, in order, and freezing it freezes them."""
+    """A layer made of the layers it wraps, as Keras's wrappers: its weights are theirs, in
+    order, and freezing it freezes them. Its config holds theirs, names included."""
 
     loads_with_custom_objects = True
+    saves_sublayers = True
 
-    def wrapped(self) -> list[Layer]:
-        """The wrapped layers (none yet while the constructor runs)."""
-        raise NotImplementedError
 
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
+def unique_variables(variables: Sequence[Variable]) -> list[Variable]:
+    """The variables in order, each once."""
+    seen: set[int] = set()
+    return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
 
-    @trainable.setter
-    def trainable(self, value: bool) -> None:
-        self._trainable = bool(value)
-        for sub in self.wrapped():
-            sub.trainable = self._trainable
 
-    @property
-    def variables(self) -> list[Variable]:
-        return [v for sub in self.wrapped() for v in sub.variables]
+def _may_hold_layers(attr: str, value: Any) -> bool:
+    """Whether an attribute is tracked for sublayers: a layer, a list, tuple or dict (a
+    public one even while empty, as layers may be appended), a private one holding layers."""
+    if isinstance(value, Layer):
+        return True
+    if not isinstance(value, (list, tuple, dict)):
+        return False
+    if not attr.startswith("_"):
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, Layer) for v in items)
 
-    @property
-    def weights(self) -> list[Variable]:
-        return [v for sub in self.wrapped() for v in sub.weights]
+
+def _inside_call(tensors: list) -> bool:
+    """Whether a layer is called inside a custom layer's call: on a kiln.ops tensor (any
+    others are arrays), while kiln builds a graph."""
+    from kiln.frontends.keras import ops
+
+    return any(isinstance(t, ops.Tensor) for t in tensors) and ops.lowering_active()
+
+
+def is_symbolic(x: Any) -> bool:
+    """A KerasTensor, or a kiln.ops tensor inside a custom layer's call."""
+    from kiln.frontends.keras.ops import Tensor
+
+    return isinstance(x, (KerasTensor, Tensor))
 
 
 def penalty_of(regularizer: Callable, b: GraphBuilder, value: Value, where: str) -> Value:

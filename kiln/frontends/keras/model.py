@@ -129,13 +129,12 @@ class Model(Trainer, Layer):
         raise KilnValueError(f"No such layer: {name}. Existing layers are: "
                              f"{[layer.name for layer in layers]}")
 
-    @property
-    def variables(self) -> list[Variable]:
-        return _unique([v for layer in self.layers for v in layer.variables])
+    #: A model's config holds its layers' configs, names included.
+    saves_sublayers = True
 
-    @property
-    def weights(self) -> list[Variable]:
-        return _unique([v for layer in self.layers for v in layer.weights])
+    def children(self) -> list[tuple[str, Layer]]:
+        """The model's layers (its sublayers), by position."""
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def get_weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.weights]
@@ -269,16 +268,6 @@ class Model(Trainer, Layer):
         from kiln.frontends.keras.saving import functional_from_config
 
         return functional_from_config(config, custom_objects, cls)
-
-
-def _unique(variables: list[Variable]) -> list[Variable]:
-    seen: set[int] = set()
-    out = []
-    for v in variables:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 def _calls_between(inputs: list[KerasTensor], outputs: list[KerasTensor],

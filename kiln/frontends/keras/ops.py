@@ -26,7 +26,7 @@ import numpy as np
 
 from kiln.frontends.keras import activations
 from kiln.frontends.keras.einsum import einsum as _einsum
-from kiln.frontends.keras.layer import LoweringContext, Variable
+from kiln.frontends.keras.layer import KerasTensor, LoweringContext, Variable
 from kiln.frontends.keras.operators import Operators
 from kiln.ir import GraphBuilder, KilnTypeError, KilnValueError, Value
 from kiln.ir.types import FLOAT_DTYPES, INT_DTYPES, canonical_dtype
@@ -46,7 +46,13 @@ def lowering(b: GraphBuilder, ctx: LoweringContext) -> Iterator[None]:
         _ACTIVE.pop()
 
 
-def _active() -> tuple[GraphBuilder, LoweringContext]:
+def lowering_active() -> bool:
+    """Whether kiln is building a graph (ops have somewhere to write)."""
+    return bool(_ACTIVE)
+
+
+def active() -> tuple[GraphBuilder, LoweringContext]:
+    """The graph being built and its lowering context."""
     if not _ACTIVE:
         raise KilnValueError("kiln.ops works on symbolic tensors inside a layer's `call` (or a "
                              "Lambda's function) while kiln builds the model's graph; it was "
@@ -57,12 +63,14 @@ def _active() -> tuple[GraphBuilder, LoweringContext]:
 
 class Tensor(Operators):
     """A symbolic tensor of the graph being built: `shape` (None for a size known only at
-    run time), `dtype` and `ndim`, with NumPy's operators and indexing."""
+    run time), `dtype` and `ndim`, with NumPy's operators and indexing. A layer's output
+    carries its Keras mask as `_keras_mask` (a Tensor, or None), as Keras's tensors do."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "_keras_mask")
 
-    def __init__(self, value: Value):
+    def __init__(self, value: Value, mask: Value | Tensor | None = None):
         self.value = value
+        self._keras_mask = Tensor(mask) if isinstance(mask, Value) else mask
 
     @property
     def shape(self) -> tuple[int | None, ...]:
@@ -113,8 +121,12 @@ def _value(x: Any) -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
-        return _active()[1].value(x)
-    b = _active()[0]
+        return active()[1].value(x)
+    if isinstance(x, KerasTensor):
+        raise KilnTypeError(f"{x!r} is a symbolic tensor from outside this call (an Input, or "
+                            f"a layer's output in the model): a layer's call computes on its "
+                            f"own inputs, so pass it to the layer as one")
+    b = active()[0]
     array = np.asarray(x)
     if array.dtype == object:
         raise KilnTypeError(f"expected a tensor, a weight, a number or an array. "
@@ -170,23 +182,23 @@ def _operands(*xs: Any) -> list[Any]:
     values = [v for v in items if isinstance(v, Value)]
     dtype = _joint_dtype([v.type.dtype for v in values], [s for s in items if _is_scalar(s)])
     if not values:
-        b = _active()[0]
+        b = active()[0]
         return [b.constant(s, dtype) for s in items]
-    b = _active()[0]
+    b = active()[0]
     return [b.cast(v, dtype=dtype) if isinstance(v, Value) and v.type.dtype != dtype else v
             for v in items]
 
 
 def _float(x: Any) -> Value:
     v = _value(x)
-    return v if v.type.is_float else _active()[0].cast(v, dtype="float32")
+    return v if v.type.is_float else active()[0].cast(v, dtype="float32")
 
 
 def _bool(x: Any) -> Value:
     v = _value(x)
     if v.type.dtype == "bool":
         return v
-    b = _active()[0]
+    b = active()[0]
     return b.logical_not(b.equal(v, 0))
 
 
@@ -202,13 +214,15 @@ def _axes(x: Value, axis: Any) -> tuple[int, ...] | None:
 
 
 def convert_to_tensor(x: Any, dtype: Any = None) -> Tensor:
+    if isinstance(x, Tensor) and dtype in (None, x.dtype):
+        return x  # with its mask
     v = _value(x)
     return Tensor(v) if dtype is None else cast(Tensor(v), dtype)
 
 
 def cast(x: Any, dtype: Any) -> Tensor:
     v, dtype = _value(x), canonical_dtype(dtype)
-    return Tensor(v if v.type.dtype == dtype else _active()[0].cast(v, dtype=dtype))
+    return Tensor(v if v.type.dtype == dtype else active()[0].cast(v, dtype=dtype))
 
 
 def shape(x: Any) -> tuple[int | None, ...]:
@@ -218,7 +232,7 @@ def shape(x: Any) -> tuple[int | None, ...]:
 # -- element-wise ------------------------------------------------------------------------
 def _unary(op: str, float_only: bool = True) -> Any:
     def fn(x: Any) -> Tensor:
-        b = _active()[0]
+        b = active()[0]
         return Tensor(getattr(b, op)(_float(x) if float_only else _value(x)))
     fn.__name__ = op
     return fn
@@ -243,7 +257,7 @@ reciprocal = _unary("reciprocal")
 
 def _activation(fn: Any, name: str) -> Any:
     def op(x: Any, *args: Any, **kwargs: Any) -> Tensor:
-        return Tensor(fn(_active()[0], _float(x), *args, **kwargs))
+        return Tensor(fn(active()[0], _float(x), *args, **kwargs))
     op.__name__ = name
     return op
 
@@ -260,7 +274,7 @@ softsign = _activation(activations.softsign, "softsign")
 def gelu(x: Any, approximate: bool = True) -> Tensor:
     """Keras's ops.gelu: the tanh approximation by default, the exact form (through erf)
     with approximate=False."""
-    b, v = _active()[0], _float(x)
+    b, v = active()[0], _float(x)
     if not approximate:
         return Tensor(activations.gelu(b, v))
     inner = b.mul(b.add(v, b.mul(b.pow(v, 3.0), 0.044715)), float(np.sqrt(2.0 / np.pi)))
@@ -268,25 +282,25 @@ def gelu(x: Any, approximate: bool = True) -> Tensor:
 
 
 def elu(x: Any, alpha: float = 1.0) -> Tensor:
-    return Tensor(_active()[0].elu(_float(x), alpha=float(alpha)))
+    return Tensor(active()[0].elu(_float(x), alpha=float(alpha)))
 
 
 def expm1(x: Any) -> Tensor:
-    return Tensor(_active()[0].sub(exp(x).value, 1.0))
+    return Tensor(active()[0].sub(exp(x).value, 1.0))
 
 
 def log2(x: Any) -> Tensor:
-    return Tensor(_active()[0].div(log(x).value, float(np.log(2.0))))
+    return Tensor(active()[0].div(log(x).value, float(np.log(2.0))))
 
 
 def log10(x: Any) -> Tensor:
-    return Tensor(_active()[0].div(log(x).value, float(np.log(10.0))))
+    return Tensor(active()[0].div(log(x).value, float(np.log(10.0))))
 
 
 def _binary(op: str) -> Any:
     def fn(x1: Any, x2: Any) -> Tensor:
         a, c = _operands(x1, x2)
-        return Tensor(getattr(_active()[0], op)(a, c))
+        return Tensor(getattr(active()[0], op)(a, c))
     fn.__name__ = op
     return fn
 
@@ -304,7 +318,7 @@ less = _binary("less")
 def divide(x1: Any, x2: Any) -> Tensor:
     """True division: ints divide as floats, as Keras's."""
     a, c = _operands(x1, x2)
-    b = _active()[0]
+    b = active()[0]
     if a.type.dtype not in FLOAT_DTYPES:
         a, c = b.cast(a, dtype="float32"), b.cast(c, dtype="float32")
     return Tensor(b.div(a, c))
@@ -315,27 +329,27 @@ true_divide = divide
 
 def power(x1: Any, x2: Any) -> Tensor:
     a, c = _operands(x1, x2)
-    return Tensor(_active()[0].pow(a, c))
+    return Tensor(active()[0].pow(a, c))
 
 
 def not_equal(x1: Any, x2: Any) -> Tensor:
-    return Tensor(_active()[0].logical_not(equal(x1, x2).value))
+    return Tensor(active()[0].logical_not(equal(x1, x2).value))
 
 
 def greater_equal(x1: Any, x2: Any) -> Tensor:
-    return Tensor(_active()[0].logical_not(less(x1, x2).value))
+    return Tensor(active()[0].logical_not(less(x1, x2).value))
 
 
 def less_equal(x1: Any, x2: Any) -> Tensor:
-    return Tensor(_active()[0].logical_not(greater(x1, x2).value))
+    return Tensor(active()[0].logical_not(greater(x1, x2).value))
 
 
 def logical_and(x1: Any, x2: Any) -> Tensor:
-    return Tensor(_active()[0].logical_and(_bool(x1), _bool(x2)))
+    return Tensor(active()[0].logical_and(_bool(x1), _bool(x2)))
 
 
 def logical_or(x1: Any, x2: Any) -> Tensor:
-    return Tensor(_active()[0].logical_or(_bool(x1), _bool(x2)))
+    return Tensor(active()[0].logical_or(_bool(x1), _bool(x2)))
 
 
 def logical_xor(x1: Any, x2: Any) -> Tensor:
@@ -343,12 +357,12 @@ def logical_xor(x1: Any, x2: Any) -> Tensor:
 
 
 def logical_not(x: Any) -> Tensor:
-    return Tensor(_active()[0].logical_not(_bool(x)))
+    return Tensor(active()[0].logical_not(_bool(x)))
 
 
 def where(condition: Any, x1: Any, x2: Any) -> Tensor:
     a, c = _operands(x1, x2)
-    return Tensor(_active()[0].where(_bool(condition), a, c))
+    return Tensor(active()[0].where(_bool(condition), a, c))
 
 
 def clip(x: Any, x_min: Any, x_max: Any) -> Tensor:
@@ -361,7 +375,7 @@ def _reduction(op: str) -> Any:
         v = _value(x)
         if op == "mean":
             v = _float(v)
-        return Tensor(getattr(_active()[0], op)(v, axes=_axes(v, axis), keepdims=keepdims))
+        return Tensor(getattr(active()[0], op)(v, axes=_axes(v, axis), keepdims=keepdims))
     fn.__name__ = op
     return fn
 
@@ -401,8 +415,8 @@ def _arg(op: str) -> Any:
     def fn(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
         v = _value(x)
         if axis is None:
-            v, axis = _active()[0].reshape(v, shape=(-1,)), 0
-        return Tensor(getattr(_active()[0], op)(v, axis=axis, keepdims=keepdims))
+            v, axis = active()[0].reshape(v, shape=(-1,)), 0
+        return Tensor(getattr(active()[0], op)(v, axis=axis, keepdims=keepdims))
     fn.__name__ = op
     return fn
 
@@ -413,21 +427,21 @@ argmin = _arg("argmin")
 
 # -- neural network ------------------------------------------------------------------------
 def softmax(x: Any, axis: int = -1) -> Tensor:
-    return Tensor(_active()[0].softmax(_float(x), axis=axis))
+    return Tensor(active()[0].softmax(_float(x), axis=axis))
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
-    return Tensor(_active()[0].log_softmax(_float(x), axis=axis))
+    return Tensor(active()[0].log_softmax(_float(x), axis=axis))
 
 
 def one_hot(x: Any, num_classes: int, axis: int = -1, dtype: Any = "float32") -> Tensor:
-    return Tensor(_active()[0].one_hot(_value(x), depth=int(num_classes), axis=axis,
+    return Tensor(active()[0].one_hot(_value(x), depth=int(num_classes), axis=axis,
                                        dtype=canonical_dtype(dtype)))
 
 
 def matmul(x1: Any, x2: Any) -> Tensor:
     a, c = _operands(x1, x2)
-    return Tensor(_active()[0].matmul(a, c))
+    return Tensor(active()[0].matmul(a, c))
 
 
 def dot(x1: Any, x2: Any) -> Tensor:
@@ -438,27 +452,27 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
     if len(operands) != 2:
         raise KilnValueError(f"kiln.ops.einsum takes two operands. Received: {len(operands)}")
     a, c = _operands(*operands)
-    return Tensor(_einsum(_active()[0], subscripts, a, c))
+    return Tensor(_einsum(active()[0], subscripts, a, c))
 
 
 # -- shapes --------------------------------------------------------------------------------
 def reshape(x: Any, newshape: Any) -> Tensor:
     v = _value(x)
     target = (newshape,) if isinstance(newshape, int) else tuple(newshape)
-    return Tensor(_active()[0].reshape(v, shape=tuple(-1 if d is None else d for d in target)))
+    return Tensor(active()[0].reshape(v, shape=tuple(-1 if d is None else d for d in target)))
 
 
 def transpose(x: Any, axes: Any = None) -> Tensor:
     v = _value(x)
     perm = tuple(reversed(range(v.type.rank))) if axes is None else tuple(axes)
-    return Tensor(_active()[0].transpose(v, perm=perm))
+    return Tensor(active()[0].transpose(v, perm=perm))
 
 
 def expand_dims(x: Any, axis: Any) -> Tensor:
     v = _value(x)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     rank = v.type.rank + len(axes)
-    return Tensor(_active()[0].expand_dims(v, axes=tuple(sorted(a % rank for a in axes))))
+    return Tensor(active()[0].expand_dims(v, axes=tuple(sorted(a % rank for a in axes))))
 
 
 def squeeze(x: Any, axis: Any = None) -> Tensor:
@@ -467,18 +481,18 @@ def squeeze(x: Any, axis: Any = None) -> Tensor:
         axes = tuple(i for i, d in enumerate(v.type.shape) if d == 1)
     else:
         axes = _axes(v, axis)
-    return Tensor(_active()[0].squeeze(v, axes=axes))
+    return Tensor(active()[0].squeeze(v, axes=axes))
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
     values = _operands(*xs)
-    return Tensor(_active()[0].concat(*values, axis=axis))
+    return Tensor(active()[0].concat(*values, axis=axis))
 
 
 def stack(x: Sequence[Any], axis: int = 0) -> Tensor:
     values = _operands(*x)
     rank = values[0].type.rank + 1
-    b = _active()[0]
+    b = active()[0]
     return Tensor(b.concat(*(b.expand_dims(v, axes=(axis % rank,)) for v in values),
                            axis=axis % rank))
 
@@ -497,7 +511,7 @@ def split(x: Any, indices_or_sections: Any, axis: int = 0) -> list[Tensor]:
     else:
         bounds = [0, *indices_or_sections, size]
         sizes = tuple(hi - lo for lo, hi in zip(bounds, bounds[1:]))
-    parts = _active()[0].split(v, axis=axis, sizes=sizes)
+    parts = active()[0].split(v, axis=axis, sizes=sizes)
     return [Tensor(p) for p in (parts if isinstance(parts, tuple) else (parts,))]
 
 
@@ -506,26 +520,26 @@ def tile(x: Any, repeats: Any) -> Tensor:
     reps = (repeats,) if isinstance(repeats, int) else tuple(repeats)
     if len(reps) < v.type.rank:
         reps = (1,) * (v.type.rank - len(reps)) + reps
-    return Tensor(_active()[0].tile(v, reps=reps))
+    return Tensor(active()[0].tile(v, reps=reps))
 
 
 def broadcast_to(x: Any, shape: Any) -> Tensor:
-    return Tensor(_active()[0].broadcast_to(_value(x), shape=tuple(shape)))
+    return Tensor(active()[0].broadcast_to(_value(x), shape=tuple(shape)))
 
 
 def flip(x: Any, axis: Any = None) -> Tensor:
     v = _value(x)
     axes = _axes(v, axis) or tuple(range(v.type.rank))
     full = (None,) * v.type.rank
-    return Tensor(_active()[0].slice(v, begin=full, end=full, strides=tuple(
+    return Tensor(active()[0].slice(v, begin=full, end=full, strides=tuple(
         -1 if i in axes else 1 for i in range(v.type.rank))))
 
 
 def take(x: Any, indices: Any, axis: int | None = None) -> Tensor:
     v, i = _value(x), _value(indices)
     if axis is None:
-        v, axis = _active()[0].reshape(v, shape=(-1,)), 0
-    return Tensor(_active()[0].gather(v, i, axis=axis % v.type.rank))
+        v, axis = active()[0].reshape(v, shape=(-1,)), 0
+    return Tensor(active()[0].gather(v, i, axis=axis % v.type.rank))
 
 
 def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: float = 0) -> Tensor:
@@ -533,7 +547,7 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: float =
         raise KilnValueError(f"kiln.ops.pad pads with a constant. Received: mode={mode!r}")
     v = _value(x)
     pads = [tuple(p) for p in pad_width]
-    return Tensor(_active()[0].pad(v, pads=tuple(pads), value=float(constant_values)))
+    return Tensor(active()[0].pad(v, pads=tuple(pads), value=float(constant_values)))
 
 
 def zeros_like(x: Any, dtype: Any = None) -> Tensor:
@@ -547,7 +561,7 @@ def ones_like(x: Any, dtype: Any = None) -> Tensor:
 def full_like(x: Any, fill_value: Any, dtype: Any = None) -> Tensor:
     v = _value(x)
     dtype = canonical_dtype(dtype) if dtype is not None else v.type.dtype
-    return Tensor(_active()[0].constant(fill_value, dtype, shape=v.type.shape))
+    return Tensor(active()[0].constant(fill_value, dtype, shape=v.type.shape))
 
 
 def zeros(shape: Any, dtype: Any = "float32") -> Tensor:
@@ -560,7 +574,28 @@ def ones(shape: Any, dtype: Any = "float32") -> Tensor:
 
 def full(shape: Any, fill_value: Any, dtype: Any = "float32") -> Tensor:
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    return Tensor(_active()[0].constant(fill_value, canonical_dtype(dtype), shape=dims))
+    return Tensor(active()[0].constant(fill_value, canonical_dtype(dtype), shape=dims))
+
+
+_NO_STOP = object()
+
+
+def arange(start: Any, stop: Any = _NO_STOP, step: Any = 1, dtype: Any = None) -> Tensor:
+    """Keras's arange: int32 for int bounds, float32 when any is a float. The bounds are
+    numbers (a length from `ops.shape` or `x.shape` must be known: the IR has no range
+    over a size known only at run time yet)."""
+    if stop is _NO_STOP:
+        start, stop = 0, start
+    bounds = [start, stop, step]
+    for bound in bounds:
+        if not _is_scalar(bound):
+            raise KilnValueError(f"arange needs numbers as bounds (a known length). "
+                                 f"Received: {bound!r}")
+    if dtype is None:
+        floats = _any(isinstance(v, (float, np.floating)) for v in bounds)
+        dtype = "float32" if floats else "int32"
+    values = np.arange(start, stop, step, dtype=np.dtype(canonical_dtype(dtype)))
+    return Tensor(active()[0].constant(values))
 
 
 # -- indexing ------------------------------------------------------------------------------
@@ -602,7 +637,7 @@ def _index(x: Tensor, key: Any) -> Tensor:
             strides.append(1)
             drop.append(axis)
         axis += 1
-    b, v = _active()[0], x.value
+    b, v = active()[0], x.value
     if _any(s is not None for s in begin + end) or _any(s != 1 for s in strides):
         v = b.slice(v, begin=tuple(begin), end=tuple(end),
                     strides=None if _all(s == 1 for s in strides) else tuple(strides))
@@ -615,22 +650,51 @@ def _index(x: Tensor, key: Any) -> Tensor:
 
 # -- running a function on symbolic tensors -----------------------------------------------------
 def run(fn: Any, b: GraphBuilder, ctx: LoweringContext, inputs: Any, kwargs: dict[str, Any],
-        mask: Any = None, where: str = "") -> Any:
-    """fn(inputs, **kwargs) on Tensors inside a lowering, its result as IR values. `mask`
-    (the inputs' masks: one, a list, or None) goes to a `mask` parameter, the graph's
-    training flag to a `training` parameter the call does not set."""
+        mask: Any = None, where: str = "", result: Any = unwrap) -> Any:
+    """fn(inputs, **kwargs) on Tensors inside a lowering, its result as IR values (or as
+    `result` makes them). `mask` (the inputs' masks: one, a list, or None) goes to a `mask`
+    parameter, the graph's training flag to a `training` parameter the call does not set;
+    a `training` the call sets holds for the layers called inside it, as in Keras."""
     params = parameters(fn)
     call = dict(kwargs)
     if "mask" in params:
         call["mask"] = _wrap(mask)
     if "training" in params and call.get("training") is None:
         call["training"] = ctx.training
+    mode = ctx.training
+    if call.get("training") is not None:
+        ctx.training = bool(call["training"])
     with lowering(b, ctx):
         try:
             out = fn(_wrap(inputs), **call)
         except TypeError as err:
             raise KilnTypeError(f"{where}: {err}") from None
-        return unwrap(out)
+        finally:
+            ctx.training = mode
+        return result(out)
+
+
+def run_call(layer: Any, b: GraphBuilder, ctx: LoweringContext, inputs: list[Value],
+             masks: list[Value | None], kwargs: dict[str, Any],
+             ) -> tuple[list[Value], list[Value | None]]:
+    """layer.call for one call of a custom layer: on its argument as the call takes it (the
+    list, or the one tensor), each tensor carrying its mask as `_keras_mask`, the masks to
+    a `mask` parameter. Returns the outputs and the masks they carry (a sublayer's output
+    returned as it came)."""
+    tensors = [Tensor(v, m) for v, m in zip(inputs, masks)]
+    mask = [None if m is None else Tensor(m) for m in masks]
+    if not _any(m is not None for m in masks):
+        mask = None
+    elif not layer.multi_input:
+        mask = mask[0]
+
+    def outputs(out: Any) -> tuple[list[Value], list[Value | None]]:
+        items = list(out) if isinstance(out, (list, tuple)) else [out]
+        carried = [x._keras_mask if isinstance(x, Tensor) else None for x in items]
+        return [_value(x) for x in items], [None if m is None else _value(m) for m in carried]
+
+    return run(layer.call, b, ctx, tensors if layer.multi_input else tensors[0], kwargs, mask,
+               f"layer {layer.name!r} ({type(layer).__name__}).call", outputs)
 
 
 def run_mask(fn: Any, layer: Any, b: GraphBuilder, ctx: LoweringContext, inputs: list,
@@ -667,5 +731,6 @@ __all__ = sorted(n for n, v in list(globals().items())
                      "annotations", "contextmanager", "Iterator", "Sequence", "Any",
                      "GraphBuilder", "KilnTypeError", "KilnValueError", "Value", "Variable",
                      "LoweringContext", "Operators", "canonical_dtype", "inspect", "lowering",
-                     "run", "run_mask", "parameters", "unwrap",
+                     "run", "run_mask", "run_call", "parameters", "unwrap", "active",
+                     "lowering_active",
                      "activations"})

@@ -126,6 +126,8 @@ SHAPES = {  # name -> (kiln's, NumPy's)
     "one_hot": (lambda x: ops.one_hot(ops.argmax(x, axis=-1), 5),
                 lambda x: np.eye(5)[x.argmax(-1)]),
     "full_like": (lambda x: ops.full_like(x, 3.0) + ops.ones_like(x), lambda x: x * 0 + 4),
+    "arange": (lambda x: x * ops.arange(ops.shape(x)[-1]) + ops.arange(1.0, 0.0, -0.2),
+               lambda x: x * np.arange(5) + np.arange(1.0, 0.0, -0.2)),
 }
 
 
@@ -159,6 +161,7 @@ def test_dtypes_promote_as_keras() -> None:
     assert _apply(lambda x: x * 0.5, ids).dtype == np.float32
     assert _apply(lambda x: x / 2, ids).dtype == np.float32  # true division
     assert _apply(lambda x: x + 1, ids).dtype == np.int32
+    assert _apply(lambda x: x + ops.arange(4), ids).dtype == np.int32  # Keras's int32
     assert _apply(lambda x: ops.cast(x, "float32") + ids[0], ids).dtype == np.float32
     np.testing.assert_allclose(_apply(lambda x: x * 0.5, ids), ids * 0.5)
 
@@ -359,5 +362,7 @@ def test_errors_name_what_went_wrong() -> None:
         _apply(lambda t: t[[0, 1]], X)
     with pytest.raises(KilnValueError, match="index 3 is out of bounds for axis 1 with size 3"):
         _apply(lambda t: t[:, 3], X)
+    with pytest.raises(KilnValueError, match="arange needs numbers as bounds"):
+        _apply(lambda t: t[:, :1] * ops.arange(ops.shape(t)[0]), X)
     with pytest.raises(KilnTypeError, match="Lambda expects a function"):
         layers.Lambda("exp")

@@ -15,10 +15,10 @@ from kiln.frontends.keras import initializers
 from kiln.frontends.keras.einsum import einsum
 from kiln.frontends.keras.layer import (
     KERNEL_BIAS_OPTIONS,
-    KerasTensor,
     Layer,
     as_bool,
     fraction_arg,
+    is_symbolic,
     set_weight_options,
     weight_options_config,
 )
@@ -45,7 +45,7 @@ def band_mask(t: Any, s: Any, causal: bool, window: int | None, name: str) -> np
 
 def _expect_symbolic(layer: Layer, tensors: list) -> None:
     for t in tensors:
-        if not isinstance(t, KerasTensor):
+        if not is_symbolic(t):
             raise KilnTypeError(f"layer {layer.name!r} expected symbolic inputs (from "
                                 f"layers.Input or another layer). Received: {type(t).__name__}")
 

@@ -19,6 +19,7 @@ from kiln.frontends.keras.layer import (
     Layer,
     Wrapper,
     as_bool,
+    is_symbolic,
     set_weight_options,
     weight_options_config,
 )
@@ -562,17 +563,19 @@ def _sequence_and_states(layer: Layer, inputs: Any, initial_state: Any,
         if key not in ("training", "mask"):
             raise KilnTypeError(f"layer {layer.name!r}: unrecognized call argument {key!r}. "
                                 f"Received: {key}={kwargs[key]!r}")
-    if kwargs.get("mask") is not None:
-        raise KilnValueError(f"layer {layer.name!r}: kiln takes a recurrent layer's mask from "
-                             f"its input (Embedding(mask_zero=True) or Masking), not as "
-                             f"mask=. Received: mask={kwargs['mask']!r}")
-    kwargs.pop("mask", None)
     states = [] if initial_state is None else (
         list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state])
     for s in states:
-        if not isinstance(s, KerasTensor):
+        if not is_symbolic(s):
             raise KilnTypeError(f"layer {layer.name!r}: expected initial_state as symbolic "
                                 f"tensors. Received: {type(s).__name__}")
+    mask = kwargs.pop("mask", None)
+    if mask is not None:
+        if isinstance(inputs, KerasTensor):
+            raise KilnValueError(f"layer {layer.name!r}: kiln takes a recurrent layer's mask "
+                                 f"from its input (Embedding(mask_zero=True) or Masking), not "
+                                 f"as mask=. Received: mask={mask!r}")
+        kwargs["mask"] = [mask, *([None] * len(states))]  # inside a custom layer's call
     return [inputs, *states]
 
 
@@ -640,9 +643,6 @@ class Bidirectional(_SequenceCall, Wrapper):
         self.return_state = forward.return_state
         self.returns_list = self.return_state or merge_mode is None
         self._initial_weights = list(weights) if weights else None
-
-    def wrapped(self) -> list[Layer]:
-        return [sub for sub in (self.forward_layer, self.backward_layer) if sub is not None]
 
     def _halves(self, items: list) -> tuple[list, list]:
         sequence, states = items[0], list(items[1:])

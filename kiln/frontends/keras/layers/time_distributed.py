@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.frontends.keras.layer import Layer, LoweringContext, Wrapper
+from kiln.frontends.keras.layer import KerasTensor, Layer, LoweringContext, Wrapper
 from kiln.ir import GraphBuilder, KilnValueError
 
 
@@ -48,9 +48,6 @@ class TimeDistributed(Wrapper):
         if not self.trainable:
             layer.trainable = False
 
-    def wrapped(self) -> list[Layer]:
-        return [] if self.layer is None else [self.layer]
-
     def _child_shape(self, shape: Any) -> tuple:
         if not isinstance(shape, (tuple, list)) or len(shape) < 3:
             raise KilnValueError(f"`TimeDistributed` Layer should be passed an `input_shape` "
@@ -65,6 +62,16 @@ class TimeDistributed(Wrapper):
         if not self.layer.built:
             self.layer.build(self._child_shape(input_shape))
             self.layer.built = True
+
+    def _build_for(self, tensors: list) -> None:
+        """Build as any layer; a custom layer's call runs once on one step's tensor first,
+        building the sublayers it calls (as Keras builds such a layer), so the scan body
+        finds all its weights."""
+        super()._build_for(tensors)
+        if self.layer._keras_call():
+            step = tensors[0]
+            self.layer.trace([KerasTensor(self._child_shape(step.shape), step.dtype, "step")],
+                             {})
 
     # -- lowering ------------------------------------------------------------------------
     def lower(self, b, x, ctx, keras_mask=None, **kwargs):  # noqa: ANN001, ANN201
