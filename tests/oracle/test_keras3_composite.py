@@ -147,3 +147,54 @@ def test_a_sublayers_mask_comes_out_of_the_layer_as_in_keras() -> None:
     x = rng.standard_normal((6, 6, 2)).astype("float32")
     x[:3, 4:] = 0.0
     assert_predicts_and_trains_alike(theirs, ours, x, rng, keras, optimizers)
+
+
+def _subclassed(L: Any, M: Any) -> tuple[type, type]:  # noqa: N803
+    class Tower(M.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = [L.Dense(6, activation="relu"), L.Dense(4)]
+            self.norm = L.LayerNormalization()
+            self.head = L.Dense(2)
+
+        def call(self, inputs: Any) -> Any:
+            h = inputs
+            for block in self.blocks:
+                h = block(h)
+            return self.head(self.norm(h))
+
+    class Tickets(M.Model):  # the book's chapter 7 model
+        def __init__(self, num_departments: int) -> None:
+            super().__init__()
+            self.concat_layer = L.Concatenate()
+            self.mixing_layer = L.Dense(16, activation="relu")
+            self.priority_scorer = L.Dense(1, activation="sigmoid")
+            self.department_classifier = L.Dense(num_departments, activation="softmax")
+
+        def call(self, inputs: dict) -> tuple:
+            features = self.mixing_layer(self.concat_layer(
+                [inputs["title"], inputs["text_body"], inputs["tags"]]))
+            return self.priority_scorer(features), self.department_classifier(features)
+
+    return Tower, Tickets
+
+
+def test_a_subclassed_model_predicts_and_trains_like_keras() -> None:
+    keras.utils.set_random_seed(0)
+    x = rng.standard_normal((8, 5)).astype("float32")
+    theirs, ours = _subclassed(keras.layers, keras)[0](), _subclassed(layers, models)[0]()
+    theirs(x), ours(x)
+    ours.set_weights([np.asarray(w) for w in theirs.get_weights()])
+    assert_predicts_and_trains_alike(theirs, ours, x, rng, keras, optimizers, steps=3)
+
+
+def test_the_books_subclassed_model_predicts_like_keras_on_a_dict() -> None:
+    keras.utils.set_random_seed(0)
+    x = {"title": rng.integers(0, 2, (6, 12)), "text_body": rng.integers(0, 2, (6, 12)),
+         "tags": rng.integers(0, 2, (6, 4))}
+    theirs, ours = _subclassed(keras.layers, keras)[1](4), _subclassed(layers, models)[1](4)
+    theirs(x), ours(x)
+    ours.set_weights([np.asarray(w) for w in theirs.get_weights()])
+    for mine, reference in zip(ours.predict(x, verbose=0), theirs.predict(x, verbose=0),
+                               strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)

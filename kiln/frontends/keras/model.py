@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from kiln.frontends.keras import subclassed
 from kiln.frontends.keras.layer import (
     CallRecord,
     KerasTensor,
     Layer,
     LoweringContext,
     Variable,
+    is_symbolic,
     penalty_of,
     set_variables,
     to_ir_type,
@@ -56,6 +58,10 @@ class Model(Trainer, Layer):
 
     def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None,
                  **kwargs: Any):
+        # A subclass giving `call` is a subclassed model (kiln.frontends.keras.subclassed):
+        # its layers are those it keeps in attributes, named after them.
+        self._subclassed = self._keras_call()
+        self.saves_sublayers = not self._subclassed
         Layer.__init__(self, name=name, **kwargs)
         Trainer.__init__(self)
         self._records: list[CallRecord] = []
@@ -99,6 +105,9 @@ class Model(Trainer, Layer):
     def output_names(self) -> list[str]:
         if self._output_keys is not None:
             return list(self._output_keys)
+        if self._subclassed:  # its call's outputs, unnamed: by position
+            return (["output"] if len(self._outputs) == 1 else
+                    [f"output_{i}" for i in range(len(self._outputs))])
         names, seen = [], set()
         for t in self._outputs:
             name = t.history[0].name if t.history else t.name
@@ -110,10 +119,13 @@ class Model(Trainer, Layer):
 
     @property
     def layers(self) -> list[Layer]:
-        """The layers in Keras 3's order (so get_weights and set_weights list the weights as
+        """A subclassed model's: those it keeps in attributes, in order. Else the layers in
+        Keras 3's order (so get_weights and set_weights list the weights as
         a Keras model of the same graph does): by decreasing depth (the most calls between a
         layer and an output first, the inputs among them), ties in the order a depth-first
         walk from the outputs first reaches them."""
+        if self._subclassed:
+            return self.sublayers()
         return _keras_order(self._inputs, self._outputs)
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
@@ -133,8 +145,34 @@ class Model(Trainer, Layer):
     saves_sublayers = True
 
     def children(self) -> list[tuple[str, Layer]]:
-        """The model's layers (its sublayers), by position."""
+        """The model's layers (its sublayers), by position; a subclassed model's, by the
+        attributes holding them."""
+        if self._subclassed:
+            return Layer.children(self)
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    # -- a subclassed model's graph (kiln.frontends.keras.subclassed) ---------------------
+    def build(self, input_shape: Any) -> None:
+        """A subclassed model: make its graph for inputs of `input_shape` (a batch shape, a
+        list or a dict of them; float32)."""
+        if self._subclassed and not self._inputs and not self.__dict__.get("_in_build"):
+            self._build_graph(*subclassed.shape_specs(input_shape))
+
+    def _build_graph(self, specs: list, keys: list[str] | None, single: bool) -> None:
+        self._in_build = True
+        try:
+            if type(self).build is not Model.build:  # the subclass's own build first
+                shapes = [s for _, s, _ in specs]
+                self.build(dict(zip(keys, shapes)) if keys is not None else (
+                    shapes[0] if single else shapes))
+            subclassed.build(self, specs, keys, single)
+        finally:
+            self._in_build = False
+
+    def _build_on(self, x: Any) -> None:
+        """Build an unbuilt subclassed model for the inputs x (arrays or symbolic)."""
+        if self._subclassed and not self._inputs:
+            self._build_graph(*subclassed.input_specs(x, f"model {self.name!r}: input"))
 
     def get_weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.weights]
@@ -174,9 +212,28 @@ class Model(Trainer, Layer):
                 [mask_env.get(id(t)) for t in self._outputs])
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if not _symbolic(inputs):
+            return self._eager_call(inputs, **kwargs)
+        self._build_on(inputs)
+        if isinstance(inputs, dict) and self._input_keys is not None:
+            missing = [k for k in self._input_keys if k not in inputs]
+            if missing or len(inputs) != len(self._input_keys):
+                raise KilnValueError(f"model {self.name!r} expects inputs with the keys "
+                                     f"{self._input_keys}. Received keys: {list(inputs)}")
+            inputs = [inputs[k] for k in self._input_keys]
         self.multi_input = isinstance(inputs, (list, tuple))
         self.returns_list = not self._single_output
         return Layer.__call__(self, inputs, **kwargs)
+
+    def _eager_call(self, inputs: Any, training: Any = None) -> Any:
+        """A model called on arrays (as the book calls a subclassed one before compiling):
+        its outputs for them as NumPy arrays, in the structure its call returns."""
+        if training:
+            raise KilnValueError(f"model {self.name!r}: kiln runs a model on arrays in "
+                                 f"inference; train it with fit or train_on_batch")
+        self._build_on(inputs)
+        out = self.predict_on_batch(inputs)
+        return tuple(out) if self._subclassed and isinstance(out, list) else out
 
     def state_names(self) -> dict[int, str]:
         """Each variable's IR state name: `layer.weight`, made unique where names collide."""
@@ -203,7 +260,8 @@ class Model(Trainer, Layer):
         and metrics apply as Keras 3 does."""
         if not self.built or not self._inputs:
             raise KilnValueError(f"model {self.name!r} has not been built: give the first layer "
-                                 "an input_shape, start with layers.Input, or call build()")
+                                 "an input_shape, start with layers.Input, call build(), or "
+                                 "(a subclassed model) fit, predict or call it on data")
         b = GraphBuilder(name or ("forward" if training else "predict"))
         names = self.state_names()
         inputs = [b.input(n, to_ir_type(t.shape, t.dtype))
@@ -258,6 +316,10 @@ class Model(Trainer, Layer):
         export_model(self, filepath, format)
 
     def get_config(self) -> dict[str, Any]:
+        """A subclassed model's: Layer's (name, trainable, dtype); give get_config its
+        constructor's arguments, as Keras asks of a subclassed model to save it."""
+        if self._subclassed:
+            return Layer.get_config(self)
         from kiln.frontends.keras.saving import functional_config
 
         return functional_config(self)
@@ -265,9 +327,17 @@ class Model(Trainer, Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None,
                     ) -> Model:
+        if cls.call is not Layer.call:  # subclassed: its constructor takes the config
+            return cls(**config)
         from kiln.frontends.keras.saving import functional_from_config
 
         return functional_from_config(config, custom_objects, cls)
+
+
+def _symbolic(inputs: Any) -> bool:
+    items = (list(inputs.values()) if isinstance(inputs, dict) else
+             list(inputs) if isinstance(inputs, (list, tuple)) else [inputs])
+    return any(is_symbolic(t) for t in items)
 
 
 def _calls_between(inputs: list[KerasTensor], outputs: list[KerasTensor],

@@ -16,7 +16,7 @@ import numpy as np
 
 from kiln.compiler.artifact import SUFFIX, Artifact, ArtifactError, read_artifact, write_artifact
 from kiln.compiler.pass_manager import CompileOptions
-from kiln.frontends.keras import initializers
+from kiln.frontends.keras import initializers, subclassed
 from kiln.frontends.keras import layers as layers_mod
 from kiln.frontends.keras import losses as losses_mod
 from kiln.frontends.keras import metrics as metrics_mod
@@ -105,6 +105,14 @@ def _layer_classes() -> dict[str, type]:
 
 def serialize_layer(layer: Layer) -> dict[str, Any]:
     """{"class_name", "config"}: a model as "Functional" or "Sequential", a layer by class."""
+    if isinstance(layer, Model) and layer._subclassed:
+        if not layer._inputs:
+            raise KilnValueError(f"model {layer.name!r} ({type(layer).__name__}) has not been "
+                                 f"built: call it, fit it or build() it before saving")
+        where = f"model {layer.name!r} ({type(layer).__name__})"
+        return {"class_name": type(layer).__name__,
+                "config": _jsonable(layer.get_config(), where),
+                "build_config": subclassed.build_config(layer)}
     if isinstance(layer, Model):
         kind = "Sequential" if isinstance(layer, Sequential) else "Functional"
         return {"class_name": kind, "config": layer.get_config()}
@@ -129,6 +137,17 @@ def deserialize_layer(item: Mapping[str, Any], custom_objects: CustomObjects = N
     if cls is None:
         raise KilnValueError(f"Unknown layer class {name!r} in the saved model. For your own "
                              f"layer pass custom_objects={{{name!r}: {name}}} to load_model")
+    if isinstance(cls, type) and issubclass(cls, Model) and cls.call is not Layer.call:
+        if "build_config" not in item:
+            raise KilnValueError(f"the saved subclassed model {name!r} lacks its build_config")
+        try:
+            model = cls.from_config(config)
+        except TypeError as err:
+            raise KilnTypeError(f"Could not rebuild the subclassed model {name} from its "
+                                f"config {config!r}: {err}. Give {name}.get_config the "
+                                f"arguments its __init__ takes"[:600]) from None
+        subclassed.build_from_config(model, item["build_config"])
+        return model
     if isinstance(cls, type) and (issubclass(cls, Model)
                                   or getattr(cls, "loads_with_custom_objects", False)):
         return cls.from_config(config, custom_objects=custom_objects)

@@ -59,8 +59,8 @@ def _connected_to(model: Any, layer: Any) -> list[str]:
 
 def is_sequential_like(model: Any) -> bool:
     """A chain: one input, one output, every layer called once on the previous output."""
-    if type(model).__name__ == "Sequential":
-        return True
+    if type(model).__name__ == "Sequential" or getattr(model, "_subclassed", False):
+        return True  # a subclassed model's layers have no calls to show, as in Keras
     if len(model._inputs) != 1 or len(model._outputs) != 1:
         return False
     previous = model._inputs[0]

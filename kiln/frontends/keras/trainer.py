@@ -186,6 +186,7 @@ class Trainer:
                  where: tuple[str, str, str] = ("x", "y", "sample_weight")) -> Dataset:
         """Check and cast everything before any step; builds an unbuilt Sequential from x."""
         x_arg, y_arg, w_arg = where
+        self._build_on(x)
         built = bool(self._inputs)
         in_names = self.input_names if built else ["input"]
         xs = [(label, data_mod.to_array(raw, label))

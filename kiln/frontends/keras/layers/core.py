@@ -104,6 +104,8 @@ class Dense(Layer):
                                         constraint=self.bias_constraint)
 
     def lower(self, b, x, ctx, **kwargs):  # noqa: ANN001, ANN201
+        if not x.type.is_float:  # ints and bools (0/1 features) as Keras's matmul promotes
+            x = b.cast(x, dtype=self.kernel.dtype)
         y = b.matmul(x, ctx.value(self.kernel))
         if self.use_bias:
             y = b.add(y, ctx.value(self.bias))
