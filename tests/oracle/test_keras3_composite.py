@@ -83,9 +83,9 @@ def _classes(L: Any, O: Any, M: Any) -> dict[str, type]:  # noqa: N803
             "PositionalEmbedding": PositionalEmbedding, "Stack": Stack, "Encode": Encode}
 
 
-def _transformer(L: Any, O: Any, M: Any) -> tuple:  # noqa: N803
+def _transformer(L: Any, O: Any, M: Any, steps: int | None = 7) -> tuple:  # noqa: N803
     c = _classes(L, O, M)
-    ids = L.Input(shape=(7,), dtype="int32")
+    ids = L.Input(shape=(steps,), dtype="int32")
     x = c["TransformerEncoder"](6, 8, 2)(c["PositionalEmbedding"](7, 15, 6)(ids))
     return ids, L.Dense(1)(L.GlobalMaxPooling1D()(x))
 
@@ -125,6 +125,16 @@ def test_the_books_transformer_predicts_like_keras_with_padding() -> None:
     x = _ids(6, padded=True)
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_the_books_transformer_of_any_length_predicts_and_trains_like_keras() -> None:
+    theirs, ours = _pair(lambda L, O, M: _transformer(L, O, M, steps=None))  # noqa: N803
+    for steps in (7, 4):
+        x = _ids(6, padded=False)[:, :steps]
+        np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0),
+                                   rtol=1e-4, atol=1e-5)
+    assert_predicts_and_trains_alike(theirs, ours, _ids(6, padded=False)[:, :5], rng, keras,
+                                     optimizers)
 
 
 def test_the_books_transformer_trains_like_keras() -> None:

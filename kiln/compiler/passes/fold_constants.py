@@ -64,6 +64,11 @@ def _fold(ed: GraphEditor, node: Node) -> Node | None:
     opdef = get_op(node.op)
     if node.op == "size":
         return _fold_size(node)
+    if node.op == "iota":  # depends on x's shape alone: a constant when that size is known
+        (n,) = node.output.type.shape
+        if not isinstance(n, int) or n > MAX_ELEMENTS:
+            return None
+        return constant_node(node.output, np.arange(n, dtype=numpy_dtype(node.output.type.dtype)))
     if (node.op == "constant" or "random" in opdef.tags or opdef.has_body
             or len(node.outputs) != 1 or not node.inputs):
         return None

@@ -225,8 +225,34 @@ def cast(x: Any, dtype: Any) -> Tensor:
     return Tensor(v if v.type.dtype == dtype else active()[0].cast(v, dtype=dtype))
 
 
-def shape(x: Any) -> tuple[int | None, ...]:
-    return convert_to_tensor(x).shape
+class Length(Tensor):
+    """A size known only at run time, as `ops.shape` gives it (Keras's TensorFlow backend
+    gives a tensor there too): a scalar int32 tensor that knows which axis of which tensor
+    it measures, so `arange` ranges over it and `reshape` and `broadcast_to` take it as that
+    axis's size. Computed with, it is an ordinary tensor."""
+
+    __slots__ = ("dim", "_of", "_axis")
+
+    def __init__(self, of: Value, axis: int):
+        super().__init__(active()[0].size(of, axes=(axis,), dtype="int32"))
+        self.dim = of.type.shape[axis]  # the IR's symbol for the size
+        self._of, self._axis = of, axis
+
+    def __repr__(self) -> str:
+        return f"<kiln.ops.Length {self.dim} (known at run time)>"
+
+
+def shape(x: Any) -> tuple[int | Length, ...]:
+    """x's shape: ints where known, a `Length` (a scalar tensor) where known only at run
+    time."""
+    v = _value(x)
+    return tuple(d if isinstance(d, int) else Length(v, i) for i, d in enumerate(v.type.shape))
+
+
+def _dims(shape: Any) -> tuple:
+    """A shape argument for the IR: ints, and each Length as its axis's symbol."""
+    dims = (shape,) if isinstance(shape, (int, Length)) else tuple(shape)
+    return tuple(d.dim if isinstance(d, Length) else d for d in dims)
 
 
 # -- element-wise ------------------------------------------------------------------------
@@ -458,7 +484,7 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
 # -- shapes --------------------------------------------------------------------------------
 def reshape(x: Any, newshape: Any) -> Tensor:
     v = _value(x)
-    target = (newshape,) if isinstance(newshape, int) else tuple(newshape)
+    target = _dims(newshape)
     return Tensor(active()[0].reshape(v, shape=tuple(-1 if d is None else d for d in target)))
 
 
@@ -524,7 +550,7 @@ def tile(x: Any, repeats: Any) -> Tensor:
 
 
 def broadcast_to(x: Any, shape: Any) -> Tensor:
-    return Tensor(active()[0].broadcast_to(_value(x), shape=tuple(shape)))
+    return Tensor(active()[0].broadcast_to(_value(x), shape=_dims(shape)))
 
 
 def flip(x: Any, axis: Any = None) -> Tensor:
@@ -582,10 +608,16 @@ _NO_STOP = object()
 
 def arange(start: Any, stop: Any = _NO_STOP, step: Any = 1, dtype: Any = None) -> Tensor:
     """Keras's arange: int32 for int bounds, float32 when any is a float. The bounds are
-    numbers (a length from `ops.shape` or `x.shape` must be known: the IR has no range
-    over a size known only at run time yet)."""
+    numbers, or (a length known only at run time) arange(n) and arange(0, n, 1) for a
+    Length n from `ops.shape`: the positions of that axis."""
     if stop is _NO_STOP:
         start, stop = 0, start
+    if isinstance(stop, Length):
+        if not (isinstance(start, int) and start == 0 and isinstance(step, int) and step == 1):
+            raise KilnValueError(f"arange over a length known only at run time takes start=0 "
+                                 f"and step=1. Received: start={start!r}, step={step!r}")
+        return Tensor(active()[0].iota(stop._of, axis=stop._axis,
+                                       dtype=canonical_dtype(dtype or "int32")))
     bounds = [start, stop, step]
     for bound in bounds:
         if not _is_scalar(bound):
@@ -730,7 +762,7 @@ __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and callable(v) and n not in {
                      "annotations", "contextmanager", "Iterator", "Sequence", "Any",
                      "GraphBuilder", "KilnTypeError", "KilnValueError", "Value", "Variable",
-                     "LoweringContext", "Operators", "canonical_dtype", "inspect", "lowering",
-                     "run", "run_mask", "run_call", "parameters", "unwrap", "active",
-                     "lowering_active",
+                     "KerasTensor", "LoweringContext", "Operators", "canonical_dtype",
+                     "inspect", "lowering", "run", "run_mask", "run_call", "parameters",
+                     "unwrap", "active", "lowering_active",
                      "activations"})

@@ -113,6 +113,23 @@ define("size", family="shape", inputs=("x",), infer=_size_rule, reference=_size_
        differentiable=False, attrs={"axes": None, "dtype": "float32"})
 
 
+def _iota_rule(types: Sequence[TensorType], attrs: Any) -> list[TensorType]:
+    (axis,) = normalize_axes(attrs["axis"], types[0].rank, "iota")
+    return [TensorType((types[0].shape[axis],), canonical_dtype(attrs["dtype"]))]
+
+
+def _iota_reference(ctx: Any, x: np.ndarray, axis: int, dtype: str) -> np.ndarray:
+    (axis,) = normalize_axes(axis, x.ndim, "iota")
+    return np.arange(x.shape[axis], dtype=canonical_dtype(dtype))
+
+
+# The positions 0, 1, ..., n - 1 of x's `axis` (n known only at run time when the axis is
+# symbolic): how a positional embedding indexes a sequence of any length (kiln.ops.arange
+# over ops.shape(x)[axis]).
+define("iota", family="shape", inputs=("x",), infer=_iota_rule, reference=_iota_reference,
+       differentiable=False, attrs={"axis": REQUIRED, "dtype": "int32"})
+
+
 # -- shared checks ---------------------------------------------------------------------------
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -59,6 +59,19 @@ def _fill(out: Any, value: Any, n: int) -> None:  # pragma: no cover - runs on t
         out[i] = value
 
 
+@cuda.jit(cache=True)
+def _iota(out: Any, n: int) -> None:  # pragma: no cover - runs on the device
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[i] = i
+
+
+def iota(ctx: RunContext, out: Any) -> None:
+    """out[i] = i, for a 1-D out (in out's dtype)."""
+    if out.size:
+        blocks, threads = grid(out.size)
+        ctx.launch(_iota, blocks, threads, out, out.size)
+
+
 def fill(ctx: RunContext, out: Any, value: float | int | bool) -> None:
     """Set every element of `out` to `value` (in out's dtype)."""
     if not out.size:

@@ -73,8 +73,11 @@ class PositionalEmbedding(layers.Layer):
 CUSTOM = {"TransformerEncoder": TransformerEncoder, "PositionalEmbedding": PositionalEmbedding}
 
 
-def transformer(length: int = 6, vocab: int = 20, dim: int = 4) -> models.Model:
-    ids = layers.Input((length,), dtype="int32")
+def transformer(length: int = 6, vocab: int = 20, dim: int = 4,
+                steps: int | None = -1) -> models.Model:
+    """The book's text classifier; steps=None: sequences of any length up to `length`,
+    as the book's Input(shape=(None,))."""
+    ids = layers.Input((length if steps == -1 else steps,), dtype="int32")
     x = PositionalEmbedding(length, vocab, dim)(ids)
     x = TransformerEncoder(dim, 8, 2)(x)
     x = layers.GlobalMaxPooling1D()(x)
@@ -287,6 +290,27 @@ def test_the_transformers_gradient_matches_finite_differences_with_padding() -> 
     for index in (0, value_bias):
         assert_gradient_matches_finite_differences(build, weights, x, y, index=index,
                                                    h=1e-2, tolerance=5e-3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba", "onnxruntime"])
+def test_the_transformer_takes_sequences_of_any_length(backend: str) -> None:
+    model = transformer(length=8, steps=None)  # positions: ops.arange over a run-time length
+    model.compile(optimizer=optimizers.SGD(0.05), loss="mse", backend=backend)
+    fixed = transformer(length=8)
+    fixed.set_weights(model.get_weights())
+    fixed.compile(loss="mse", backend="reference")
+    x = token_ids(4, length=8, pad_from=5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), fixed.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    short = x[:, :5]  # the first five positions: the same model, a shorter graph input
+    _, pe, encoder = fixed.layers[:3]
+    reference = models.Model(i := layers.Input((5,), dtype="int32"), fixed.layers[-1](
+        fixed.layers[-2](encoder(pe(i)))))
+    reference.compile(loss="mse", backend="reference")
+    np.testing.assert_allclose(model.predict(short, verbose=0),
+                               reference.predict(short, verbose=0), rtol=1e-5, atol=1e-6)
+    y = RNG.standard_normal((4, 1)).astype(np.float32)
+    assert np.isfinite(float(model.train_on_batch(short, y)))
 
 
 @pytest.mark.parametrize("backend", ["numba", "onnxruntime"])

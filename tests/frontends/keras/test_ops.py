@@ -180,6 +180,20 @@ def test_symbolic_batch_and_tensor_properties() -> None:
     assert seen == {"shape": (None, 3, 5), "dtype": "float32", "ndim": 3, "len": 3}
 
 
+def test_a_length_known_at_run_time_ranges_reshapes_and_computes() -> None:
+    def positions(x: ops.Tensor) -> ops.Tensor:
+        n, steps, features = ops.shape(x)
+        assert (steps, features) == (3, 5) and isinstance(n, ops.Length)
+        flat = ops.reshape(x, (n, steps * features))  # the batch symbol, not -1
+        rows = ops.cast(ops.arange(n), "float32")  # 0, 1, ..., batch - 1
+        return flat * ops.expand_dims(rows, -1) + ops.cast(n, "float32")
+
+    for batch in (2, 5):  # one graph, any batch
+        x = RNG.standard_normal((batch, 3, 5)).astype(np.float32)
+        np.testing.assert_allclose(_apply(positions, x), x.reshape(batch, 15)
+                                   * np.arange(batch)[:, None] + batch, **TOL)
+
+
 # -- Keras-style custom layers -------------------------------------------------------------
 class Affine(layers.Layer):
     """A custom layer as Keras's guide writes one."""
@@ -363,6 +377,8 @@ def test_errors_name_what_went_wrong() -> None:
     with pytest.raises(KilnValueError, match="index 3 is out of bounds for axis 1 with size 3"):
         _apply(lambda t: t[:, 3], X)
     with pytest.raises(KilnValueError, match="arange needs numbers as bounds"):
-        _apply(lambda t: t[:, :1] * ops.arange(ops.shape(t)[0]), X)
+        _apply(lambda t: t[:, :1] * ops.arange(ops.cast(ops.shape(t)[0], "int32") + 1), X)
+    with pytest.raises(KilnValueError, match="known only at run time takes start=0"):
+        _apply(lambda t: t[:, :1] * ops.arange(1, ops.shape(t)[0]), X)
     with pytest.raises(KilnTypeError, match="Lambda expects a function"):
         layers.Lambda("exp")

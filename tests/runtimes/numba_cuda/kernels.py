@@ -92,6 +92,8 @@ def framework_kernels() -> Iterator[KernelCase]:
         t = NUMBA[dtype]
         yield KernelCase(f"fill {dtype}", _py_func(launch._fill), f"void({t}[::1], {t}, int64)")
         if dtype != "bool":
+            yield KernelCase(f"iota {dtype}", _py_func(launch._iota), f"void({t}[::1], int64)")
+        if dtype != "bool":
             yield KernelCase(f"arg_reduce {dtype}", _py_func(reduce._arg_reduce),
                              f"void(int64[::1], {t}[::1], int64, int64, int64, boolean)")
 

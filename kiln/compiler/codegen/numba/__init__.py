@@ -27,6 +27,7 @@ LOWERINGS: dict[str, Lowering] = {
     "argmin": lower_tensor.lower_arg,
     "constant": lower_tensor.lower_constant,
     "size": lower_tensor.lower_size,
+    "iota": lower_tensor.lower_iota,
     "reshape": lower_tensor.lower_view,
     "expand_dims": lower_tensor.lower_view,
     "squeeze": lower_tensor.lower_view,

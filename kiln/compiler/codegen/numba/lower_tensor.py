@@ -66,6 +66,14 @@ def lower_size(em: Emitter, frame: Frame, node: Node) -> None:
     em.w.line(f"{frame.output(node.output).flat('0')} = {NP_TYPE[dtype]}({count})")
 
 
+def lower_iota(em: Emitter, frame: Frame, node: Node) -> None:
+    out = frame.output(node.output)
+    dtype = NP_TYPE[canonical_dtype(node.attr["dtype"])]
+    i = em.fresh("i")
+    with em.w.loops([i], [out.size()]):
+        em.w.line(f"{out.flat(i)} = {dtype}({i})")
+
+
 # -- shape and movement ----------------------------------------------------------------------
 def lower_view(em: Emitter, frame: Frame, node: Node) -> None:
     """reshape, expand_dims, squeeze: the same elements in the same order."""

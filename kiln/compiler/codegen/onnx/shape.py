@@ -48,6 +48,17 @@ def _size(em: Emitter, node: Node, ins: list[str]) -> str:
     return em.add("Cast", [em.count(dims)], to=ONNX_DTYPES[dtype])
 
 
+@lowering("iota")
+def _iota(em: Emitter, node: Node, ins: list[str]) -> str:
+    (n,) = node.output.type.shape
+    dtype = canonical_dtype(node.attr["dtype"])
+    if isinstance(n, int):
+        return em.const(np.arange(n, dtype=numpy_dtype(dtype)), "const.iota")
+    count = em.count([n])  # int64, known at run time
+    positions = em.add("Range", [em.scalar(0, "int64"), count, em.scalar(1, "int64")])
+    return em.add("Cast", [positions], to=ONNX_DTYPES[dtype])
+
+
 @lowering("transpose")
 def _transpose(em: Emitter, node: Node, ins: list[str]) -> str:
     rank = node.inputs[0].type.rank

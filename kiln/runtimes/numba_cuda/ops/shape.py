@@ -11,7 +11,7 @@ from typing import Any
 from kiln.ir.graph import Node
 from kiln.ir.types import normalize_axes
 from kiln.runtimes.numba_cuda.context import Launcher, RunContext
-from kiln.runtimes.numba_cuda.launch import copy, fill, movement, strides_of
+from kiln.runtimes.numba_cuda.launch import copy, fill, iota, movement, strides_of
 
 
 def _identity_axes(shape: tuple[int, ...]) -> list[dict[str, int]]:
@@ -128,6 +128,10 @@ def launch_size(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[An
     fill(ctx, outputs[0], math.prod(shape[a] for a in axes))
 
 
+def launch_iota(ctx: RunContext, node: Node, inputs: list[Any], outputs: list[Any]) -> None:
+    iota(ctx, outputs[0])
+
+
 LAUNCHERS: dict[str, Launcher] = {
     "reshape": launch_copy,
     "expand_dims": launch_copy,
@@ -140,4 +144,5 @@ LAUNCHERS: dict[str, Launcher] = {
     "concat": launch_concat,
     "split": launch_split,
     "size": launch_size,
+    "iota": launch_iota,
 }
