@@ -60,7 +60,7 @@ class Model(Trainer, Layer):
                  **kwargs: Any):
         # A subclass giving `call` is a subclassed model (kiln.frontends.keras.subclassed):
         # its layers are those it keeps in attributes, named after them.
-        self._subclassed = self._keras_call()
+        self._subclassed = self._keras_call() and inputs is None and outputs is None
         self.saves_sublayers = not self._subclassed
         Layer.__init__(self, name=name, **kwargs)
         Trainer.__init__(self)
