@@ -490,14 +490,35 @@ class Layer:
                     out_masks[k] = m
         return outs, out_masks
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
+        """As Keras: a layer or model class defined outside kiln remembers the arguments it
+        was made with when they are plain (numbers, strings, bools, None, lists and dicts
+        of them), so one without its own get_config still saves (`get_config`)."""
+        instance = super().__new__(cls)
+        if not cls.__module__.startswith("kiln."):
+            instance.__dict__["_init_args"] = _plain_init_args(cls, args, kwargs)
+        return instance
+
     def get_config(self) -> dict[str, Any]:
+        """name, trainable, dtype (and the input shape and activity regularizer where
+        given); a class defined outside kiln that gives no get_config of its own adds the
+        arguments it was made with, as Keras's automatic config."""
         config: dict[str, Any] = {"name": self.name, "trainable": self.trainable,
                                   "dtype": self.dtype}
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)
         if self.activity_regularizer is not None:
             config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        own = type(self).get_config.__qualname__ not in ("Layer.get_config", "Model.get_config")
+        captured = self.__dict__.get("_init_args")
+        if not own and captured is not None:
+            config.update(captured)
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """As Keras: the layer made with its config as arguments."""
+        return cls(**config)
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         if self._keras_call() and type(self).multi_input is Layer.multi_input:
@@ -626,12 +647,76 @@ class Layer:
         return f"<{type(self).__name__} name={self.name}>"
 
 
+#: The from_config methods that call the constructor with the config (model.py adds Model's).
+_DEFAULT_FROM_CONFIGS: set[Any] = {Layer.from_config.__func__}  # type: ignore[attr-defined]
+
+
 class Wrapper(Layer):
     """A layer made of the layers it wraps, as Keras's wrappers: its weights are theirs, in
     order, and freezing it freezes them. Its config holds theirs, names included."""
 
     loads_with_custom_objects = True
     saves_sublayers = True
+
+
+def _plain_init_args(cls: type, args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    """The arguments of cls(*args, **kwargs) by name (defaults included, without `name`),
+    or None when any is not plain data or cannot be passed back by name."""
+    import inspect
+
+    try:
+        signature = inspect.signature(cls.__init__)
+        bound = signature.bind(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    captured: dict[str, Any] = {}
+    for k, (key, value) in enumerate(bound.arguments.items()):
+        kind = signature.parameters[key].kind
+        if k == 0:
+            continue  # self
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                return None
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            captured.update(value)
+        elif kind == inspect.Parameter.POSITIONAL_ONLY:
+            return None
+        else:
+            captured[key] = value
+    captured.pop("name", None)
+
+    def plain(v: Any) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        return v is None or isinstance(v, (str, int, float, bool))
+
+    return captured if plain(captured) else None
+
+
+def construct(cls: type, config: dict[str, Any]) -> Any:
+    """cls from a config as deserialization finds it: cls.from_config(config), or
+    cls(**config); for a class whose __init__ takes neither them nor **kwargs, the base
+    keys (name, trainable, dtype) are set on the new object instead of passed."""
+    import inspect
+
+    config = dict(config)
+    later: dict[str, Any] = {}
+    if getattr(cls.from_config, "__func__", None) in _DEFAULT_FROM_CONFIGS:
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            for key in ("name", "trainable", "dtype"):
+                if key in config and key not in params:
+                    later[key] = config.pop(key)
+    obj = cls.from_config(config)
+    if "name" in later and isinstance(later["name"], str):
+        obj.name, obj._auto_named = later["name"], False
+        obj.name_sublayers()
+    if "trainable" in later:
+        obj.trainable = bool(later["trainable"])
+    return obj
 
 
 def unique_variables(variables: Sequence[Variable]) -> list[Variable]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from kiln.frontends.keras import subclassed
 from kiln.frontends.keras.layer import (
+    _DEFAULT_FROM_CONFIGS,
     CallRecord,
     KerasTensor,
     Layer,
@@ -332,6 +333,9 @@ class Model(Trainer, Layer):
         from kiln.frontends.keras.saving import functional_from_config
 
         return functional_from_config(config, custom_objects, cls)
+
+
+_DEFAULT_FROM_CONFIGS.add(Model.from_config.__func__)  # type: ignore[attr-defined]
 
 
 def _symbolic(inputs: Any) -> bool:

@@ -22,7 +22,7 @@ from kiln.frontends.keras import losses as losses_mod
 from kiln.frontends.keras import metrics as metrics_mod
 from kiln.frontends.keras import optimizers as optimizers_mod
 from kiln.frontends.keras.data import Dataset
-from kiln.frontends.keras.layer import KerasTensor, Layer
+from kiln.frontends.keras.layer import KerasTensor, Layer, construct
 from kiln.frontends.keras.model import Model
 from kiln.frontends.keras.sequential import Sequential
 from kiln.frontends.keras.trainer import SEED_STATE
@@ -141,7 +141,7 @@ def deserialize_layer(item: Mapping[str, Any], custom_objects: CustomObjects = N
         if "build_config" not in item:
             raise KilnValueError(f"the saved subclassed model {name!r} lacks its build_config")
         try:
-            model = cls.from_config(config)
+            model = construct(cls, config)
         except TypeError as err:
             raise KilnTypeError(f"Could not rebuild the subclassed model {name} from its "
                                 f"config {config!r}: {err}. Give {name}.get_config the "
@@ -155,6 +155,8 @@ def deserialize_layer(item: Mapping[str, Any], custom_objects: CustomObjects = N
         if key.endswith("activation") and isinstance(value, str) and value in custom:
             config[key] = custom[value]
     try:
+        if isinstance(cls, type) and issubclass(cls, Layer):
+            return construct(cls, config)
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
     except TypeError as err:
         raise KilnTypeError(f"Could not rebuild layer {config.get('name')!r} of class {name} "

@@ -110,6 +110,37 @@ def test_a_subclassed_model_saves_and_loads_from_custom_objects(tmp_path: Path) 
                                rtol=1e-5)
 
 
+def test_without_get_config_the_arguments_it_was_made_with_save_it(tmp_path: Path) -> None:
+    class Plain(models.Model):  # as the book writes it: no get_config, no **kwargs
+        def __init__(self, units: int, activation: str = "tanh") -> None:
+            super().__init__()
+            self.dense = layers.Dense(units, activation=activation)
+
+        def call(self, inputs: Any) -> Any:
+            return self.dense(inputs)
+
+    class Scale(layers.Layer):
+        def __init__(self, factor: float, names: tuple = ("a", "b")) -> None:
+            super().__init__()
+            self.factor = factor
+
+        def call(self, inputs: Any) -> Any:
+            return inputs * self.factor
+
+    model = Plain(3, activation="relu")
+    assert model.get_config() == {"name": model.name, "trainable": True, "dtype": "float32",
+                                  "units": 3, "activation": "relu"}
+    x = RNG.standard_normal((4, 2)).astype(np.float32)
+    inputs = layers.Input((2,))
+    outer = models.Model(inputs, Scale(0.5)(model(inputs)))
+    outer.save(tmp_path / "p.kiln")
+    loaded = models.load_model(tmp_path / "p.kiln", custom_objects={"Plain": Plain,
+                                                                     "Scale": Scale})
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), outer.predict(x, verbose=0),
+                               **TOL)
+    assert loaded.layers[1].name == model.name and loaded.layers[1].dense.activation
+
+
 def test_build_summary_and_the_training_flag() -> None:
     model = Regressor(name="regressor")
     model.build((None, 3))
@@ -165,15 +196,15 @@ def test_any_model_called_on_arrays_returns_its_outputs() -> None:
 
 
 def test_errors_say_what_a_subclassed_model_needs(tmp_path: Path) -> None:
-    class NoConfig(models.Model):
-        def __init__(self, units: int) -> None:
+    class NoConfig(models.Model):  # its argument is a layer: no automatic config
+        def __init__(self, head: layers.Layer) -> None:
             super().__init__()
-            self.dense = layers.Dense(units)
+            self.dense = head
 
         def call(self, inputs: Any) -> Any:
             return self.dense(inputs)
 
-    model = NoConfig(2)
+    model = NoConfig(layers.Dense(2))
     with pytest.raises(KilnValueError, match="has not been built"):
         model.save(tmp_path / "n.kiln")
     model.build((None, 3))
