@@ -296,10 +296,11 @@ def test_the_transformers_gradient_matches_finite_differences_with_padding() -> 
                                                    h=1e-2, tolerance=5e-3)
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba", "onnxruntime"])
-def test_the_transformer_takes_sequences_of_any_length(backend: str) -> None:
+def test_the_transformer_takes_sequences_of_any_length() -> None:
+    # The CPU backends run it in test_layers_of_layers_train_on_every_backend (and iota in
+    # every op's samples): one compile of the numba graph in CI instead of two.
     model = transformer(length=8, steps=None)  # positions: ops.arange over a run-time length
-    model.compile(optimizer=optimizers.SGD(0.05), loss="mse", backend=backend)
+    model.compile(optimizer=optimizers.SGD(0.05), loss="mse", backend="reference")
     fixed = transformer(length=8)
     fixed.set_weights(model.get_weights())
     fixed.compile(loss="mse", backend="reference")
@@ -320,10 +321,10 @@ def test_the_transformer_takes_sequences_of_any_length(backend: str) -> None:
 @pytest.mark.parametrize("backend", ["numba", "onnxruntime"])
 def test_layers_of_layers_train_on_every_backend(backend: str) -> None:
     def build(name: str) -> models.Model:
-        ids = layers.Input((6,), dtype="int32")
+        ids = layers.Input((None,), dtype="int32")  # any length: positions from iota
         h = PositionalEmbedding(6, 20, 4)(ids)
         h = TransformerEncoder(4, 8, 2)(h)
-        h = Stack()(layers.Flatten()(h), training=False)
+        h = Stack()(layers.GlobalAveragePooling1D()(h), training=False)
         model = models.Model(ids, layers.Dense(1)(Scaled(2)(h)))
         model.compile(optimizer=optimizers.SGD(0.05), loss="mse", backend=name)
         return model
