@@ -16,6 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 from kiln import layers, models, ops, optimizers  # noqa: E402
+from tests.book_models import customer_ticket_model, text_classifier_layers  # noqa: E402
 from tests.oracle.agree import assert_predicts_and_trains_alike  # noqa: E402
 
 rng = np.random.default_rng(21)
@@ -24,37 +25,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 
 
 def _classes(L: Any, O: Any, M: Any) -> dict[str, type]:  # noqa: N803
-    class TransformerEncoder(L.Layer):  # the book's, chapter 11
-        def __init__(self, embed_dim: int, dense_dim: int, num_heads: int,
-                     **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.attention = L.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
-            self.dense_proj = M.Sequential([L.Dense(dense_dim, activation="relu"),
-                                            L.Dense(embed_dim)])
-            self.layernorm_1 = L.LayerNormalization()
-            self.layernorm_2 = L.LayerNormalization()
-
-        def call(self, inputs: Any, mask: Any = None) -> Any:
-            if mask is not None:
-                mask = mask[:, None, :]
-            attention_output = self.attention(inputs, inputs, attention_mask=mask)
-            proj_input = self.layernorm_1(inputs + attention_output)
-            return self.layernorm_2(proj_input + self.dense_proj(proj_input))
-
-    class PositionalEmbedding(L.Layer):
-        def __init__(self, sequence_length: int, input_dim: int, output_dim: int,
-                     **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.token_embeddings = L.Embedding(input_dim=input_dim, output_dim=output_dim)
-            self.position_embeddings = L.Embedding(input_dim=sequence_length,
-                                                   output_dim=output_dim)
-
-        def call(self, inputs: Any) -> Any:
-            positions = O.arange(0, O.shape(inputs)[-1], 1)
-            return self.token_embeddings(inputs) + self.position_embeddings(positions)
-
-        def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-            return O.not_equal(inputs, 0)
+    TransformerEncoder, PositionalEmbedding = text_classifier_layers(L, O, M)
 
     class Stack(L.Layer):  # a list, a dict, an own weight, statistics, a forced mode
         def __init__(self, **kwargs: Any) -> None:
@@ -173,20 +144,7 @@ def _subclassed(L: Any, M: Any) -> tuple[type, type]:  # noqa: N803
                 h = block(h)
             return self.head(self.norm(h))
 
-    class Tickets(M.Model):  # the book's chapter 7 model
-        def __init__(self, num_departments: int) -> None:
-            super().__init__()
-            self.concat_layer = L.Concatenate()
-            self.mixing_layer = L.Dense(16, activation="relu")
-            self.priority_scorer = L.Dense(1, activation="sigmoid")
-            self.department_classifier = L.Dense(num_departments, activation="softmax")
-
-        def call(self, inputs: dict) -> tuple:
-            features = self.mixing_layer(self.concat_layer(
-                [inputs["title"], inputs["text_body"], inputs["tags"]]))
-            return self.priority_scorer(features), self.department_classifier(features)
-
-    return Tower, Tickets
+    return Tower, customer_ticket_model(L, M)
 
 
 def test_a_subclassed_model_predicts_and_trains_like_keras() -> None:

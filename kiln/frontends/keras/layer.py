@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +174,18 @@ class LoweringContext:
         self.losses: list[Value] = []
         self.rng_key: Value | None = None
         self._streams = 0
+
+    @contextmanager
+    def mode(self, training: Any) -> Iterator[None]:
+        """A call's `training=` (when not None) holds for everything lowered inside it, as
+        Keras passes an outer call's flag to the layers it calls."""
+        outer = self.training
+        if training is not None:
+            self.training = bool(training)
+        try:
+            yield
+        finally:
+            self.training = outer
 
     def value(self, variable: Variable) -> Value:
         """The variable's value: the last update of this lowering when it has one (a layer
@@ -376,6 +389,11 @@ class Layer:
     def sublayers(self) -> list[Layer]:
         """The layers this one is made of (Keras's tracked layers), each once."""
         return [sub for _, sub in self.children()]
+
+    def rename(self, name: str) -> None:
+        """Take `name` (as given, not automatic), and name the sublayers after it."""
+        self.name, self._auto_named = name, False
+        self.name_sublayers()
 
     def name_sublayers(self, below_custom: bool = False) -> None:
         """Give each automatically named sublayer the name of its place, this layer's name
@@ -587,15 +605,8 @@ class Layer:
         self._build_for(tensors)
         if ctx.tracing:
             self._warn_dropped_mask([m is not None for m in masks])
-        mode = ctx.training
-        if training is not None:
-            ctx.training = bool(training)
-        try:
-            with b.scope(self.name.rsplit("/", 1)[-1]):
-                outs, out_masks = self.lower_call(b, [t.value for t in tensors], masks, ctx,
-                                                  kwargs)
-        finally:
-            ctx.training = mode
+        with ctx.mode(training), b.scope(self.name.rsplit("/", 1)[-1]):
+            outs, out_masks = self.lower_call(b, [t.value for t in tensors], masks, ctx, kwargs)
         ctx.add_activity_penalties(self, outs)
         return self._result([ops.Tensor(v, m) for v, m in zip(outs, out_masks)])
 
@@ -712,8 +723,7 @@ def construct(cls: type, config: dict[str, Any]) -> Any:
                     later[key] = config.pop(key)
     obj = cls.from_config(config)
     if "name" in later and isinstance(later["name"], str):
-        obj.name, obj._auto_named = later["name"], False
-        obj.name_sublayers()
+        obj.rename(later["name"])
     if "trainable" in later:
         obj.trainable = bool(later["trainable"])
     return obj

@@ -693,16 +693,11 @@ def run(fn: Any, b: GraphBuilder, ctx: LoweringContext, inputs: Any, kwargs: dic
         call["mask"] = _wrap(mask)
     if "training" in params and call.get("training") is None:
         call["training"] = ctx.training
-    mode = ctx.training
-    if call.get("training") is not None:
-        ctx.training = bool(call["training"])
-    with lowering(b, ctx):
+    with lowering(b, ctx), ctx.mode(call.get("training")):
         try:
             out = fn(_wrap(inputs), **call)
         except TypeError as err:
             raise KilnTypeError(f"{where}: {err}") from None
-        finally:
-            ctx.training = mode
         return result(out)
 
 

@@ -137,30 +137,29 @@ def deserialize_layer(item: Mapping[str, Any], custom_objects: CustomObjects = N
     if cls is None:
         raise KilnValueError(f"Unknown layer class {name!r} in the saved model. For your own "
                              f"layer pass custom_objects={{{name!r}: {name}}} to load_model")
-    if isinstance(cls, type) and issubclass(cls, Model) and cls.call is not Layer.call:
-        if "build_config" not in item:
-            raise KilnValueError(f"the saved subclassed model {name!r} lacks its build_config")
-        try:
-            model = construct(cls, config)
-        except TypeError as err:
-            raise KilnTypeError(f"Could not rebuild the subclassed model {name} from its "
-                                f"config {config!r}: {err}. Give {name}.get_config the "
-                                f"arguments its __init__ takes"[:600]) from None
-        subclassed.build_from_config(model, item["build_config"])
-        return model
-    if isinstance(cls, type) and (issubclass(cls, Model)
-                                  or getattr(cls, "loads_with_custom_objects", False)):
+    subclassed_model = isinstance(cls, type) and issubclass(cls, Model) and \
+        cls.call is not Layer.call
+    if subclassed_model and "build_config" not in item:
+        raise KilnValueError(f"the saved subclassed model {name!r} lacks its build_config")
+    if not subclassed_model and isinstance(cls, type) and (
+            issubclass(cls, Model) or getattr(cls, "loads_with_custom_objects", False)):
         return cls.from_config(config, custom_objects=custom_objects)
     for key, value in config.items():  # custom activations are found by their name
         if key.endswith("activation") and isinstance(value, str) and value in custom:
             config[key] = custom[value]
     try:
         if isinstance(cls, type) and issubclass(cls, Layer):
-            return construct(cls, config)
-        return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+            layer = construct(cls, config)
+        else:
+            layer = cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
     except TypeError as err:
+        hint = ("" if getattr(cls, "__module__", "").startswith("kiln.") else
+                f". Give {name}.get_config the arguments its __init__ takes")
         raise KilnTypeError(f"Could not rebuild layer {config.get('name')!r} of class {name} "
-                            f"from its config: {err}") from None
+                            f"from its config: {err}{hint}") from None
+    if subclassed_model:
+        subclassed.build_from_config(layer, item["build_config"])
+    return layer
 
 
 # -- models ----------------------------------------------------------------------------------

@@ -127,23 +127,24 @@ def build(model: Any, specs: list[tuple[str, tuple, str]], keys: list[str] | Non
     arg: Any = dict(zip(keys, inputs)) if keys is not None else (
         inputs[0] if single else inputs)
     model._set_graph(arg, outputs)
-    model._build_specs = [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs]
-    model._build_keys, model._build_single = keys, single
 
 
 def build_config(model: Any) -> dict[str, Any]:
     """What loading needs besides the constructor's config: the model's name (a get_config
-    that gives only the constructor's arguments leaves it out) and its inputs."""
-    return {"name": model.name, "inputs": model._build_specs, "keys": model._build_keys,
-            "single": model._build_single}
+    that gives only the constructor's arguments leaves it out), its inputs, and how its call
+    takes them (the graph's one ModelCall holds that)."""
+    node = model._records[0].layer
+    return {"name": model.name,
+            "inputs": [{"name": n, "shape": list(t.shape), "dtype": t.dtype}
+                       for n, t in zip(model.input_names, model._inputs)],
+            "keys": node.keys, "single": node.single}
 
 
 def build_from_config(model: Any, config: Any) -> None:
     """Name a model made from its config as it was saved (and so its sublayers), and build
     it for the inputs it was built for."""
     if isinstance(config, dict) and isinstance(config.get("name"), str):
-        model.name = config["name"]
-        model.name_sublayers()
+        model.rename(config["name"])
     try:
         specs = [(str(s["name"]), tuple(None if d is None else int(d) for d in s["shape"]),
                   canonical_dtype(s["dtype"])) for s in config["inputs"]]

@@ -14,6 +14,7 @@ import pytest
 
 from kiln import layers, models, ops, optimizers
 from kiln.ir import KilnTypeError, KilnValueError
+from tests.book_models import text_classifier_layers
 from tests.frontends.keras.steps import (
     assert_gradient_matches_finite_differences,
     assert_trains_like_the_reference,
@@ -25,51 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*does not support masking")
 TOL = {"rtol": 2e-5, "atol": 1e-6}
 
 
-class TransformerEncoder(layers.Layer):
-    """Chapter 11 of Deep Learning with Python, as written there."""
-
-    def __init__(self, embed_dim: int, dense_dim: int, num_heads: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.embed_dim, self.dense_dim, self.num_heads = embed_dim, dense_dim, num_heads
-        self.attention = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
-        self.dense_proj = models.Sequential([layers.Dense(dense_dim, activation="relu"),
-                                             layers.Dense(embed_dim)])
-        self.layernorm_1 = layers.LayerNormalization()
-        self.layernorm_2 = layers.LayerNormalization()
-
-    def call(self, inputs: Any, mask: Any = None) -> Any:
-        if mask is not None:
-            mask = mask[:, None, :]
-        attention_output = self.attention(inputs, inputs, attention_mask=mask)
-        proj_input = self.layernorm_1(inputs + attention_output)
-        proj_output = self.dense_proj(proj_input)
-        return self.layernorm_2(proj_input + proj_output)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "embed_dim": self.embed_dim,
-                "dense_dim": self.dense_dim, "num_heads": self.num_heads}
-
-
-class PositionalEmbedding(layers.Layer):
-    def __init__(self, sequence_length: int, input_dim: int, output_dim: int,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.token_embeddings = layers.Embedding(input_dim=input_dim, output_dim=output_dim)
-        self.position_embeddings = layers.Embedding(input_dim=sequence_length,
-                                                    output_dim=output_dim)
-        self.sequence_length, self.input_dim, self.output_dim = (sequence_length, input_dim,
-                                                                 output_dim)
-
-    def call(self, inputs: Any) -> Any:
-        positions = ops.arange(0, ops.shape(inputs)[-1], 1)
-        return self.token_embeddings(inputs) + self.position_embeddings(positions)
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return ops.not_equal(inputs, 0)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "sequence_length": self.sequence_length,
-                "input_dim": self.input_dim, "output_dim": self.output_dim}
+TransformerEncoder, PositionalEmbedding = text_classifier_layers(layers, ops, models)
 
 
 CUSTOM = {"TransformerEncoder": TransformerEncoder, "PositionalEmbedding": PositionalEmbedding}

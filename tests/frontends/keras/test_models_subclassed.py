@@ -13,30 +13,14 @@ import pytest
 
 from kiln import layers, models, optimizers
 from kiln.ir import KilnError, KilnValueError
+from tests.book_models import customer_ticket_model
 from tests.frontends.keras.steps import assert_trains_like_the_reference
 
 RNG = np.random.default_rng(31)
 TOL = {"rtol": 2e-5, "atol": 1e-6}
 
 
-class CustomerTicketModel(models.Model):
-    """Chapter 7 of Deep Learning with Python, as written there (plus get_config)."""
-
-    def __init__(self, num_departments: int) -> None:
-        super().__init__()
-        self.num_departments = num_departments
-        self.concat_layer = layers.Concatenate()
-        self.mixing_layer = layers.Dense(64, activation="relu")
-        self.priority_scorer = layers.Dense(1, activation="sigmoid")
-        self.department_classifier = layers.Dense(num_departments, activation="softmax")
-
-    def call(self, inputs: dict) -> tuple:
-        features = self.concat_layer([inputs["title"], inputs["text_body"], inputs["tags"]])
-        features = self.mixing_layer(features)
-        return self.priority_scorer(features), self.department_classifier(features)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"num_departments": self.num_departments}
+CustomerTicketModel = customer_ticket_model(layers, models)  # chapter 7, as written
 
 
 class Regressor(models.Model):
