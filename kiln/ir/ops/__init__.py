@@ -5,6 +5,7 @@ from kiln.ir.ops import (  # noqa: F401
     control,
     elementwise,
     fused,
+    image,
     indexing,
     linalg,
     nn,

@@ -115,6 +115,8 @@ _unary("sqrt", np.sqrt, lambda b, x, y, g, a: b.div(b.mul(g, 0.5), y))
 _unary("rsqrt", lambda x: (1 / np.sqrt(x)).astype(x.dtype),
        lambda b, x, y, g, a: b.mul(g, b.mul(b.mul(y, b.square(y)), -0.5)))
 _unary("square", np.square, lambda b, x, y, g, a: b.mul(g, b.mul(x, 2.0)), float_only=False)
+_unary("sin", np.sin, lambda b, x, y, g, a: b.mul(g, b.cos(x)))
+_unary("cos", np.cos, lambda b, x, y, g, a: b.neg(b.mul(g, b.sin(x))))
 _unary("tanh", np.tanh, lambda b, x, y, g, a: b.mul(g, b.sub(1.0, b.square(y))))
 _unary("sigmoid", _sigmoid, lambda b, x, y, g, a: b.mul(g, b.mul(y, b.sub(1.0, y))))
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),

@@ -24,9 +24,11 @@ SIMULATOR = cuda.jit.__module__.startswith("numba.cuda.simulator")
 if SIMULATOR:
     exp, expm1, log, log1p = np.exp, np.expm1, np.log, np.log1p
     sqrt, tanh, pow = np.sqrt, np.tanh, np.power  # noqa: A001 - the kernels' name for it
+    sin, cos, floor = np.sin, np.cos, np.floor
 else:
     exp, expm1, log, log1p = math.exp, math.expm1, math.log, math.log1p
     sqrt, tanh, pow = math.sqrt, math.tanh, math.pow  # noqa: A001
+    sin, cos, floor = math.sin, math.cos, math.floor
 
 
 
@@ -66,4 +68,5 @@ def _lock_simulated_shared_memory() -> None:
 if SIMULATOR:
     _lock_simulated_shared_memory()
 
-__all__ = ["SIMULATOR", "exp", "expm1", "log", "log1p", "pow", "sqrt", "tanh"]
+__all__ = ["SIMULATOR", "cos", "exp", "expm1", "floor", "log", "log1p", "pow", "sin", "sqrt",
+           "tanh"]

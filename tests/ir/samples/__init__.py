@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 FAMILIES = ("constant", "elementwise", "reduce", "shape", "linalg", "nn", "indexing",
-            "random", "control", "fused")
+            "random", "control", "fused", "image")
 
 
 @dataclass

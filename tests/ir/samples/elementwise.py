@@ -27,6 +27,8 @@ SAMPLES = [
     Sample("rsqrt", [positive(3, 4)]),
     Sample("square", [normal(3, 4)]),
     Sample("tanh", [normal(3, 4)]),
+    Sample("sin", [r.uniform(-7.0, 7.0, (3, 4))]),
+    Sample("cos", [r.uniform(-7.0, 7.0, (3, 4))]),
     Sample("sigmoid", [normal(3, 4) * 3]),
     Sample("relu", [away_from_zero(3, 4)]),
     Sample("elu", [away_from_zero(3, 4)], {"alpha": 0.7}),

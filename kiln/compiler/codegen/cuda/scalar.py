@@ -29,7 +29,8 @@ from kiln.ir.ops.elementwise import SELU_ALPHA, SELU_SCALE
 from kiln.ir.types import canonical_dtype
 
 # The functions a kernel module imports, from `math` on a GPU and from NumPy in the simulator.
-MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "tanh", "pow")
+MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "tanh", "pow", "sin", "cos",
+                  "floor")
 
 
 def _sigmoid(node: Node, a: Sequence[str]) -> str:
@@ -81,6 +82,8 @@ SCALAR: dict[str, ScalarFn] = {
     "sqrt": _unary("sqrt({x})"),
     "rsqrt": lambda node, a: f"({_c(node, 1)} / sqrt({a[0]}))",
     "square": _unary("{x} * {x}"),
+    "sin": _unary("sin({x})"),
+    "cos": _unary("cos({x})"),
     "tanh": _unary("tanh({x})"),
     "sigmoid": _sigmoid,
     "relu": _relu,

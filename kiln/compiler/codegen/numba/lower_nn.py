@@ -16,6 +16,7 @@ from kiln.compiler.codegen.numba.lower_tensor import lower_softmax
 from kiln.compiler.codegen.numba.source import float_literal, ir_line, product_text, tuple_text
 from kiln.compiler.passes.simplify import reordered_from
 from kiln.ir.graph import Node
+from kiln.ir.ops.image import FILL_MODES
 from kiln.ir.ops.nn import Window, conv_op_window, window
 from kiln.ir.types import normalize_axes
 
@@ -168,6 +169,17 @@ def lower_softmax_kernel(em: Emitter, frame: Frame, node: Node) -> None:
                        _reshaped(frame.output(node.output), [rows, cols])], [])
 
 
+def lower_affine_transform(em: Emitter, frame: Frame, node: Node) -> None:
+    """K.k_affine_transform(x, t, out, nearest, fill_mode, fill_value), or the adjoint's
+    kernel, which takes no fill_value."""
+    arrays = [frame.read(v).array() for v in node.inputs]
+    attrs: list[object] = [node.attr["interpolation"] == "nearest",
+                           FILL_MODES.index(node.attr["fill_mode"])]
+    if node.op == "affine_transform":
+        attrs.append(float(node.attr["fill_value"]))
+    _call(em, f"k_{node.op}", [*arrays, frame.output(node.output).array()], attrs)
+
+
 LOWERINGS = {
     **{f"{op}{suffix}": _lower_conv(f"k_{op}{suffix}")
        for op in ("conv2d", "depthwise_conv2d")
@@ -181,6 +193,8 @@ LOWERINGS = {
     "normal": _lower_draw("k_normal", ("mean", "stddev")),
     "bernoulli": _lower_draw("k_bernoulli", ("p",)),
     "gather": lower_gather,
+    "affine_transform": lower_affine_transform,
+    "affine_transform_grad": lower_affine_transform,
     "scatter_add": lower_scatter_add,
     "one_hot": lower_one_hot,
     "softmax": lower_softmax_kernel,

@@ -143,6 +143,8 @@ SCALAR: dict[str, ScalarFn] = {
     "sqrt": _unary("np.sqrt({x})"),
     "rsqrt": lambda node, a: _cast(node, f"{_c(node, 1)} / np.sqrt({a[0]})"),
     "square": _unary("{x} * {x}"),
+    "sin": _unary("np.sin({x})"),
+    "cos": _unary("np.cos({x})"),
     "tanh": _float32_or("K.tanh32({x})", "np.tanh({x})"),
     "sigmoid": _sigmoid,
     "relu": _relu,

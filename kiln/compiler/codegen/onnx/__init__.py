@@ -8,6 +8,7 @@ standalone inference model with the weights inside.
 from kiln.compiler.codegen.onnx import (  # noqa: F401  (each fills LOWERINGS)
     control,
     elementwise,
+    image,
     indexing,
     nn,
     random,

@@ -53,6 +53,11 @@ The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel 
     k_scatter_add(updates[A,M,I], indices[M], out[A,S,I])  reshaping; IndexError outside [0,S)
     k_one_hot(indices[A,I], out[A,D,I])                   any out dtype; outside [0,D) -> 0
 
+    k_affine_transform(x[N,H,W,C], t[N,6], out[N,OH,OW,C], nearest, fill_mode, fill_value)
+    k_affine_transform_grad(g[N,OH,OW,C], t[N,6], dx[N,H,W,C], nearest, fill_mode)
+        fill_mode: its index in kiln.ir.ops.image.FILL_MODES; direct loops, bit-equal to the
+        reference.
+
     exp32(x), sigmoid32(x), tanh32(x)          float32 scalars, inlined into generated loops
                                                (vectorizable; libm's calls keep loops scalar)
 
@@ -102,6 +107,7 @@ from kiln.runtimes.numba.kernels.depthwise import (
     k_depthwise_conv2d_grad_input,
 )
 from kiln.runtimes.numba.kernels.fastmath32 import exp32, sigmoid32, tanh32
+from kiln.runtimes.numba.kernels.image import k_affine_transform, k_affine_transform_grad
 from kiln.runtimes.numba.kernels.indexing import k_gather, k_one_hot, k_scatter_add
 from kiln.runtimes.numba.kernels.linalg import (
     k_matmul_2d,
@@ -134,6 +140,8 @@ _launch_threads()
 
 __all__ = [
     "exp32",
+    "k_affine_transform",
+    "k_affine_transform_grad",
     "k_avg_pool2d",
     "k_avg_pool2d_grad",
     "k_bernoulli",

@@ -11,6 +11,7 @@ from kiln.runtimes.numba_cuda.ops import (
     constant,
     control,
     elementwise,
+    image,
     indexing,
     linalg,
     nn,
@@ -19,7 +20,8 @@ from kiln.runtimes.numba_cuda.ops import (
     shape,
 )
 
-FAMILIES = (constant, control, elementwise, reduce, shape, linalg, nn, indexing, random)
+FAMILIES = (constant, control, elementwise, reduce, shape, linalg, nn, indexing, random,
+            image)
 
 LAUNCHERS: dict[str, Launcher] = {}
 for _family in FAMILIES:
