@@ -195,20 +195,24 @@ class Model(Trainer, Layer):
                    ) -> tuple[list[Value], list[Value | None]]:
         """Inline every call between the inputs and the outputs; each input's mask (None for
         none) flows through the layers as Keras passes masks on. Returns the outputs and
-        their masks."""
+        their masks. A `training=` given to the model's call holds for every layer in it
+        (Keras's `base_model(inputs, training=False)` keeps its batch normalization at
+        inference while the outer model trains)."""
         if len(inputs) != len(self._inputs):
             raise KilnValueError(f"model {self.name!r} expects {len(self._inputs)} inputs. "
                                  f"Received: {len(inputs)}")
         env = {id(t): v for t, v in zip(self._inputs, inputs)}
         mask_env = {id(t): m for t, m in zip(self._inputs, masks)}
-        for record in self._records:
-            args = [env[id(t)] for t in record.inputs]
-            with b.scope(record.layer.name):
-                outs, out_masks = record.layer.lower_call(
-                    b, args, [mask_env.get(id(t)) for t in record.inputs], ctx, record.kwargs)
-            env.update({id(t): v for t, v in zip(record.outputs, outs)})
-            mask_env.update({id(t): m for t, m in zip(record.outputs, out_masks)})
-            ctx.add_activity_penalties(record.layer, outs)
+        with ctx.mode(kwargs.get("training")):
+            for record in self._records:
+                args = [env[id(t)] for t in record.inputs]
+                with b.scope(record.layer.name):
+                    outs, out_masks = record.layer.lower_call(
+                        b, args, [mask_env.get(id(t)) for t in record.inputs], ctx,
+                        record.kwargs)
+                env.update({id(t): v for t, v in zip(record.outputs, outs)})
+                mask_env.update({id(t): m for t, m in zip(record.outputs, out_masks)})
+                ctx.add_activity_penalties(record.layer, outs)
         return ([env[id(t)] for t in self._outputs],
                 [mask_env.get(id(t)) for t in self._outputs])
 

@@ -111,3 +111,27 @@ def test_functional_layers_are_in_keras_order() -> None:
     assert [la.name for la in model.layers] == [
         "b", "a", "deep", "side", "late", "first", "sum", "unused", "cat"]
     assert [w.path for w in model.weights][:2] == ["deep/kernel", "deep/bias"]
+
+
+def test_a_nested_model_called_with_training_false_keeps_its_layers_at_inference() -> None:
+    """The transfer-learning guide's `base_model(inputs, training=False)`: the base's batch
+    normalization normalizes with its moving statistics and leaves them alone while the outer
+    model trains, as a training= given to any layer's call holds in kiln (kiln used to drop
+    it on a nested model). Keras 3 itself lets fit's training=True override a training=
+    recorded in a functional model, for layers and nested models alike."""
+    base = models.Sequential([layers.Input((3,)), layers.BatchNormalization(),
+                              layers.Dropout(0.5)])
+    inputs = layers.Input((3,))
+    model = models.Model(inputs, layers.Dense(1)(base(inputs, training=False)))
+    model.compile(optimizer="sgd", loss="mse", backend="reference")
+    x = np.random.default_rng(0).normal(5.0, 2.0, (8, 3)).astype(np.float32)
+    dense = model.layers[-1]
+    kernel, bias = (w.copy() for w in dense.get_weights())
+    y = np.zeros((8, 1), np.float32)
+    loss = model.train_on_batch(x, y)
+    norm = base.layers[0]
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), np.zeros(3, np.float32))
+    np.testing.assert_array_equal(norm.moving_variance.numpy(), np.ones(3, np.float32))
+    # The loss of the step: the base at inference (x / sqrt(1 + eps), no dropout).
+    expected = ((x / np.sqrt(1 + 1e-3)) @ kernel + bias) ** 2
+    assert loss == pytest.approx(float(expected.mean()), rel=1e-5)
