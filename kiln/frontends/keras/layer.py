@@ -160,9 +160,13 @@ class LoweringContext:
     SEED_STATE = "seed_generator.state"
 
     def __init__(self, b: GraphBuilder, training: bool, state_values: dict[int, Value],
-                 penalties: bool = False, tracing: bool = False):
+                 penalties: bool = False, tracing: bool = False, augmenting: bool = False):
         self.b = b
         self.training = training
+        # A model called on arrays without training= (Keras's `data_augmentation(images)`):
+        # the augmentation layers, whose call defaults to training=True in Keras, augment;
+        # every other layer runs as at inference. A training= given to a call ends it.
+        self.augmenting = augmenting
         self._state = state_values
         # While a call is traced for its output types, a sublayer first built inside a
         # custom layer's call makes its weights then: they become state as they appear.
@@ -179,13 +183,13 @@ class LoweringContext:
     def mode(self, training: Any) -> Iterator[None]:
         """A call's `training=` (when not None) holds for everything lowered inside it, as
         Keras passes an outer call's flag to the layers it calls."""
-        outer = self.training
+        outer = self.training, self.augmenting
         if training is not None:
-            self.training = bool(training)
+            self.training, self.augmenting = bool(training), False
         try:
             yield
         finally:
-            self.training = outer
+            self.training, self.augmenting = outer
 
     def value(self, variable: Variable) -> Value:
         """The variable's value: the last update of this lowering when it has one (a layer

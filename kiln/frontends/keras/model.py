@@ -231,14 +231,33 @@ class Model(Trainer, Layer):
         return Layer.__call__(self, inputs, **kwargs)
 
     def _eager_call(self, inputs: Any, training: Any = None) -> Any:
-        """A model called on arrays (as the book calls a subclassed one before compiling):
-        its outputs for them as NumPy arrays, in the structure its call returns."""
+        """A model called on arrays (as the book calls a subclassed one before compiling,
+        and its chapter 8 its `data_augmentation` on a batch of images): its outputs for
+        them as NumPy arrays, in the structure its call returns. Without training=, the
+        augmentation layers augment, as in Keras, and the rest run as at inference."""
         if training:
             raise KilnValueError(f"model {self.name!r}: kiln runs a model on arrays in "
-                                 f"inference; train it with fit or train_on_batch")
+                                 f"inference (training=None or False); train it with fit or "
+                                 f"train_on_batch")
         self._build_on(inputs)
-        out = self.predict_on_batch(inputs)
+        if training is None and any(getattr(layer, "augments", False)
+                                    for layer in self._all_layers()):
+            out = self._augment_on_batch(inputs)
+        else:
+            out = self.predict_on_batch(inputs)
         return tuple(out) if self._subclassed and isinstance(out, list) else out
+
+    def _all_layers(self) -> list[Layer]:
+        """Every layer inside this model, nested models' and sublayers' too, each once."""
+        seen: set[int] = set()
+        found, todo = [], list(self.layers)
+        while todo:
+            layer = todo.pop()
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                found.append(layer)
+                todo.extend(layer.layers if isinstance(layer, Model) else layer.sublayers())
+        return found
 
     def state_names(self) -> dict[int, str]:
         """Each variable's IR state name: `layer.weight`, made unique where names collide."""
@@ -254,7 +273,8 @@ class Model(Trainer, Layer):
         return names
 
     def forward_graph(self, training: bool, name: str | None = None,
-                      penalties: bool = False, masks: bool = False) -> ForwardGraph:
+                      penalties: bool = False, masks: bool = False,
+                      augmenting: bool = False) -> ForwardGraph:
         """The model as one IR graph: inputs by input name, every variable as state,
         outputs by output name; in training mode, state updates (batch-norm statistics) and
         the random key's advance. With `penalties`, one more output (ForwardGraph.penalty
@@ -262,7 +282,8 @@ class Model(Trainer, Layer):
         regularizers' penalties, in call order, then of the trainable weights' (Keras 3's
         model.losses), which a step adds to its loss. With `masks`, one more output for each
         output that has a Keras mask (ForwardGraph.masks names them), which a step's losses
-        and metrics apply as Keras 3 does."""
+        and metrics apply as Keras 3 does. With `augmenting` (at inference), the augmentation
+        layers augment (see LoweringContext.augmenting)."""
         if not self.built or not self._inputs:
             raise KilnValueError(f"model {self.name!r} has not been built: give the first layer "
                                  "an input_shape, start with layers.Input, call build(), or "
@@ -273,7 +294,8 @@ class Model(Trainer, Layer):
                   for n, t in zip(self.input_names, self._inputs)]
         variables = {names[id(v)]: v for v in self.variables}
         state = {id(v): b.state(n, v.type) for n, v in variables.items()}
-        ctx = LoweringContext(b, training=training, state_values=state, penalties=penalties)
+        ctx = LoweringContext(b, training=training, state_values=state, penalties=penalties,
+                              augmenting=augmenting)
         outs, out_masks = self.lower_call(b, inputs, [None] * len(inputs), ctx, {})
         for out_name, value in zip(self.output_names, outs):
             b.output(value, out_name)

@@ -331,8 +331,9 @@ class Trainer:
             key = self._key(data)
             if entry in self._graphs and self._graph_keys[entry] == key:
                 continue
-            if entry == "predict":
-                built[entry] = (self.forward_graph(training=False, name="predict").graph, key)
+            if entry in ("predict", "augment"):
+                built[entry] = (self.forward_graph(training=False, name=entry,
+                                                  augmenting=entry == "augment").graph, key)
                 continue
             losses, metrics = self._specs(data)
             graph, initial = self._step_graph(entry, losses, metrics,
@@ -396,7 +397,7 @@ class Trainer:
         """The executable and the checked data for one call of `entry`: through the FeedPlan
         of arguments of this kind when one was made (value checks and casts only), else the
         full checks, after which a plan is made for the next call."""
-        targets = entry != "predict"
+        targets = entry not in ("predict", "augment")
         key = (entry, data_mod.signature(x), data_mod.signature(y),
                data_mod.signature(sample_weight))
         found = self._plans.get(key) if class_weight is None else None
@@ -596,8 +597,16 @@ class Trainer:
         return self._logs("test_step", exe.run("test_step", data.feed), return_dict)
 
     def predict_on_batch(self, x: Any) -> Any:
-        exe, data = self._data("predict", x)
-        out = exe.run("predict", data.feed)
+        return self._forward_on_batch("predict", x)
+
+    def _augment_on_batch(self, x: Any) -> Any:
+        """The model at inference but for its augmentation layers, which augment (a model
+        called on arrays without training=): the entry "augment", built on first use."""
+        return self._forward_on_batch("augment", x)
+
+    def _forward_on_batch(self, entry: str, x: Any) -> Any:
+        exe, data = self._data(entry, x)
+        out = exe.run(entry, data.feed)
         return self._structured({k: v.copy() for k, v in out.items()})
 
     # -- reading -------------------------------------------------------------------------

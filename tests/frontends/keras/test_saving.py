@@ -227,6 +227,20 @@ def _layer_models() -> dict[str, models.Model]:
                                      layers.LSTM(3, return_sequences=True,
                                                  zero_output_for_mask=True),
                                      layers.GlobalAveragePooling1D()]),
+        "preprocessing": models.Model(img, layers.concatenate([
+            layers.Flatten()(layers.RandomBrightness(0.2, value_range=(1, 0))(
+                layers.RandomContrast((0.2, 0.4))(layers.RandomTranslation(
+                    0.1, 0.2, fill_mode="wrap")(layers.RandomZoom(
+                        0.2, (-0.1, 0.3), interpolation="nearest")(layers.RandomRotation(
+                            (-0.2, 0.1), fill_mode="constant", fill_value=2.0)(
+                            layers.RandomFlip("vertical", seed=3)(
+                                layers.Rescaling(0.5, offset=1.0)(img)))))))),
+            layers.Flatten()(layers.Resizing(4, 5, interpolation="nearest",
+                                             pad_to_aspect_ratio=True, fill_value=1.0)(
+                layers.CenterCrop(4, 5)(img))),
+            layers.Flatten()(layers.RandomCrop(4, 4)(layers.Normalization(
+                axis=None, mean=2.0, variance=3.0, invert=True)(img))),
+            layers.Flatten()(layers.Normalization(axis=(1, 3))(img))])),
         "time_distributed": models.Sequential([
             layers.Input((3, 4, 4, 1)),
             layers.TimeDistributed(models.Sequential([layers.Conv2D(2, 2), layers.Flatten()])),
@@ -236,7 +250,7 @@ def _layer_models() -> dict[str, models.Model]:
 
 @pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
                                   "reshaping", "attention", "embedding", "masked",
-                                  "time_distributed"])
+                                  "preprocessing", "time_distributed"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]

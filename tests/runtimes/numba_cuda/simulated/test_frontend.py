@@ -184,3 +184,10 @@ def test_time_distributed_layers_train_as_on_the_reference_backend() -> None:
     x = rng.standard_normal((3, 2, 4, 4, 1)).astype(np.float32)
     y = rng.standard_normal((3, 2, 2)).astype(np.float32)
     assert_trains_like_the_reference(build, "numba-cuda", x, y, steps=2)
+
+
+def test_augmentation_trains_as_on_the_reference_backend() -> None:
+    from tests.frontends.keras.steps import assert_trains_like_the_reference
+    from tests.frontends.keras.test_layers_preprocessing import AUGMENTED_DATA, augmented
+
+    assert_trains_like_the_reference(augmented, "numba-cuda", *AUGMENTED_DATA, steps=2)
