@@ -103,6 +103,8 @@ UNARY: dict[str, tuple[Callable, str, tuple[str, ...], st.SearchStrategy]] = {
     "rsqrt": (lambda x: 1 / np.sqrt(x), "positive", FLOATS, st.just({})),
     "square": (np.square, "any", FLOATS + INTS, st.just({})),
     "tanh": (np.tanh, "any", FLOATS, st.just({})),
+    "sin": (np.sin, "any", FLOATS, st.just({})),
+    "cos": (np.cos, "any", FLOATS, st.just({})),
     "sigmoid": (_sigmoid, "any", FLOATS, st.just({})),
     "relu": (lambda x: np.maximum(x, 0).astype(x.dtype), "any", FLOATS + INTS, st.just({})),
     "elu": (None, "any", FLOATS,  # type: ignore[dict-item]
