@@ -522,3 +522,32 @@ def test_a_cached_driver_calling_a_threaded_kernel_loads_in_a_new_process(tmp_pa
     for _ in range(2):
         subprocess.run([sys.executable, "-c", RUN_CALLER, str(tmp_path)], check=True,
                        cwd=root)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nearest", [False, True])
+def test_affine_transform_kernels_are_bit_equal_to_the_reference(nearest: bool,
+                                                                 dtype: type) -> None:
+    """Every fill mode, a transform that reaches outside the image (the general path) and
+    keeps most reads inside it (the forward's interior path)."""
+    from kiln.ir.ops.image import FILL_MODES, _affine_reference, _grad_reference
+    from tests.ir.samples.image import rotation
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 17, 19, 3)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    t = rotation(3, 17, 19, 23.0, zoom=0.8, shift=(0.3, -1.2)).astype(dtype)
+    interpolation = "nearest" if nearest else "bilinear"
+
+    class Ctx:
+        out_shapes = [x.shape]
+
+    for mode in FILL_MODES:
+        out, dx = np.empty_like(x), np.empty_like(x)
+        K.k_affine_transform(x, t, out, nearest, FILL_MODES.index(mode), 0.5)
+        K.k_affine_transform_grad(g, t, dx, nearest, FILL_MODES.index(mode))
+        np.testing.assert_array_equal(
+            out, _affine_reference(Ctx, x, t, interpolation, mode, 0.5, None), err_msg=mode)
+        np.testing.assert_array_equal(
+            dx, _grad_reference(Ctx, g, t, interpolation, mode, 0.5, None, (17, 19)),
+            err_msg=mode)

@@ -3,14 +3,18 @@
 fill_mode arrives as its index in kiln.ir.ops.image.FILL_MODES (constant, nearest, reflect,
 mirror, wrap). Each output reads its pixels in the reference's
 order (rows, then columns: top-left, top-right, bottom-left, bottom-right), and the adjoint
-adds them back one sample point at a time over every pixel, as the reference's np.add.at
-does: results bit-equal to the reference.
+adds them back one sample point at a time over every pixel of an image, as the reference's
+np.add.at does: results bit-equal to the reference. Large calls run output rows (the forward)
+or images (the adjoint) on threads.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import prange
+
+from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")
@@ -57,38 +61,73 @@ def sample_point(t, n, y, x, p, nearest):
 
 
 @numba.njit(cache=True, fastmath=False)
-def k_affine_transform(x, t, out, nearest, mode, fill_value):
-    """out[N, OH, OW, C]: x[N, H, W, C] resampled through the rows t[N, 6]."""
+def _output_row(x, t, out, n, i, nearest, mode, fill):
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    one = t.dtype.type(1)
+    fy = t.dtype.type(i)
+    for j in range(out.shape[2]):
+        if not nearest:  # bilinear, all four pixels inside: no fill mode to apply
+            fx = t.dtype.type(j)
+            xs = t[n, 0] * fx + t[n, 1] * fy + t[n, 2]
+            ys = t[n, 3] * fx + t[n, 4] * fy + t[n, 5]
+            low_y, low_x = np.floor(ys), np.floor(xs)
+            r, q = np.int64(low_y), np.int64(low_x)
+            if 0 <= r and r + 1 < h and 0 <= q and q + 1 < w:
+                up_y, up_x = ys - low_y, xs - low_x
+                w00, w01 = (one - up_y) * (one - up_x), (one - up_y) * up_x
+                w10, w11 = up_y * (one - up_x), up_y * up_x
+                for ch in range(c):  # the reference's order of additions
+                    out[n, i, j, ch] = (((w00 * x[n, r, q, ch] + w01 * x[n, r, q + 1, ch])
+                                         + w10 * x[n, r + 1, q, ch])
+                                        + w11 * x[n, r + 1, q + 1, ch])
+                continue
+        for ch in range(c):
+            out[n, i, j, ch] = 0
+        for p in range(1 if nearest else 4):
+            r, q, weight = sample_point(t, n, i, j, p, nearest)
+            outside = r < 0 or r >= h or q < 0 or q >= w
+            r, q = fix_index(r, h, mode), fix_index(q, w, mode)
+            for ch in range(c):
+                v = fill if mode == 0 and outside else x[n, r, q, ch]
+                out[n, i, j, ch] += weight * v
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def k_affine_transform(x, t, out, nearest, mode, fill_value):
+    """out[N, OH, OW, C]: x[N, H, W, C] resampled through the rows t[N, 6]; output rows on
+    threads from PARALLEL_MIN_COMPUTE sample reads up."""
     fill = x.dtype.type(fill_value)
-    points = 1 if nearest else 4
-    for n in range(out.shape[0]):
-        for i in range(out.shape[1]):
-            for j in range(out.shape[2]):
-                for ch in range(c):
-                    out[n, i, j, ch] = 0
-                for p in range(points):
-                    r, q, weight = sample_point(t, n, i, j, p, nearest)
-                    outside = r < 0 or r >= h or q < 0 or q >= w
-                    r, q = fix_index(r, h, mode), fix_index(q, w, mode)
-                    for ch in range(c):
-                        v = fill if mode == 0 and outside else x[n, r, q, ch]
-                        out[n, i, j, ch] += weight * v
+    rows = out.shape[0] * out.shape[1]
+    if out.size * (1 if nearest else 4) < PARALLEL_MIN_COMPUTE:
+        for k in range(rows):
+            _output_row(x, t, out, k // out.shape[1], k % out.shape[1], nearest, mode, fill)
+    else:
+        for k in prange(rows):
+            _output_row(x, t, out, k // out.shape[1], k % out.shape[1], nearest, mode, fill)
 
 
 @numba.njit(cache=True, fastmath=False)
-def k_affine_transform_grad(g, t, dx, nearest, mode):
-    """dx[N, H, W, C]: each g[N, OH, OW, C] added back to the pixels its output read."""
+def _image_grad(g, t, dx, n, nearest, mode):
     h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
-    dx[:] = 0
-    points = 1 if nearest else 4
-    for n in range(g.shape[0]):
-        for p in range(points):
-            for i in range(g.shape[1]):
-                for j in range(g.shape[2]):
-                    r, q, weight = sample_point(t, n, i, j, p, nearest)
-                    if mode == 0 and (r < 0 or r >= h or q < 0 or q >= w):
-                        continue
-                    r, q = fix_index(r, h, mode), fix_index(q, w, mode)
-                    for ch in range(c):
-                        dx[n, r, q, ch] += weight * g[n, i, j, ch]
+    dx[n] = 0
+    for p in range(1 if nearest else 4):
+        for i in range(g.shape[1]):
+            for j in range(g.shape[2]):
+                r, q, weight = sample_point(t, n, i, j, p, nearest)
+                if mode == 0 and (r < 0 or r >= h or q < 0 or q >= w):
+                    continue
+                r, q = fix_index(r, h, mode), fix_index(q, w, mode)
+                for ch in range(c):
+                    dx[n, r, q, ch] += weight * g[n, i, j, ch]
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def k_affine_transform_grad(g, t, dx, nearest, mode):
+    """dx[N, H, W, C]: each g[N, OH, OW, C] added back to the pixels its output read; images
+    on threads from PARALLEL_MIN_COMPUTE sample reads up (each its own dx)."""
+    if g.size * (1 if nearest else 4) < PARALLEL_MIN_COMPUTE:
+        for n in range(dx.shape[0]):
+            _image_grad(g, t, dx, n, nearest, mode)
+    else:
+        for n in prange(dx.shape[0]):
+            _image_grad(g, t, dx, n, nearest, mode)
