@@ -3,7 +3,9 @@ NHWC convolutions, HWIO kernels, gates i, f, c, o), the training step and predic
 jax.jit, RMSprop written out as Keras 3 defines it (epsilon inside the root).
 
 The step donates the parameters and the optimizer state so XLA may update them in place,
-as kiln does; the LSTM runs its 100 steps with lax.scan.
+as kiln does; the LSTM runs its 100 steps with lax.scan. The augmented convnet resamples in
+the training step only, by jax.scipy.ndimage.map_coordinates (order 1, "reflect": half-sample
+symmetric, as Keras's) per image and channel under vmap, on coordinates computed once.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.scipy.ndimage import map_coordinates
 
 from benchmarks.models import (
+    A_CONVS,
     EPSILON,
     LEARNING_RATE,
     RHO,
     SEPARABLE,
     SEPARABLE_POOLS,
     T_EMBED,
+    augment_coordinates,
+    binary,
 )
 
 Params = list  # the weights in Keras's get_weights() order
@@ -68,7 +74,20 @@ def _encoder(p: Params, tokens: jax.Array) -> jax.Array:
     return x.max(axis=1) @ w + b
 
 
-def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
+def _augment(x: jax.Array) -> jax.Array:
+    """The fixed rotation then zoom of NHWC images: map_coordinates on one (H, W) plane,
+    vmapped over the channels and the batch; the coordinates are constants of the trace."""
+    for xs, ys in augment_coordinates(x.shape[1], x.shape[2]):
+        coords = [jnp.asarray(ys, jnp.float32), jnp.asarray(xs, jnp.float32)]
+
+        def plane(image: jax.Array, coords: list = coords) -> jax.Array:
+            return map_coordinates(image, coords, order=1, mode="reflect")
+
+        x = jax.vmap(jax.vmap(plane, in_axes=2, out_axes=2))(x)
+    return x
+
+
+def logits(name: str, p: Params, x: jax.Array, training: bool = False) -> jax.Array:
     if name == "mlp":
         return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
     if name == "convnet":
@@ -77,6 +96,11 @@ def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
         return h.reshape(h.shape[0], -1) @ p[4] + p[5]
     if name == "transformer":
         return _encoder(p, x)
+    if name == "augmented":  # the convnet above after augmenting (in training) and rescaling
+        h = (_augment(x) if training else x) * (1.0 / 255)
+        for k in range(len(A_CONVS)):
+            h = _pool(_conv(h, p[2 * k], p[2 * k + 1]))
+        return h.reshape(h.shape[0], -1) @ p[-2] + p[-1]
     if name == "separable":
         h = x
         for k in range(len(SEPARABLE)):
@@ -100,16 +124,15 @@ def logits(name: str, p: Params, x: jax.Array) -> jax.Array:
 
 
 def loss(name: str, p: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    z = logits(name, p, x)
-    if name in ("lstm", "transformer"):
+    z = logits(name, p, x, training=True)
+    if binary(name):
         return -jnp.mean(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
     return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(z), axis=-1))
 
 
 def probabilities(name: str, p: Params, x: jax.Array) -> jax.Array:
     z = logits(name, p, x)
-    return (jax.nn.sigmoid(z) if name in ("lstm", "transformer")
-            else jax.nn.softmax(z, axis=-1))
+    return jax.nn.sigmoid(z) if binary(name) else jax.nn.softmax(z, axis=-1)
 
 
 class JaxPeer:

@@ -1,4 +1,4 @@
-"""kiln's side of the benchmarks: the three models built with kiln's Keras layers, compiled
+"""kiln's side of the benchmarks: the models built with kiln's Keras layers, compiled
 for a backend, timed three ways per training step and two ways per prediction.
 
 - `train_on_batch` / `predict_on_batch`: the public API (input checks, feed building, the
@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.models import (
+    A_CONVS,
+    A_ROTATION,
+    A_ZOOM,
     EMBED,
     LEARNING_RATE,
     SEPARABLE,
@@ -51,6 +54,8 @@ def build(name: str, backend: str, weights: list[np.ndarray]) -> Any:
                   layers.Dense(10, activation="softmax")]
     elif name == "transformer":
         return _compiled(_transformer(), weights, name, backend)
+    elif name == "augmented":
+        return _compiled(_augmented(), weights, name, backend)
     else:
         stack = [layers.Input(shape=(100,), dtype="int32"), layers.Embedding(VOCAB, EMBED),
                  layers.LSTM(UNITS), layers.Dense(1, activation="sigmoid")]
@@ -69,6 +74,22 @@ def _transformer() -> Any:
     x = layers.LayerNormalization()(layers.add([x, projected]))
     outputs = layers.Dense(1, activation="sigmoid")(layers.GlobalMaxPooling1D()(x))
     return models.Model(tokens, outputs)
+
+
+def _augmented() -> Any:
+    """The book's chapter-8 convnet with its data augmentation (fixed factors: (f, f) draws
+    exactly f), as its functional code writes it; train_on_batch augments, predict does not."""
+    from kiln import layers, models
+
+    inputs = layers.Input(shape=SPECS["augmented"].x_shape)
+    x = layers.RandomRotation((A_ROTATION, A_ROTATION), fill_mode="reflect",
+                              interpolation="bilinear")(inputs)
+    x = layers.RandomZoom((A_ZOOM, A_ZOOM), fill_mode="reflect", interpolation="bilinear")(x)
+    x = layers.Rescaling(1.0 / 255)(x)
+    for filters in A_CONVS:
+        x = layers.MaxPooling2D(2)(layers.Conv2D(filters, 3, activation="relu")(x))
+    outputs = layers.Dense(1, activation="sigmoid")(layers.Flatten()(x))
+    return models.Model(inputs, outputs)
 
 
 def _compiled(model: Any, weights: list[np.ndarray], name: str, backend: str) -> Any:

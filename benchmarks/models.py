@@ -1,6 +1,6 @@
 """The benchmark models (MLP, convnet, LSTM, the book's chapter-7 depthwise-separable
-convnet and its chapter-11 transformer encoder): their shapes, initial weights and data, in
-Keras's layout.
+convnet, its chapter-11 transformer encoder and its chapter-8 convnet with data augmentation):
+their shapes, initial weights and data, in Keras's layout.
 
 Weights are drawn once from a seed (Glorot-uniform kernels, small random biases so that a
 wrong bias mapping shows in the correctness check) and every framework gets a copy,
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODELS = ("mlp", "convnet", "lstm", "separable", "transformer")
+MODELS = ("mlp", "convnet", "lstm", "separable", "transformer", "augmented")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ SPECS = {
     "lstm": Spec("lstm", 128, (100,), "int32", 1, "binary_crossentropy"),
     "separable": Spec("separable", 32, (64, 64, 3), "float32", 10, "categorical_crossentropy"),
     "transformer": Spec("transformer", 32, (128,), "int32", 1, "binary_crossentropy"),
+    "augmented": Spec("augmented", 32, (64, 64, 3), "float32", 1, "binary_crossentropy"),
 }
 VOCAB, EMBED, UNITS = 10000, 32, 32  # the LSTM's embedding and cell sizes
 LEARNING_RATE, RHO, EPSILON = 0.001, 0.9, 1e-7  # Keras's RMSprop defaults
@@ -56,6 +57,62 @@ SEPARABLE_POOLS = (1, 3)  # the layers a 2x2 max pooling follows
 # GlobalMaxPooling1D and a sigmoid Dense; sequences of 128 tokens (the book's 600 would
 # make a step of minutes on two cores), no dropout (so every framework's loss agrees).
 T_VOCAB, T_EMBED, T_HEADS, T_DENSE = 10000, 64, 2, 32
+
+
+# The book's chapter-8 convnet with data augmentation (Deep Learning with Python, 8.2.5) in
+# small, on 64x64x3 pixels in [0, 255): RandomRotation, RandomZoom (fill "reflect", bilinear),
+# Rescaling(1/255), Conv2D 16 and 32 (3x3 relu) each followed by a 2x2 max pooling, Flatten,
+# Dense 1 sigmoid. The factors are fixed ranges, (f, f), so every framework resamples by the
+# same transform (a drawn one would cost the same): always 18 degrees, always zoom 1.2 (out).
+A_ROTATION, A_ZOOM, A_CONVS = 0.05, 0.2, (16, 32)
+A_FLAT = 14 * 14 * A_CONVS[-1]  # 64 -> conv 62 -> pool 31 -> conv 29 -> pool 14
+
+
+def augment_rows(h: int, w: int) -> list[tuple[float, ...]]:
+    """The augmented model's two resamplings, in order (the rotation, then the zoom), as Keras's
+    affine rows (a0, a1, a2, b0, b1, b2): the output pixel (row y, col x) reads the input at
+    x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2 (pixel indices from pixel 0's centre)."""
+    theta = A_ROTATION * 360.0 * np.pi / 180.0
+    cos, sin = np.cos(theta), np.sin(theta)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    z = 1.0 + A_ZOOM
+    return [(cos, -sin, cx - cx * cos + cy * sin, sin, cos, cy - cx * sin - cy * cos),
+            (z, 0.0, (w - 1) / 2.0 * (1 - z), 0.0, z, (h - 1) / 2.0 * (1 - z))]
+
+
+def augment_coordinates(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per resampling of augment_rows, the input coordinates (x_in, y_in) that each output
+    pixel reads, two (h, w) float64 arrays; bilinear between floor and floor + 1, a neighbour
+    outside the image mapped back by "reflect" (half-sample symmetric: d c b a | a b c d)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    return [(a0 * x + a1 * y + a2, b0 * x + b1 * y + b2)
+            for a0, a1, a2, b0, b1, b2 in augment_rows(h, w)]
+
+
+def augment_numpy(images: np.ndarray) -> np.ndarray:
+    """The two resamplings on NHWC images in NumPy (float64), as Keras's "reflect" and
+    bilinear define them: the yardstick of the peers' resampling in the tests."""
+    n, h, w, c = images.shape
+    out = np.asarray(images, np.float64)
+    for xs, ys in augment_coordinates(h, w):
+        x0, y0 = np.floor(xs), np.floor(ys)
+        fx, fy = xs - x0, ys - y0
+
+        def reflect(i: np.ndarray, size: int) -> np.ndarray:
+            i = np.mod(i.astype(np.int64), 2 * size)
+            return np.where(i < size, i, 2 * size - 1 - i)
+
+        xi = [reflect(x0, w), reflect(x0 + 1, w)]
+        yi = [reflect(y0, h), reflect(y0 + 1, h)]
+        wx, wy = [1 - fx, fx], [1 - fy, fy]
+        out = sum(out[:, yi[r], xi[s]] * (wy[r] * wx[s])[None, :, :, None]
+                  for r in range(2) for s in range(2))
+    return out
+
+
+def binary(name: str) -> bool:
+    """Whether the model ends in one sigmoid unit (binary crossentropy)."""
+    return SPECS[name].loss == "binary_crossentropy"
 
 
 def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -97,12 +154,18 @@ def weights(name: str, seed: int = 0) -> list[np.ndarray]:
                 _glorot(rng, (e, d), e, d), _bias(rng, d), _glorot(rng, (d, e), d, e),
                 _bias(rng, e), 1 + _bias(rng, e), _bias(rng, e),
                 _glorot(rng, (e, 1), e, 1), _bias(rng, 1)]
+    if name == "augmented":  # kernels HWIO, the dense kernel over the NHWC flatten (14*14*32)
+        c1, c2 = A_CONVS
+        return [_glorot(rng, (3, 3, 3, c1), 9 * 3, 9 * c1), _bias(rng, c1),
+                _glorot(rng, (3, 3, c1, c2), 9 * c1, 9 * c2), _bias(rng, c2),
+                _glorot(rng, (A_FLAT, 1), A_FLAT, 1), _bias(rng, 1)]
     raise ValueError(f"expected a model name in {MODELS}. Received: name={name!r}")
 
 
 def data(name: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """n samples shaped like the model's data (MNIST-like pixels in [0, 1), one-hot labels;
-    word indices below 10,000 and 0/1 labels for the LSTM)."""
+    word indices below 10,000 and 0/1 labels for the LSTM and the transformer; pixels in
+    [0, 255) and 0/1 labels for the augmented convnet, which rescales them itself)."""
     spec = SPECS[name]
     rng = np.random.default_rng(seed)
     if name in ("lstm", "transformer"):
@@ -111,6 +174,8 @@ def data(name: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
         y = rng.integers(0, 2, (n, 1)).astype(np.float32)
         return x, y
     x = rng.random((n, *spec.x_shape), dtype=np.float32)
+    if name == "augmented":
+        return x * np.float32(255), rng.integers(0, 2, (n, 1)).astype(np.float32)
     y = np.eye(spec.outputs, dtype=np.float32)[rng.integers(0, spec.outputs, n)]
     return x, y
 

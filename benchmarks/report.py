@@ -64,6 +64,8 @@ INFO = (  # ratios the issue asks to report without a target
     ("Separable convnet train step vs JAX jit", "train/separable", "jax jit"),
     ("Transformer encoder train step vs PyTorch eager", "train/transformer", "torch eager"),
     ("Transformer encoder train step vs JAX jit", "train/transformer", "jax jit"),
+    ("Augmented convnet train step vs PyTorch eager", "train/augmented", "torch eager"),
+    ("Augmented convnet train step vs JAX jit", "train/augmented", "jax jit"),
 )
 
 

@@ -1,11 +1,11 @@
 """The one benchmark command: `python -m benchmarks.run [--quick] [--only ...] [--peers ...]`.
 
-Runs, in this process, the training steps of the MLP, convnet, LSTM and separable convnet and
-the inference latency of the MLP and convnet on kiln's backends beside PyTorch eager,
-torch.compile, JAX jit and onnxruntime on a torch export, after checking they compute the
-same thing; the fit loop overhead; then compile time and peak memory in fresh subprocesses.
-Writes
-benchmarks/results/latest.json and latest.md and prints the tables.
+Runs, in this process, the training steps of the MLP, convnet, LSTM, separable convnet,
+transformer encoder and augmented convnet and the inference latency of the MLP and convnet on
+kiln's backends beside PyTorch eager, torch.compile, JAX jit and onnxruntime on a torch
+export, after checking they compute the same thing; the fit loop overhead; then compile time
+and peak memory in fresh subprocesses. Writes benchmarks/results/latest.json and latest.md
+and prints the tables.
 """
 
 from __future__ import annotations

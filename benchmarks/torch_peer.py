@@ -5,6 +5,9 @@ Written the way a PyTorch user writes them: logits out of the module, the fused
 cross-entropy-with-logits losses, torch.optim.RMSprop with Keras's rho and epsilon. The
 convnets run in torch's native NCHW layout (the input transposed once, before timing); a
 SeparableConv2D is torch's depthwise Conv2d (groups = channels, no bias) then a 1x1 Conv2d.
+The augmented convnet resamples with F.grid_sample (bilinear, reflection padding) on grids
+computed once, in training mode only (predict runs the module in eval mode, as Keras's
+predict skips augmentation).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.models import (
+    A_CONVS,
+    A_FLAT,
     EMBED,
     EPSILON,
     LEARNING_RATE,
@@ -30,6 +35,8 @@ from benchmarks.models import (
     T_VOCAB,
     UNITS,
     VOCAB,
+    augment_coordinates,
+    binary,
 )
 from benchmarks.threads import THREADS
 
@@ -75,6 +82,45 @@ class SeparableNet(nn.Module):
             if k in SEPARABLE_POOLS:
                 x = F.max_pool2d(x, 2)
         return self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
+
+
+def sampling_grid(h: int, w: int, xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
+    """F.grid_sample's grid (1, h, w, 2) reading input pixel coordinates (xs, ys), each (h, w).
+    With align_corners=False torch maps the normalized g to the pixel coordinate
+    ((g + 1) size - 1) / 2, so pixel p is g = (2 p + 1) / size - 1; its "reflection" padding
+    then mirrors about -0.5 and size - 0.5, the half-sample symmetric "reflect" of Keras
+    (whose bilinear reflects the two neighbour indices: for linear interpolation the same)."""
+    grid = np.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], axis=-1)
+    return torch.from_numpy(grid[None].astype(np.float32))
+
+
+def augment(x: torch.Tensor, grids: list[torch.Tensor]) -> torch.Tensor:
+    """The fixed resamplings on NCHW images, one grid_sample each, in order."""
+    for grid in grids:
+        x = F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), mode="bilinear",
+                          padding_mode="reflection", align_corners=False)
+    return x
+
+
+class AugmentedNet(nn.Module):
+    """The chapter-8 convnet: in training, the fixed rotation then the fixed zoom (constant
+    grids, buffers of the module), Rescaling 1/255, two conv + pool, a Dense 1 (logits)."""
+
+    def __init__(self, h: int = 64, w: int = 64) -> None:
+        super().__init__()
+        c1, c2 = A_CONVS
+        self.conv1, self.conv2 = nn.Conv2d(3, c1, 3), nn.Conv2d(c1, c2, 3)
+        self.fc = nn.Linear(A_FLAT, 1)
+        for k, (xs, ys) in enumerate(augment_coordinates(h, w)):
+            self.register_buffer(f"grid{k}", sampling_grid(h, w, xs, ys), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            x = augment(x, [self.grid0, self.grid1])
+        x = x * (1.0 / 255)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(torch.flatten(x, 1))
 
 
 class LSTMNet(nn.Module):
@@ -137,6 +183,14 @@ def build(name: str, weights: list[np.ndarray]) -> nn.Module:
             pairs = [(m.conv1.weight, k1.transpose(3, 2, 0, 1)), (m.conv1.bias, b1),
                      (m.conv2.weight, k2.transpose(3, 2, 0, 1)), (m.conv2.bias, b2),
                      (m.fc.weight, w_t), (m.fc.bias, b)]
+        elif name == "augmented":
+            m = AugmentedNet()
+            k1, b1, k2, b2, w, b = weights
+            # Keras flattens (h, w, c); torch flattens (c, h, w): reorder the dense rows.
+            w_t = w.reshape(14, 14, A_CONVS[1], 1).transpose(2, 0, 1, 3).reshape(A_FLAT, 1).T
+            pairs = [(m.conv1.weight, k1.transpose(3, 2, 0, 1)), (m.conv1.bias, b1),
+                     (m.conv2.weight, k2.transpose(3, 2, 0, 1)), (m.conv2.bias, b2),
+                     (m.fc.weight, w_t), (m.fc.bias, b)]
         elif name == "separable":
             m = SeparableNet()
             pairs = []
@@ -177,7 +231,7 @@ def build(name: str, weights: list[np.ndarray]) -> nn.Module:
 
 def inputs(name: str, x: np.ndarray) -> torch.Tensor:
     """x in torch's layout: NCHW for the convnet, int64 indices for the LSTM."""
-    if name in ("convnet", "separable"):
+    if name in ("convnet", "separable", "augmented"):
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     if name in ("lstm", "transformer"):
         return torch.from_numpy(x.astype(np.int64))
@@ -185,14 +239,13 @@ def inputs(name: str, x: np.ndarray) -> torch.Tensor:
 
 
 def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if name in ("lstm", "transformer"):
+    if binary(name):
         return F.binary_cross_entropy_with_logits
     return F.cross_entropy  # one-hot targets are class probabilities to it
 
 
 def probabilities(name: str, logits: torch.Tensor) -> torch.Tensor:
-    return (torch.sigmoid(logits) if name in ("lstm", "transformer")
-            else torch.softmax(logits, -1))
+    return torch.sigmoid(logits) if binary(name) else torch.softmax(logits, -1)
 
 
 class TorchPeer:
@@ -228,8 +281,14 @@ class TorchPeer:
         return float(self.step())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return probabilities(self.name, self.model(inputs(self.name, x))).numpy()
+        """Probabilities in eval mode (no augmentation), the module left in its mode."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return probabilities(self.name, self.model(inputs(self.name, x))).numpy()
+        finally:
+            self.model.train(training)
 
     def predict_eager(self, x: np.ndarray) -> Callable[[], object]:
         model, name = self.model.eval(), self.name
@@ -283,7 +342,8 @@ class TorchPeer:
 
     def _sample_shape(self) -> tuple[int, ...]:
         return {"mlp": (784,), "convnet": (28, 28, 1), "lstm": (100,),
-                "separable": (64, 64, 3), "transformer": (128,)}[self.name]
+                "separable": (64, 64, 3), "transformer": (128,),
+                "augmented": (64, 64, 3)}[self.name]
 
     def _dtype(self) -> type:
         return np.int32 if self.name in ("lstm", "transformer") else np.float32

@@ -162,6 +162,27 @@ def test_the_augmented_convnet_trains_saves_and_loads(tmp_path) -> None:  # noqa
     assert inner.layers[1].get_config()["factor"] == (-0.1, 0.1)
 
 
+FORMATS = [lambda f: layers.RandomFlip(data_format=f),
+           lambda f: layers.RandomRotation(0.2, fill_mode="wrap", data_format=f),
+           lambda f: layers.RandomZoom(0.3, 0.2, fill_mode="constant", data_format=f),
+           lambda f: layers.RandomTranslation(0.2, 0.3, interpolation="nearest", data_format=f),
+           lambda f: layers.RandomContrast(0.5, data_format=f),
+           lambda f: layers.RandomCrop(5, 7, data_format=f),
+           lambda f: layers.CenterCrop(5, 12, data_format=f),
+           lambda f: layers.Resizing(5, 12, interpolation="nearest", data_format=f),
+           lambda f: layers.Resizing(7, 4, pad_to_aspect_ratio=True, data_format=f)]
+
+
+@pytest.mark.parametrize("make", FORMATS)
+def test_channels_first_computes_the_transpose_of_channels_last(make) -> None:  # noqa: ANN001
+    nchw = IMAGES.transpose(0, 3, 1, 2)
+    for training in (False, True):
+        last = predict(_model(make("channels_last")), IMAGES, training=training, key=5)
+        first = predict(_model(make("channels_first"), shape=nchw.shape[1:]), nchw,
+                        training=training, key=5)
+        np.testing.assert_allclose(first, last.transpose(0, 3, 1, 2), rtol=1e-6, atol=1e-4)
+
+
 CONFIGS = [
     lambda: layers.Rescaling(0.5, offset=1.0),
     lambda: layers.Normalization(axis=None, mean=2.0, variance=3.0, invert=True),
