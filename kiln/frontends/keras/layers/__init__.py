@@ -90,6 +90,7 @@ from kiln.frontends.keras.layers.separable import (
     SeparableConv1D,
     SeparableConv2D,
 )
+from kiln.frontends.keras.layers.text import TextVectorization
 from kiln.frontends.keras.layers.time_distributed import TimeDistributed
 
 __all__ = [
@@ -163,6 +164,7 @@ __all__ = [
     "SpatialDropout1D",
     "SpatialDropout2D",
     "Subtract",
+    "TextVectorization",
     "TimeDistributed",
     "UpSampling1D",
     "UpSampling2D",
