@@ -193,7 +193,7 @@ CONFIGS = [
     lambda: layers.RandomRotation((-0.2, 0.1), fill_mode="constant", fill_value=2.0),
     lambda: layers.RandomZoom(0.2, (-0.1, 0.3), interpolation="nearest"),
     lambda: layers.RandomTranslation(0.1, 0.2, fill_mode="wrap"),
-    lambda: layers.RandomContrast((0.2, 0.4), value_range=(0, 1)),
+    lambda: layers.RandomContrast((0.2, 0.4), value_range=(0, 1), data_format="channels_first"),
     lambda: layers.RandomBrightness(0.2, value_range=(1, 0)),
     lambda: layers.RandomCrop(4, 4, seed=1),
 ]
@@ -204,6 +204,8 @@ def test_configs_round_trip(make) -> None:  # noqa: ANN001
     layer = make()
     again = type(layer).from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
+    if hasattr(layer, "data_format"):
+        assert again.data_format == layer.data_format
 
 
 def augmented(backend: str) -> models.Model:

@@ -407,10 +407,6 @@ class RandomContrast(_RandomColor):
         factor = self._draw(b, ctx, x, 1.0 - self.factor[0], 1.0 + self.factor[1])
         return self._clip(b, b.add(b.mul(b.sub(x, mean), factor), mean))
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        del config["data_format"]
-        return config
 
 
 class RandomBrightness(_RandomColor):
@@ -433,11 +429,6 @@ class RandomBrightness(_RandomColor):
         low, high = self.value_range
         delta = b.mul(self._draw(b, ctx, x, *self.factor), high - low)
         return self._clip(b, b.add(x, delta))
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        del config["data_format"]
-        return config
 
 
 class RandomCrop(_ImageLayer):
@@ -741,7 +732,7 @@ class Normalization(Layer):
                 batch = batch[0]
             array = np.asarray(batch, dtype=np.float64)
             if not self.built:
-                self._build_on(array.shape)
+                self._build_from_data(array.shape)
             keep = self._keep(array.ndim)
             if array.ndim != self._rank or tuple(array.shape[a] for a in keep) != self._stat_shape:
                 raise KilnValueError(f"layer {self.name!r}: adapt expects data of rank "
@@ -765,7 +756,7 @@ class Normalization(Layer):
         self.mean.assign(mean)
         self.variance.assign(var)
 
-    def _build_on(self, shape: tuple) -> None:
+    def _build_from_data(self, shape: tuple) -> None:
         self.build((None, *shape[1:]))
         self.built = True
 
