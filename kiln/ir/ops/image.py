@@ -104,6 +104,25 @@ def fix_index(index: np.ndarray, size: int, fill_mode: str) -> np.ndarray:
     return np.where(m >= size, 2 * size - 1 - m, m)
 
 
+def fix_scalar_index(i: int, size: int, mode: int) -> int:
+    """fix_index for one index, fill_mode as its index in FILL_MODES: the kernels' version
+    (the numba and CUDA kernel modules compile this function for their targets; Numba's disk
+    cache checks only the kernel module's file, so clear its __pycache__ after changing
+    this)."""
+    if mode <= 1:  # constant (whose outside reads take fill_value instead), nearest
+        return min(max(i, 0), size - 1)
+    if mode == 4:  # wrap
+        return i % size
+    if mode == 3:  # mirror
+        if size == 1:
+            return 0
+        period = 2 * (size - 1)
+        m = i % period
+        return period - m if m >= size else m
+    m = i % (2 * size)  # reflect
+    return 2 * size - 1 - m if m >= size else m
+
+
 def sample_points(transform: np.ndarray, out_size: tuple[int, int], size: tuple[int, int],
                   interpolation: str, fill_mode: str) -> list[tuple[Any, ...]]:
     """The pixels each output reads: a list of (rows, cols, weight, inside), each [N, OH, OW]:

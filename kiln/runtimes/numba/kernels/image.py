@@ -14,24 +14,11 @@ import numba
 import numpy as np
 from numba import prange
 
+from kiln.ir.ops.image import fix_scalar_index
 from kiln.runtimes.numba.kernels.parallel import PARALLEL_MIN_COMPUTE
 
-
-@numba.njit(cache=True, fastmath=False, inline="always")
-def fix_index(i, size, mode):
-    """A pixel index mapped into [0, size) by fill mode (constant clamps)."""
-    if mode <= 1:
-        return min(max(i, 0), size - 1)
-    if mode == 4:
-        return i % size
-    if mode == 3:
-        if size == 1:
-            return 0
-        period = 2 * (size - 1)
-        m = i % period
-        return period - m if m >= size else m
-    m = i % (2 * size)
-    return 2 * size - 1 - m if m >= size else m
+# A pixel index mapped into [0, size) by fill mode (constant clamps).
+fix_index = numba.njit(cache=True, fastmath=False, inline="always")(fix_scalar_index)
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")

@@ -11,24 +11,11 @@ from __future__ import annotations
 
 from numba import cuda
 
+from kiln.ir.ops.image import fix_scalar_index
 from kiln.runtimes.numba_cuda.intrinsics import floor
 
-
-@cuda.jit(device=True)
-def fix_index(i, size, mode):
-    """A pixel index mapped into [0, size) by fill mode (constant clamps)."""
-    if mode <= 1:
-        return min(max(i, 0), size - 1)
-    if mode == 4:
-        return i % size
-    if mode == 3:
-        if size == 1:
-            return 0
-        period = 2 * (size - 1)
-        m = i % period
-        return period - m if m >= size else m
-    m = i % (2 * size)
-    return 2 * size - 1 - m if m >= size else m
+# A pixel index mapped into [0, size) by fill mode (constant clamps).
+fix_index = cuda.jit(device=True)(fix_scalar_index)
 
 
 @cuda.jit(device=True)
