@@ -196,8 +196,9 @@ class Model(Trainer, Layer):
         """Inline every call between the inputs and the outputs; each input's mask (None for
         none) flows through the layers as Keras passes masks on. Returns the outputs and
         their masks. A `training=` given to the model's call holds for every layer in it
-        (Keras's `base_model(inputs, training=False)` keeps its batch normalization at
-        inference while the outer model trains)."""
+        (the transfer-learning guide's `base_model(inputs, training=False)` keeps its batch
+        normalization at inference while the outer model trains; Keras 3's fit overrides
+        such a recorded flag, kiln keeps it, as for a single layer)."""
         if len(inputs) != len(self._inputs):
             raise KilnValueError(f"model {self.name!r} expects {len(self._inputs)} inputs. "
                                  f"Received: {len(inputs)}")

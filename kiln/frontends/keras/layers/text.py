@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontends.keras.layer import Layer
+from kiln.frontends.keras.layer import Layer, is_symbolic
 from kiln.ir import KilnValueError
 
 _STANDARDIZE = ("lower_and_strip_punctuation", "lower", "strip_punctuation")
@@ -292,8 +292,6 @@ class TextVectorization(Layer):
 
     # -- the call ------------------------------------------------------------------------
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        from kiln.frontends.keras.layer import is_symbolic
-
         if is_symbolic(inputs):
             raise KilnValueError(f"layer {self.name!r} (TextVectorization) runs on the host, "
                                  f"on strings, which kiln's graphs do not hold: call it on "
