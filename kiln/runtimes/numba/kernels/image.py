@@ -31,32 +31,35 @@ def round_half_even(v):
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")
-def sample_point(t, n, y, x, p, nearest):
-    """Sample point p (0..3; nearest has only 0) of output pixel (y, x) of image n: its
-    unfixed row and column and its weight."""
-    one = t.dtype.type(1)
+def coordinates(t, n, y, x):
+    """Where output pixel (y, x) of image n reads the input: (row, column), unrounded."""
     fy, fx = t.dtype.type(y), t.dtype.type(x)
-    xs = t[n, 0] * fx + t[n, 1] * fy + t[n, 2]
-    ys = t[n, 3] * fx + t[n, 4] * fy + t[n, 5]
+    return (t[n, 3] * fx + t[n, 4] * fy + t[n, 5]), (t[n, 0] * fx + t[n, 1] * fy + t[n, 2])
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
+def sample_point(ys, xs, p, nearest, mode, h, w, one):
+    """Sample point p (0..3; nearest has only 0) of the read at (ys, xs): its row and column
+    fixed by fill mode, its weight, and whether the unfixed pixel lies outside the image."""
     if nearest:
-        return np.int64(round_half_even(ys)), np.int64(round_half_even(xs)), one
-    low_y, low_x = np.floor(ys), np.floor(xs)
-    up_y, up_x = ys - low_y, xs - low_x
-    wy = up_y if p >= 2 else one - up_y
-    wx = up_x if p % 2 == 1 else one - up_x
-    return np.int64(low_y) + p // 2, np.int64(low_x) + p % 2, wy * wx
+        r, q, weight = np.int64(round_half_even(ys)), np.int64(round_half_even(xs)), one
+    else:
+        low_y, low_x = np.floor(ys), np.floor(xs)
+        up_y, up_x = ys - low_y, xs - low_x
+        wy = up_y if p >= 2 else one - up_y
+        wx = up_x if p % 2 == 1 else one - up_x
+        r, q, weight = np.int64(low_y) + p // 2, np.int64(low_x) + p % 2, wy * wx
+    outside = r < 0 or r >= h or q < 0 or q >= w
+    return fix_index(r, h, mode), fix_index(q, w, mode), weight, outside
 
 
 @numba.njit(cache=True, fastmath=False)
 def _output_row(x, t, out, n, i, nearest, mode, fill):
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     one = t.dtype.type(1)
-    fy = t.dtype.type(i)
     for j in range(out.shape[2]):
+        ys, xs = coordinates(t, n, i, j)
         if not nearest:  # bilinear, all four pixels inside: no fill mode to apply
-            fx = t.dtype.type(j)
-            xs = t[n, 0] * fx + t[n, 1] * fy + t[n, 2]
-            ys = t[n, 3] * fx + t[n, 4] * fy + t[n, 5]
             low_y, low_x = np.floor(ys), np.floor(xs)
             r, q = np.int64(low_y), np.int64(low_x)
             if 0 <= r and r + 1 < h and 0 <= q and q + 1 < w:
@@ -71,9 +74,7 @@ def _output_row(x, t, out, n, i, nearest, mode, fill):
         for ch in range(c):
             out[n, i, j, ch] = 0
         for p in range(1 if nearest else 4):
-            r, q, weight = sample_point(t, n, i, j, p, nearest)
-            outside = r < 0 or r >= h or q < 0 or q >= w
-            r, q = fix_index(r, h, mode), fix_index(q, w, mode)
+            r, q, weight, outside = sample_point(ys, xs, p, nearest, mode, h, w, one)
             for ch in range(c):
                 v = fill if mode == 0 and outside else x[n, r, q, ch]
                 out[n, i, j, ch] += weight * v
@@ -96,14 +97,15 @@ def k_affine_transform(x, t, out, nearest, mode, fill_value):
 @numba.njit(cache=True, fastmath=False)
 def _image_grad(g, t, dx, n, nearest, mode):
     h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    one = t.dtype.type(1)
     dx[n] = 0
     for p in range(1 if nearest else 4):
         for i in range(g.shape[1]):
             for j in range(g.shape[2]):
-                r, q, weight = sample_point(t, n, i, j, p, nearest)
-                if mode == 0 and (r < 0 or r >= h or q < 0 or q >= w):
+                ys, xs = coordinates(t, n, i, j)
+                r, q, weight, outside = sample_point(ys, xs, p, nearest, mode, h, w, one)
+                if mode == 0 and outside:
                     continue
-                r, q = fix_index(r, h, mode), fix_index(q, w, mode)
                 for ch in range(c):
                     dx[n, r, q, ch] += weight * g[n, i, j, ch]
 

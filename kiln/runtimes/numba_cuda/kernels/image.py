@@ -28,19 +28,34 @@ def round_half_even(v):
 
 
 @cuda.jit(device=True)
-def sample_point(t, n, y, x, p, nearest):
-    """Sample point p (0..3; nearest has only 0) of output pixel (y, x) of image n: its
-    unfixed row and column and its weight."""
+def element(e, o_h, o_w, chans):
+    """The (image, row, column, channel) of flat element e of an NHWC array."""
+    return (e // (chans * o_w * o_h), (e // (chans * o_w)) % o_h, (e // chans) % o_w,
+            e % chans)
+
+
+@cuda.jit(device=True)
+def coordinates(t, n, y, x):
+    """Where output pixel (y, x) of image n reads the input: (row, column), in float64."""
     fy, fx = float(y), float(x)
-    xs = float(t[n, 0]) * fx + float(t[n, 1]) * fy + float(t[n, 2])
-    ys = float(t[n, 3]) * fx + float(t[n, 4]) * fy + float(t[n, 5])
+    return (float(t[n, 3]) * fx + float(t[n, 4]) * fy + float(t[n, 5]),
+            float(t[n, 0]) * fx + float(t[n, 1]) * fy + float(t[n, 2]))
+
+
+@cuda.jit(device=True)
+def sample_point(ys, xs, p, nearest, mode, h, w):
+    """Sample point p (0..3; nearest has only 0) of the read at (ys, xs): its row and column
+    fixed by fill mode, its weight, and whether the unfixed pixel lies outside the image."""
     if nearest:
-        return round_half_even(ys), round_half_even(xs), 1.0
-    low_y, low_x = floor(ys), floor(xs)
-    up_y, up_x = ys - low_y, xs - low_x
-    wy = up_y if p >= 2 else 1.0 - up_y
-    wx = up_x if p % 2 == 1 else 1.0 - up_x
-    return int(low_y) + p // 2, int(low_x) + p % 2, wy * wx
+        r, q, weight = round_half_even(ys), round_half_even(xs), 1.0
+    else:
+        low_y, low_x = floor(ys), floor(xs)
+        up_y, up_x = ys - low_y, xs - low_x
+        wy = up_y if p >= 2 else 1.0 - up_y
+        wx = up_x if p % 2 == 1 else 1.0 - up_x
+        r, q, weight = int(low_y) + p // 2, int(low_x) + p % 2, wy * wx
+    outside = r < 0 or r >= h or q < 0 or q >= w
+    return fix_index(r, h, mode), fix_index(q, w, mode), weight, outside
 
 
 @cuda.jit
@@ -49,17 +64,12 @@ def affine_transform(x, t, out, nearest, mode, fill_value):
     o_h, o_w, chans = out.shape[1], out.shape[2], out.shape[3]
     points = 1 if nearest else 4
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        c = e % chans
-        j = (e // chans) % o_w
-        i = (e // (chans * o_w)) % o_h
-        n = e // (chans * o_w * o_h)
+        n, i, j, c = element(e, o_h, o_w, chans)
+        ys, xs = coordinates(t, n, i, j)
         acc = 0.0
         for p in range(points):
-            r, q, weight = sample_point(t, n, i, j, p, nearest)
-            if mode == 0 and (r < 0 or r >= h or q < 0 or q >= w):
-                acc += weight * fill_value
-            else:
-                acc += weight * x[n, fix_index(r, h, mode), fix_index(q, w, mode), c]
+            r, q, weight, outside = sample_point(ys, xs, p, nearest, mode, h, w)
+            acc += weight * (fill_value if mode == 0 and outside else x[n, r, q, c])
         out[n, i, j, c] = acc
 
 
@@ -70,16 +80,12 @@ def affine_transform_grad(g, t, dx, nearest, mode):
     o_h, o_w, chans = g.shape[1], g.shape[2], g.shape[3]
     points = 1 if nearest else 4
     for e in range(cuda.grid(1), g.size, cuda.gridsize(1)):
-        c = e % chans
-        j = (e // chans) % o_w
-        i = (e // (chans * o_w)) % o_h
-        n = e // (chans * o_w * o_h)
+        n, i, j, c = element(e, o_h, o_w, chans)
+        ys, xs = coordinates(t, n, i, j)
         for p in range(points):
-            r, q, weight = sample_point(t, n, i, j, p, nearest)
-            if mode == 0 and (r < 0 or r >= h or q < 0 or q >= w):
-                continue
-            cuda.atomic.add(dx, (n, fix_index(r, h, mode), fix_index(q, w, mode), c),
-                            weight * g[n, i, j, c])
+            r, q, weight, outside = sample_point(ys, xs, p, nearest, mode, h, w)
+            if not (mode == 0 and outside):
+                cuda.atomic.add(dx, (n, r, q, c), weight * g[n, i, j, c])
 
 
 def ptx_cases() -> list[tuple[str, object, str]]:
