@@ -116,6 +116,8 @@ class _ImageLayer(Layer):
     #: A random augmentation: it augments in a model called on arrays without training=,
     #: as Keras's call(training=True) default makes it (LoweringContext.augmenting).
     augments = False
+    #: The rank of a per-image draw (_draw): (N, 1) for an affine row's entry.
+    draw_rank = 2
 
     def __init__(self, data_format: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -136,6 +138,16 @@ class _ImageLayer(Layer):
 
     def _float(self, b: Any, x: Any) -> Any:
         return x if x.type.dtype == self.dtype else b.cast(x, dtype=self.dtype)
+
+    def _uniform(self, b: Any, ctx: Any, shape: tuple, low: float, high: float) -> Any:
+        """A uniform draw of `shape` in [low, high), on a stream of its own."""
+        key, stream = ctx.random_stream(self)
+        return b.uniform(key, shape=shape, low=low, high=high, dtype=self.dtype, stream=stream)
+
+    def _draw(self, b: Any, ctx: Any, x: Any, low: float, high: float) -> Any:
+        """One uniform draw per image of x, shaped (N, 1, ...) to draw_rank."""
+        shape = (x.type.shape[0],) + (1,) * (self.draw_rank - 1)
+        return self._uniform(b, ctx, shape, low, high)
 
     def _nhwc(self, b: Any, x: Any) -> Any:
         return x if self.data_format == "channels_last" else b.transpose(x, perm=(0, 2, 3, 1))
@@ -197,12 +209,6 @@ class _RandomAffine(_ImageLayer):
                                  f"Received: fill_value={fill_value!r}")
         self.seed = seed
         self.fill_value = float(fill_value)
-
-    def _draw(self, b: Any, ctx: Any, x: Any, low: float, high: float) -> Any:
-        """One uniform draw per image, (N, 1), on a stream of its own."""
-        key, stream = ctx.random_stream(self)
-        return b.uniform(key, shape=(x.type.shape[0], 1), low=low, high=high,
-                         dtype=self.dtype, stream=stream)
 
     def lower(self, b, x, ctx, training=None, **kwargs):  # noqa: ANN001, ANN201
         x = self._float(b, x)
@@ -359,6 +365,7 @@ class _RandomColor(_ImageLayer):
     """RandomContrast and RandomBrightness: one draw per image, clipped to value_range."""
 
     augments = True
+    draw_rank = 4  # a draw per image broadcasts over its pixels and channels
 
     def __init__(self, factor: Any, value_range: Any = (0, 255), seed: int | None = None,
                  data_format: str | None = None, bounds: tuple[float, float] = (-1.0, 1.0),
@@ -371,11 +378,6 @@ class _RandomColor(_ImageLayer):
                                  f"Received: value_range={value_range!r}")
         self.value_range = [float(v) for v in value_range]
         self.seed = seed
-
-    def _draw(self, b: Any, ctx: Any, x: Any, low: float, high: float) -> Any:
-        key, stream = ctx.random_stream(self)
-        return b.uniform(key, shape=(x.type.shape[0], 1, 1, 1), low=low, high=high,
-                         dtype=self.dtype, stream=stream)
 
     def _clip(self, b: Any, x: Any) -> Any:
         low, high = self.value_range
@@ -456,10 +458,8 @@ class RandomCrop(_ImageLayer):
             return _window_then_resize(self, b, x, aspect_window(size, target), target)
         offsets = []
         for extent, want in zip(size, target, strict=True):
-            key, stream = ctx.random_stream(self)
             # One offset for the whole batch, as Keras: an integer, the draw truncated.
-            draw = b.uniform(key, shape=(1, 1), low=0.0, high=float(extent - want + 1),
-                             dtype=self.dtype, stream=stream)
+            draw = self._uniform(b, ctx, (1, 1), 0.0, float(extent - want + 1))
             offsets.append(b.cast(b.cast(draw, dtype="int32"), dtype=self.dtype))
         top, left = (b.broadcast_to(o, shape=(x.type.shape[0], 1)) for o in offsets)
         return self._resample(b, x, [1.0, 0.0, left, 0.0, 1.0, top], out_size=target,
