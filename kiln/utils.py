@@ -1,6 +1,9 @@
-"""kiln.utils: set_random_seed, to_categorical, pad_sequences (as keras.utils)."""
+"""kiln.utils: set_random_seed, to_categorical, pad_sequences, PyDataset (as keras.utils)."""
 
 from kiln.frontends.keras.datasets.encoding import pad_sequences, to_categorical
 from kiln.frontends.keras.seeding import set_random_seed
+from kiln.frontends.keras.streams import PyDataset
 
-__all__ = ["pad_sequences", "set_random_seed", "to_categorical"]
+Sequence = PyDataset  # Keras 3 keeps keras.utils.Sequence as an alias of PyDataset
+
+__all__ = ["PyDataset", "Sequence", "pad_sequences", "set_random_seed", "to_categorical"]

@@ -10,6 +10,7 @@ the first step, so a call that fails leaves the model as it was.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from kiln.compiler.pass_manager import CompileOptions
 from kiln.frontends.keras import data as data_mod
 from kiln.frontends.keras import metrics as metrics_mod
 from kiln.frontends.keras import optimizers as optimizers_mod
+from kiln.frontends.keras import streams
 from kiln.frontends.keras.callbacks import CallbackList, History
 from kiln.frontends.keras.compile_args import (
     OutputSpec,
@@ -32,7 +34,8 @@ from kiln.frontends.keras.data import Dataset
 from kiln.frontends.keras.layer import LoweringContext
 from kiln.frontends.keras.metric import SummedMetric
 from kiln.frontends.keras.seeding import rng
-from kiln.ir import KilnValueError, TensorType
+from kiln.frontends.keras.streams import Stream
+from kiln.ir import KilnError, KilnValueError, TensorType
 from kiln.ir.training import LossSpec, MetricSpec, build_eval_step, build_train_step
 from kiln.ir.training.summed_metrics import finish_mean
 from kiln.ir.types import numpy_dtype
@@ -111,6 +114,48 @@ def _ahead(exe: Any, entry: str, batches: Iterator[tuple[dict[str, np.ndarray], 
             prefetch(entry, following[0])
         yield current
         current = following
+
+
+def _array_epochs(data: Dataset, batch_size: int, steps: int | None, shuffle: bool | str = False,
+                  buffers: int = 1) -> Any:
+    """A function giving each epoch's batches of arrays: one pass over them, or with `steps`
+    that many batches, each epoch going on where the last stopped and a new pass (shuffled
+    anew) beginning when one ends."""
+    passes: list[Iterator[tuple[dict[str, np.ndarray], int]]] = []
+
+    def epoch() -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        if steps is None:
+            yield from data.batches(batch_size, shuffle, rng(), buffers=buffers)
+            return
+        for _ in range(steps):
+            item = next(passes[0], None) if passes else None
+            if item is None:
+                passes[:] = [data.batches(batch_size, shuffle, rng(), buffers=buffers)]
+                item = next(passes[0])
+            yield item
+    return epoch
+
+
+def _steps_size(data: Dataset, batch_size: int | None, steps: int | None) -> int:
+    """Keras's batch size for arrays: the given one, else as many samples as make `steps`
+    batches, else 32."""
+    if batch_size is None and steps:
+        return -(-data.size // steps)
+    return batch_size or 32
+
+
+def _in_batch(err: KilnError, stream: Stream) -> KilnError:
+    """The error of a batch's checks, naming the batch."""
+    return type(err)(f"{stream!r}, batch {stream.position}: {err}")
+
+
+def _no_arrays_beside(stream: Stream, **given: Any) -> None:
+    for name, value in given.items():
+        if value is not None:
+            what = "the targets" if name == "y" else "the sample weights"
+            raise KilnValueError(f"When providing `x` as a {stream.kind}, `{name}` should not "
+                                 f"be passed. Instead, {what} should be included as part of "
+                                 f"the {stream.kind}.")
 
 
 def _check_verbose(verbose: Any) -> int:
@@ -442,21 +487,65 @@ class Trainer:
             return dict(zip(keys, values))
         return values[positions[0]] if len(positions) == 1 else [values[i] for i in positions]
 
+    # -- batches given as a generator, a PyDataset or a loader --------------------------
+    def _first(self, stream: Stream, targets: bool = True, class_weight: Any = None,
+               ) -> Dataset:
+        """The stream's first batch, checked (building an unbuilt model on it): what the
+        step graphs are built for before the first step."""
+        x, y, weight = stream.peek()
+        try:
+            return self._dataset(x, y, weight, class_weight, targets=targets)
+        except KilnError as err:
+            raise _in_batch(err, stream) from None
+
+    def _stream_items(self, entry: str, stream: Stream, class_weight: Any = None,
+                      ) -> Iterator[tuple[Any, dict[str, np.ndarray], int]]:
+        """(executable, feed, batch size) for each batch of one epoch of the stream, each
+        checked and cast as arrays given to fit are (the per-call fast path)."""
+        targets = entry not in ("predict", "augment")
+        for x, y, weight in stream.epoch():
+            try:
+                exe, data = (self._data(entry, x, y, weight, class_weight) if targets
+                             else self._data(entry, x))
+            except KilnError as err:
+                raise _in_batch(err, stream) from None
+            yield exe, data.feed, data.size
+
+    def _stream_of(self, value: Any, argument: str, steps: int | None, shuffle: bool = False,
+                   **beside: Any) -> Stream | None:
+        """A Stream when `value` is a source of batches (none of `beside` may be given with
+        it), else None."""
+        if streams.kind_of(value) is None:
+            return None
+        stream = Stream(value, argument, steps, shuffle, rng())
+        _no_arrays_beside(stream, **beside)
+        return stream
+
     # -- fit -----------------------------------------------------------------------------
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: Any = "auto", callbacks: Sequence[Any] | None = None,
             validation_split: float = 0.0, validation_data: Any = None,
             shuffle: bool | str = True, class_weight: dict | None = None,
             sample_weight: Any = None, initial_epoch: int = 0,
+            steps_per_epoch: int | None = None, validation_steps: int | None = None,
             validation_batch_size: int | None = None, validation_freq: int = 1) -> History:
         """Train for `epochs` epochs of `batch_size` (32) samples; returns a History whose
-        `history` holds each epoch's loss and metrics (val_* with validation data)."""
+        `history` holds each epoch's loss and metrics (val_* with validation data).
+
+        x (and validation_data) may be arrays, or a source of batches: a generator or
+        iterator, a kiln.utils.PyDataset, or an iterable such as a torch DataLoader,
+        yielding `(x, y)` or `(x, y, sample_weight)` (kiln.frontends.keras.streams). Arrays
+        are checked in full before the first step; batches from a source are checked as
+        they come, so a bad one stops fit with the steps before it taken. steps_per_epoch
+        (validation_steps) makes an epoch (a validation) that many batches."""
         self._require_compiled("fit")
-        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size")
         epochs = data_mod.check_positive_int(epochs, "epochs", False, allow_zero=True)
         initial_epoch = data_mod.check_positive_int(initial_epoch, "initial_epoch", False, True)
+        steps_per_epoch = data_mod.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        validation_steps = data_mod.check_positive_int(validation_steps, "validation_steps")
         validation_batch_size = data_mod.check_positive_int(
-            validation_batch_size, "validation_batch_size") or batch_size
+            validation_batch_size, "validation_batch_size")
         validation_freq = data_mod.check_positive_int(validation_freq, "validation_freq", False)
         verbose = _check_verbose(verbose)
         if isinstance(validation_split, bool) or not isinstance(
@@ -466,13 +555,40 @@ class Trainer:
         if shuffle not in (True, False, "batch"):
             raise KilnValueError(f"Expected shuffle to be True, False or 'batch'. "
                                  f"Received: shuffle={shuffle!r}")
-        train = self._dataset(x, y, sample_weight, class_weight)
-        val = None
-        if validation_data is not None:
+        stream = self._stream_of(x, "x", steps_per_epoch, bool(shuffle), y=y,
+                                 sample_weight=sample_weight)
+        if stream is not None and validation_split:
+            raise KilnValueError(f"Argument `validation_split` is only supported for tensors "
+                                 f"or NumPy arrays. Received: x as a {stream.kind}; pass "
+                                 f"validation_data instead")
+        try:
+            return self._fit(x, y, stream, batch_size, epochs, verbose, callbacks,
+                             validation_split, validation_data, shuffle, class_weight,
+                             sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                             validation_batch_size, validation_freq)
+        finally:
+            if stream is not None:
+                stream.close()
+
+    def _fit(self, x: Any, y: Any, stream: Stream | None, batch_size: int | None, epochs: int,
+             verbose: int, callbacks: Sequence[Any] | None, validation_split: float,
+             validation_data: Any, shuffle: bool | str, class_weight: Any, sample_weight: Any,
+             initial_epoch: int, steps_per_epoch: int | None, validation_steps: int | None,
+             validation_batch_size: int | None, validation_freq: int) -> History:
+        if stream is not None:
+            train = self._first(stream, class_weight=class_weight)
+        else:
+            train = self._dataset(x, y, sample_weight, class_weight)
+        val, val_stream = None, self._stream_of(validation_data, "validation_data",
+                                                validation_steps)
+        if val_stream is not None:
+            val = self._first(val_stream)
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise KilnValueError("When passing a `validation_data` argument, it must contain "
                                      "either 2 items (x_val, y_val), or 3 items (x_val, y_val, "
-                                     "val_sample_weights). Received: validation_data of type "
+                                     "val_sample_weights), or be a generator, a PyDataset or "
+                                     "an iterable of batches. Received: validation_data of type "
                                      f"{type(validation_data).__name__}")
             vx, vy, *vw = validation_data
             val = self._dataset(vx, vy, vw[0] if vw else None, where=(
@@ -481,7 +597,17 @@ class Trainer:
             train, val = train.split(validation_split)
         exe = self._runtime({"train_step": train, **({"test_step": val} if val else {})})
 
-        steps = train.steps(batch_size)
+        if stream is not None:
+            steps = stream.steps
+        else:
+            batch_size = _steps_size(train, batch_size, steps_per_epoch)
+            steps = steps_per_epoch or train.steps(batch_size)
+            epoch_batches = _array_epochs(train, batch_size, steps_per_epoch, shuffle,
+                                          buffers=2 if hasattr(exe, "prefetch") else 1)
+        if val is not None and val_stream is None:
+            validation_batch_size = validation_batch_size or _steps_size(
+                val, batch_size, validation_steps)
+            val_batches = _array_epochs(val, validation_batch_size, None)
         cbs = CallbackList(callbacks, self, add_history=True, add_progbar=verbose != 0,
                            verbose=verbose, epochs=epochs, steps=steps)
         hooks = _watches_batches(cbs)
@@ -491,27 +617,44 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             mean = _Mean(self.metric_finish)
-            batches = _ahead(exe, "train_step", train.batches(
-                batch_size, shuffle, rng(), buffers=2 if hasattr(exe, "prefetch") else 1))
+            if stream is not None:
+                items = self._stream_items("train_step", stream, class_weight)
+            else:
+                items = ((exe, feed, size) for feed, size in
+                         _ahead(exe, "train_step", epoch_batches()))
             if hooks:
-                for step, (feed, size) in enumerate(batches):
+                for step, (exe, feed, size) in enumerate(items):
                     cbs.on_train_batch_begin(step)
                     mean.add(exe.run("train_step", feed), size)
                     cbs.on_train_batch_end(step, mean.result())
                     if self.stop_training:
                         break
             else:  # no callback watches batches: the loop is the step alone
-                run, add = exe.run, mean.add
-                for feed, size in batches:
-                    add(run("train_step", feed), size)
+                add = mean.add
+                for exe, feed, size in items:
+                    add(exe.run("train_step", feed), size)
+            if not mean.count:  # a one-shot source had nothing left
+                stream.ran_out()
+                break
             epoch_logs = mean.result()
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._test_loop(exe, val, validation_batch_size, cbs)
-                epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+                if val_stream is not None:
+                    val_items = self._stream_items("test_step", val_stream)
+                else:
+                    val_items = itertools.islice(
+                        ((exe, feed, size) for feed, size in val_batches()), validation_steps)
+                val_logs = self._test_loop(val_items, cbs)
+                if val_logs is None:
+                    val_stream.ran_out()
+                else:
+                    epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
             _to_host(exe)  # callbacks may read or set weights
             cbs.on_epoch_end(epoch, epoch_logs)
             _to_device(exe)
             logs = epoch_logs
+            if stream is not None and stream.exhausted and epoch + 1 < epochs:
+                stream.ran_out()
+                self.stop_training = True
             if self.stop_training:
                 break
         _to_host(exe)
@@ -520,14 +663,17 @@ class Trainer:
         return self.history
 
     # -- evaluate and predict ------------------------------------------------------------
-    def _test_loop(self, exe: Any, data: Dataset, batch_size: int,
-                   cbs: CallbackList) -> dict[str, float]:
+    def _test_loop(self, items: Iterator[tuple[Any, dict[str, np.ndarray], int]],
+                   cbs: CallbackList) -> dict[str, float] | None:
+        """The test step's logs over the batches; None where there were none."""
         cbs.on_test_begin()
         mean = _Mean(self.metric_finish)
-        for step, (feed, size) in enumerate(data.batches(batch_size)):
+        for step, (exe, feed, size) in enumerate(items):
             cbs.on_test_batch_begin(step)
             mean.add(exe.run("test_step", feed), size)
             cbs.on_test_batch_end(step, mean.result())
+        if not mean.count:
+            return None
         logs = mean.result()
         cbs.on_test_end(logs)
         return logs
@@ -540,36 +686,71 @@ class Trainer:
         values += [logs[k] for k in sorted(logs) if k not in names]
         return values[0] if len(values) == 1 else values
 
+    def _items(self, entry: str, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
+               steps: int | None) -> tuple[Iterator[tuple[Any, dict[str, np.ndarray], int]],
+                                           int | None, Stream | None]:
+        """The batches evaluate or predict runs (entry test_step or predict), the number of
+        steps where known, and the stream they come from (None for arrays)."""
+        targets = entry == "test_step"
+        stream = self._stream_of(x, "x", steps, y=y, sample_weight=sample_weight)
+        if stream is not None:
+            exe = self._runtime({entry: self._first(stream, targets)})
+            return self._stream_items(entry, stream), stream.steps, stream
+        if targets:
+            data = self._dataset(x, y, sample_weight)
+            exe = self._runtime({entry: data})
+        else:
+            exe, data = self._data(entry, x)
+        size = _steps_size(data, batch_size, steps)
+        count = min(steps, data.steps(size)) if steps else data.steps(size)
+        batches = itertools.islice(data.batches(size), count)
+        return ((exe, feed, n) for feed, n in batches), count, None
+
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
-                 verbose: Any = "auto", sample_weight: Any = None,
+                 verbose: Any = "auto", sample_weight: Any = None, steps: int | None = None,
                  callbacks: Sequence[Any] | None = None, return_dict: bool = False) -> Any:
-        """The loss (and metrics) over the data: a scalar, [loss, *metrics], or a dict."""
+        """The loss (and metrics) over the data: a scalar, [loss, *metrics], or a dict. x may
+        be arrays or a source of batches, as for fit; `steps` limits the batches."""
         self._require_compiled("evaluate")
-        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size")
+        steps = data_mod.check_positive_int(steps, "steps")
         verbose = _check_verbose(verbose)
-        data = self._dataset(x, y, sample_weight)
-        exe = self._runtime({"test_step": data})
-        cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
-                           verbose=verbose, epochs=1, steps=data.steps(batch_size))
-        logs = self._test_loop(exe, data, batch_size, cbs)
+        items, count, stream = self._items("test_step", x, y, sample_weight, batch_size, steps)
+        try:
+            cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
+                               verbose=verbose, epochs=1, steps=count)
+            logs = self._test_loop(items, cbs)
+        finally:
+            if stream is not None:
+                stream.close()
+        if logs is None:
+            raise KilnValueError(f"Expected {stream!r} to yield at least one batch. "
+                                 f"Received: none")
         return logs if return_dict else self._ordered(logs)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto",
-                callbacks: Sequence[Any] | None = None) -> Any:
-        """The model's outputs for x: an array, or a list / dict for several outputs."""
-        batch_size = data_mod.check_positive_int(batch_size, "batch_size") or 32
+                steps: int | None = None, callbacks: Sequence[Any] | None = None) -> Any:
+        """The model's outputs for x: an array, or a list / dict for several outputs. x may
+        be arrays or a source of batches (only their x is read); `steps` limits the
+        batches."""
+        batch_size = data_mod.check_positive_int(batch_size, "batch_size")
+        steps = data_mod.check_positive_int(steps, "steps")
         verbose = _check_verbose(verbose)
-        exe, data = self._data("predict", x)
+        items, count, stream = self._items("predict", x, None, None, batch_size, steps)
         cbs = CallbackList(callbacks, self, add_history=False, add_progbar=verbose != 0,
-                           verbose=verbose, epochs=1, steps=data.steps(batch_size))
+                           verbose=verbose, epochs=1, steps=count)
         cbs.on_predict_begin()
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
-        for step, (feed, _) in enumerate(data.batches(batch_size)):
-            cbs.on_predict_batch_begin(step)
-            out = exe.run("predict", feed)
-            for name in parts:
-                parts[name].append(np.array(out[name], copy=True))
-            cbs.on_predict_batch_end(step, {"outputs": out})
+        try:
+            for step, (exe, feed, _) in enumerate(items):
+                cbs.on_predict_batch_begin(step)
+                out = exe.run("predict", feed)
+                for name in parts:
+                    parts[name].append(np.array(out[name], copy=True))
+                cbs.on_predict_batch_end(step, {"outputs": out})
+        finally:
+            if stream is not None:
+                stream.close()
         cbs.on_predict_end()
         return self._structured({k: np.concatenate(v) for k, v in parts.items()})
 

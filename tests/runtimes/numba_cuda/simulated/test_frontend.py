@@ -191,3 +191,34 @@ def test_augmentation_trains_as_on_the_reference_backend() -> None:
     from tests.frontends.keras.test_layers_preprocessing import AUGMENTED_DATA, augmented
 
     assert_trains_like_the_reference(augmented, "numba-cuda", *AUGMENTED_DATA, steps=2)
+
+
+def test_batches_from_a_generator_and_a_pydataset_train_as_on_the_reference() -> None:
+    """fit on a generator with steps_per_epoch and a PyDataset as validation data, then
+    evaluate and predict on batches: the device keeps the state across the stream's steps."""
+    from kiln.utils import PyDataset
+
+    x, y = _data()
+
+    def forever():
+        while True:
+            yield x[:5], y[:5]
+            yield x[5:], y[5:]
+
+    class Halves(PyDataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            return x[index * 4:(index + 1) * 4], y[index * 4:(index + 1) * 4]
+
+    ref, gpu = _twins()
+    histories = [m.fit(forever(), steps_per_epoch=3, epochs=2, validation_data=Halves(),
+                       verbose=0).history for m in (ref, gpu)]
+    for key in histories[0]:
+        np.testing.assert_allclose(histories[1][key], histories[0][key], err_msg=key, **TOL)
+    _assert_same_weights(gpu, ref)
+    np.testing.assert_allclose(gpu.evaluate(Halves(), verbose=0),
+                               ref.evaluate(Halves(), verbose=0), **TOL)
+    np.testing.assert_allclose(gpu.predict(forever(), steps=2, verbose=0),
+                               ref.predict(forever(), steps=2, verbose=0), **TOL)
