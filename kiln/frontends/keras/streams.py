@@ -245,7 +245,12 @@ class Stream:
         return max(self._seen - 1, 0)
 
     def __repr__(self) -> str:
-        return f"{self.argument} (a {self.kind})"
+        return f"{self.argument} ({self.described})"
+
+    @property
+    def described(self) -> str:
+        """The kind with its article: "a generator", "an iterator"."""
+        return ("an " if self.kind[0] in "aeiou" else "a ") + self.kind
 
     # -- reading ------------------------------------------------------------------------
     def _pass(self) -> Iterator[Any]:

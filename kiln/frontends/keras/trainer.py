@@ -153,7 +153,7 @@ def _no_arrays_beside(stream: Stream, **given: Any) -> None:
     for name, value in given.items():
         if value is not None:
             what = "the targets" if name == "y" else "the sample weights"
-            raise KilnValueError(f"When providing `x` as a {stream.kind}, `{name}` should not "
+            raise KilnValueError(f"When providing `x` as {stream.described}, `{name}` should not "
                                  f"be passed. Instead, {what} should be included as part of "
                                  f"the {stream.kind}.")
 
@@ -559,7 +559,7 @@ class Trainer:
                                  sample_weight=sample_weight)
         if stream is not None and validation_split:
             raise KilnValueError(f"Argument `validation_split` is only supported for tensors "
-                                 f"or NumPy arrays. Received: x as a {stream.kind}; pass "
+                                 f"or NumPy arrays. Received: x as {stream.described}; pass "
                                  f"validation_data instead")
         try:
             return self._fit(x, y, stream, batch_size, epochs, verbose, callbacks,
