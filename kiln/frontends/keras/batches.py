@@ -9,11 +9,11 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kiln.frontends.keras.data import check_positive_int
+from kiln.frontends.keras.streams import in_order
 from kiln.ir import KilnTypeError
 
 AUTOTUNE = -1  # as tf.data.AUTOTUNE: let kiln choose (prefetch: 2 batches, map: 4 threads)
@@ -130,17 +130,7 @@ def _keeping(source: Iterable[Any], kept: list[list[Any]]) -> Iterator[Any]:
 def _mapped_on_threads(call: Callable[[Any], Any], source: Iterable[Any],
                        workers: int) -> Iterator[Any]:
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kiln-map") as pool:
-        pending: deque[concurrent.futures.Future] = deque()
-        try:
-            for batch in source:
-                pending.append(pool.submit(call, batch))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        yield from in_order(pool, call, source, 2 * workers)
 
 
 def _ahead_on_a_thread(source: Iterable[Any], depth: int) -> Iterator[Any]:

@@ -148,6 +148,24 @@ def unpack(batch: Any, where: str) -> Batch:
     return _to_numpy(x), _to_numpy(y), _to_numpy(weight)
 
 
+def in_order(pool: concurrent.futures.Executor, function: Callable[[Any], Any],
+             items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """function(item) for each item, computed on the pool up to `depth` items ahead of the
+    one yielded, in the items' order; what is still pending when the caller stops is
+    cancelled."""
+    pending: deque[concurrent.futures.Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
 class _Ahead:
     """A PyDataset's batches fetched ahead on `workers` threads or processes, in order."""
 
@@ -165,17 +183,7 @@ class _Ahead:
         self.depth = max(int(dataset.max_queue_size), workers, 1)
 
     def batches(self, indices: Iterator[int]) -> Iterator[Any]:
-        pending: deque[concurrent.futures.Future] = deque()
-        try:
-            for index in indices:
-                pending.append(self.pool.submit(self.get, index))
-                if len(pending) >= self.depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        return in_order(self.pool, self.get, indices, self.depth)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

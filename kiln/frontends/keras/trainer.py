@@ -11,6 +11,7 @@ the first step, so a call that fails leaves the model as it was.
 from __future__ import annotations
 
 import itertools
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -561,26 +562,28 @@ class Trainer:
             raise KilnValueError(f"Argument `validation_split` is only supported for tensors "
                                  f"or NumPy arrays. Received: x as {stream.described}; pass "
                                  f"validation_data instead")
+        val_stream = self._stream_of(validation_data, "validation_data", validation_steps)
         try:
             return self._fit(x, y, stream, batch_size, epochs, verbose, callbacks,
-                             validation_split, validation_data, shuffle, class_weight,
-                             sample_weight, initial_epoch, steps_per_epoch, validation_steps,
-                             validation_batch_size, validation_freq)
+                             validation_split, validation_data, val_stream, shuffle,
+                             class_weight, sample_weight, initial_epoch, steps_per_epoch,
+                             validation_steps, validation_batch_size, validation_freq)
         finally:
-            if stream is not None:
-                stream.close()
+            for source in (stream, val_stream):
+                if source is not None:
+                    source.close()
 
     def _fit(self, x: Any, y: Any, stream: Stream | None, batch_size: int | None, epochs: int,
              verbose: int, callbacks: Sequence[Any] | None, validation_split: float,
-             validation_data: Any, shuffle: bool | str, class_weight: Any, sample_weight: Any,
+             validation_data: Any, val_stream: Stream | None, shuffle: bool | str,
+             class_weight: Any, sample_weight: Any,
              initial_epoch: int, steps_per_epoch: int | None, validation_steps: int | None,
              validation_batch_size: int | None, validation_freq: int) -> History:
         if stream is not None:
             train = self._first(stream, class_weight=class_weight)
         else:
             train = self._dataset(x, y, sample_weight, class_weight)
-        val, val_stream = None, self._stream_of(validation_data, "validation_data",
-                                                validation_steps)
+        val = None
         if val_stream is not None:
             val = self._first(val_stream)
         elif validation_data is not None:
@@ -644,8 +647,10 @@ class Trainer:
                     val_items = itertools.islice(
                         ((exe, feed, size) for feed, size in val_batches()), validation_steps)
                 val_logs = self._test_loop(val_items, cbs)
-                if val_logs is None:
-                    val_stream.ran_out()
+                if val_logs is None:  # a one-shot source read to its end already
+                    warnings.warn(f"{val_stream!r} ran out of data: epoch {epoch + 1} has no "
+                                  f"validation logs. Pass validation_steps, or a source that "
+                                  f"can be read again (a PyDataset, a loader)", stacklevel=3)
                 else:
                     epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
             _to_host(exe)  # callbacks may read or set weights
@@ -673,6 +678,7 @@ class Trainer:
             mean.add(exe.run("test_step", feed), size)
             cbs.on_test_batch_end(step, mean.result())
         if not mean.count:
+            cbs.on_test_end({})
             return None
         logs = mean.result()
         cbs.on_test_end(logs)

@@ -305,3 +305,21 @@ def test_bad_streams_and_arguments_raise_clear_errors() -> None:
         model.fit(NoLength())
     with pytest.raises(KilnValueError, match="validation_data.*2 items"):
         model.fit(X, Y, validation_data=X)
+
+
+def test_a_one_shot_validation_source_read_to_its_end_warns_and_gives_no_val_logs() -> None:
+    def forever():
+        while True:
+            yield from _batches()
+    with pytest.warns(UserWarning, match=r"validation_data \(a generator\) ran out of data: "
+                                         r"epoch 2 has no validation logs"):
+        history = _model().fit(forever(), steps_per_epoch=5, epochs=2, verbose=0,
+                               validation_data=_batches())
+    assert len(history.history["val_loss"]) == 1 and len(history.history["loss"]) == 2
+
+
+def test_workers_are_shut_down_after_fit() -> None:
+    import threading
+
+    _model().fit(Batches(workers=2), validation_data=Batches(workers=2), verbose=0)
+    assert not [t for t in threading.enumerate() if t.name.startswith("kiln-pydataset")]
