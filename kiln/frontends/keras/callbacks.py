@@ -70,6 +70,46 @@ _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "o
           "on_predict_batch_begin", "on_predict_batch_end")
 
 
+class LambdaCallback(Callback):
+    """A callback of plain functions, as Keras's: on_epoch_begin / on_epoch_end(epoch, logs),
+    on_train_begin / on_train_end(logs), on_train_batch_begin / on_train_batch_end(batch,
+    logs), and any other hook by its name (on_batch_begin / on_batch_end: the training
+    batch hooks, as in Keras)."""
+
+    def __init__(self, on_epoch_begin: Any = None, on_epoch_end: Any = None,
+                 on_train_begin: Any = None, on_train_end: Any = None,
+                 on_train_batch_begin: Any = None, on_train_batch_end: Any = None,
+                 **hooks: Any) -> None:
+        super().__init__()
+        hooks.update(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end)
+        for legacy, name in (("on_batch_begin", "on_train_batch_begin"),
+                             ("on_batch_end", "on_train_batch_end")):
+            if legacy in hooks:
+                function = hooks.pop(legacy)
+                hooks[name] = hooks[name] or function
+        for name, function in hooks.items():
+            if name not in _HOOKS:
+                raise KilnValueError(f"LambdaCallback: unknown hook {name!r}. Expected one of "
+                                     f"{', '.join(_HOOKS)}")
+            if function is not None:
+                if not callable(function):
+                    raise KilnTypeError(f"LambdaCallback: {name} must be a function. "
+                                        f"Received: {function!r}")
+                setattr(self, name, _with_logs(function, indexed="batch" in name
+                                               or "epoch" in name))
+
+
+def _with_logs(function: Callable[..., Any], indexed: bool) -> Callable[..., None]:
+    """A hook that hands `function` the logs always (None where there are none), as Keras
+    calls a LambdaCallback's functions."""
+    if indexed:
+        return lambda index, logs=None: function(index, logs)
+    return lambda logs=None: function(logs)
+
+
 class CallbackList:
     """The callbacks of one fit/evaluate/predict call, with Keras's defaults added: the
     progress bar first (when verbose), History last (for fit)."""
@@ -545,7 +585,7 @@ class CSVLogger(Callback):
 
 
 __all__ = [
-    "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+    "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback",
     "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger", "ReduceLROnPlateau",
     "TerminateOnNaN",
 ]

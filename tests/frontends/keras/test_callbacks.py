@@ -250,3 +250,22 @@ def test_progress_output(capsys: pytest.CaptureFixture[str]) -> None:
                         capsys.readouterr().out)
     model.fit(X, Y, epochs=1)  # verbose="auto": a bar, no "Epoch 1/1" line
     assert capsys.readouterr().out.startswith("1/1 ━")
+
+
+def test_lambda_callback_calls_its_functions() -> None:
+    events = []
+    hook = callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: events.append(("epoch", epoch, sorted(logs))),
+        on_train_begin=lambda logs: events.append(("begin",)),
+        on_batch_end=lambda batch, logs: events.append(("batch", batch)),
+        on_test_end=lambda logs: events.append(("test", sorted(logs))))
+    _model().fit(X, Y, batch_size=16, epochs=1, validation_data=(X[:10], Y[:10]),
+                 callbacks=[hook], verbose=0)
+    batches = -(-len(X) // 16)
+    assert events == [("begin",), *[("batch", b) for b in range(batches)],
+                      ("test", ["loss", "mae"]),
+                      ("epoch", 0, ["loss", "mae", "val_loss", "val_mae"])]
+    with pytest.raises(KilnValueError, match="unknown hook 'on_epoch_ended'"):
+        callbacks.LambdaCallback(on_epoch_ended=print)
+    with pytest.raises(TypeError, match="on_epoch_end must be a function"):
+        callbacks.LambdaCallback(on_epoch_end=3)
