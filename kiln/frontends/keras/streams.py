@@ -35,35 +35,16 @@ class PyDataset:
     `shuffle` is true. `workers` > 1 fetches batches ahead on that many threads (processes
     with `use_multiprocessing=True`), at most `max_queue_size` ahead, in order."""
 
+    # Class-level defaults: a subclass that does not call super().__init__ still has them.
+    workers: int = 1
+    use_multiprocessing: bool = False
+    max_queue_size: int = 10
+
     def __init__(self, workers: int = 1, use_multiprocessing: bool = False,
                  max_queue_size: int = 10) -> None:
-        self._workers = workers
-        self._use_multiprocessing = use_multiprocessing
-        self._max_queue_size = max_queue_size
-
-    @property
-    def workers(self) -> int:
-        return getattr(self, "_workers", 1)
-
-    @workers.setter
-    def workers(self, value: int) -> None:
-        self._workers = value
-
-    @property
-    def use_multiprocessing(self) -> bool:
-        return getattr(self, "_use_multiprocessing", False)
-
-    @use_multiprocessing.setter
-    def use_multiprocessing(self, value: bool) -> None:
-        self._use_multiprocessing = value
-
-    @property
-    def max_queue_size(self) -> int:
-        return getattr(self, "_max_queue_size", 10)
-
-    @max_queue_size.setter
-    def max_queue_size(self, value: int) -> None:
-        self._max_queue_size = value
+        self.workers = workers
+        self.use_multiprocessing = use_multiprocessing
+        self.max_queue_size = max_queue_size
 
     def __getitem__(self, index: int) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index), "

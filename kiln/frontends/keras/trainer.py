@@ -700,7 +700,7 @@ class Trainer:
         targets = entry == "test_step"
         stream = self._stream_of(x, "x", steps, y=y, sample_weight=sample_weight)
         if stream is not None:
-            exe = self._runtime({entry: self._first(stream, targets)})
+            self._runtime({entry: self._first(stream, targets)})  # built for the first batch
             return self._stream_items(entry, stream), stream.steps, stream
         if targets:
             data = self._dataset(x, y, sample_weight)

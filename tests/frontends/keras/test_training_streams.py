@@ -323,3 +323,20 @@ def test_workers_are_shut_down_after_fit() -> None:
 
     _model().fit(Batches(workers=2), validation_data=Batches(workers=2), verbose=0)
     assert not [t for t in threading.enumerate() if t.name.startswith("kiln-pydataset")]
+
+
+def test_a_pydataset_that_skips_super_init_has_keras_defaults() -> None:
+    class Plain(utils.PyDataset):
+        def __init__(self) -> None:  # no super().__init__(), as older Sequence code
+            self.count = 5
+
+        def __len__(self) -> int:
+            return 5
+
+        def __getitem__(self, index: int):
+            return X[index * 20:(index + 1) * 20], Y[index * 20:(index + 1) * 20]
+    data = Plain()
+    assert (data.workers, data.use_multiprocessing, data.max_queue_size) == (1, False, 10)
+    model = _model()
+    history = model.fit(data, epochs=3, shuffle=False, verbose=0)
+    _same(model, history, _array_fit())
