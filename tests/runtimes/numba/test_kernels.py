@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from kiln.ir import GraphBuilder, TensorType
 from kiln.ir.ops.nn import window
@@ -166,6 +168,50 @@ def test_transposed_columns_are_im2col_transposed(case) -> None:
     conv_kernels.im2col(x, cols, *args)
     conv_kernels.im2col_t(x, cols_t, *args)
     np.testing.assert_array_equal(cols_t, cols.T)
+
+
+def numpy_columns(x: np.ndarray, kh: int, kw: int, geometry, oh: int, ow: int) -> np.ndarray:
+    """im2col's matrix built by NumPy: the zero-padded image sliced at every tap."""
+    sh, sw, pt, pl, dh, dw = geometry
+    n, h, w, c = x.shape
+    bottom = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - pt - h)
+    right = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - pl - w)
+    padded = np.pad(x, ((0, 0), (pt, bottom), (pl, right), (0, 0)))
+    taps = [padded[:, p * dh:p * dh + (oh - 1) * sh + 1:sh, q * dw:q * dw + (ow - 1) * sw + 1:sw]
+            for p in range(kh) for q in range(kw)]
+    return np.stack(taps, axis=3).reshape(n * oh * ow, kh * kw * c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 7), w=st.integers(1, 9),
+       c=st.sampled_from([1, 2, 3, 5, 15, 16]),  # runs at up to conv.RUN_COPY_MAX_C = 15
+       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), padding=st.sampled_from(["valid", "same"]))
+def test_im2col_and_col2im_at_any_geometry(n, h, w, c, kh, kw, sh, sw, dh, dw,
+                                          padding) -> None:
+    """im2col copies a window row inside the image as one run at few channels (up to
+    conv.RUN_COPY_MAX_C) and the rest tap by tap; col2im adds back alike. Both against NumPy
+    at any geometry: whole runs, windows cut by the padding on either side, dilated taps (no
+    runs), kernels wider than the image."""
+    assume(padding == "same" or (h >= (kh - 1) * dh + 1 and w >= (kw - 1) * dw + 1))
+    win = window((h, w), (kh, kw), (sh, sw), padding, (dh, dw))
+    (oh, ow), geometry = win.out, (sh, sw, win.pads[0][0], win.pads[1][0], dh, dw)
+    args = (kh, kw, *geometry, oh, ow)
+    x = data((n, h, w, c), np.float64, 4)
+    cols = np.full((n * oh * ow, kh * kw * c), np.nan)
+    conv_kernels.im2col(x, cols, *args)
+    expected = numpy_columns(x, kh, kw, geometry, oh, ow)
+    np.testing.assert_array_equal(cols, expected)
+    # col2im is im2col's adjoint: <im2col(x), g> == <x, col2im(g)> for every x, so col2im(g)
+    # is the gradient of that sum, which NumPy's columns give by a scatter of their indices.
+    g = data(cols.shape, np.float64, 5)
+    dx = np.full(x.shape, np.nan)
+    conv_kernels.col2im(g, dx, *args)
+    index = numpy_columns(np.arange(x.size, dtype=np.float64).reshape(x.shape) + 1, kh, kw,
+                          geometry, oh, ow).astype(np.int64) - 1  # -1: a padded cell
+    scattered = np.zeros(x.size + 1)
+    np.add.at(scattered, index.ravel(), g.ravel())
+    np.testing.assert_allclose(dx.ravel(), scattered[:-1], rtol=1e-12, atol=1e-12)
 
 
 # (pool_size, strides, padding) after each convolution of CONV_CASES
