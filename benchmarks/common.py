@@ -81,6 +81,23 @@ def version(package: str) -> str | None:
         return None
 
 
+def blas() -> dict[str, object]:
+    """The OpenBLAS kernels each loaded OpenBLAS runs (threadpoolctl's report: NumPy's, and
+    SciPy's, which kiln's numba kernels call), and the OPENBLAS_* settings that chose them;
+    kernels None where threadpoolctl is not installed."""
+    import os
+
+    settings = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                if k in os.environ}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"kernels": None, "settings": settings}
+    kernels = [f"{lib.get('prefix')} {lib.get('version')}: {lib.get('architecture')}"
+               for lib in threadpool_info() if lib.get("internal_api") == "openblas"]
+    return {"kernels": kernels, "settings": settings}
+
+
 def machine() -> dict[str, object]:
     """CPU model, core count, OS, Python and the version of every framework involved."""
     cpu = platform.processor() or ""
@@ -103,5 +120,6 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {p: version(p) for p in packages},
+        "blas": blas(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

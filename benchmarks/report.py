@@ -124,6 +124,17 @@ def _bracket(value: float | None) -> str:
     return "" if value is None else f" ({value:.2f})"
 
 
+def _blas_line(blas: dict[str, Any] | None) -> str:
+    """Which kernels each OpenBLAS ran, and the OPENBLAS_* settings in force."""
+    if not blas:
+        return "not recorded"
+    kernels = blas.get("kernels")
+    text = "; ".join(kernels) if kernels else "kernels unknown (threadpoolctl not installed)"
+    settings = blas.get("settings") or {}
+    given = ", ".join(f"{k}={v}" for k, v in settings.items()) or "no OPENBLAS_* setting"
+    return f"{text} ({given})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
@@ -132,6 +143,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"- Machine: {m.get('cpu')}, {m.get('cores')} cores ({m.get('cores_usable')} "
              f"usable), {m.get('platform')}, Python {m.get('python')}",
              f"- Versions: {versions}",
+             f"- OpenBLAS: {_blas_line(m.get('blas'))}",
              f"- Threads: {results.get('threads', {}).get('threads')} per framework "
              f"(see `threads` in latest.json for each setting)",
              f"- Samples per peer: {results.get('plan')}",

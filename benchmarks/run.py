@@ -412,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in run.sections and "mlp" in run.models:
         bench_memory(run)
     run.results["wall_s"] = time.perf_counter() - started
-    run.results["machine"]["versions"] = common.machine()["versions"]  # after imports
+    after = common.machine()  # after imports: the versions and BLAS libraries loaded
+    run.results["machine"]["versions"], run.results["machine"]["blas"] = (after["versions"],
+                                                                          after["blas"])
     run.results["ratios"] = report.ratios(run.results["measurements"])
     run.results["targets"] = report.targets(run.results["measurements"])
     markdown = report.markdown(run.results)

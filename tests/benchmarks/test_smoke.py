@@ -8,6 +8,7 @@ skipped with a note where not (CI installs none of them).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -43,7 +44,23 @@ def test_quick_run_mlp(tmp_path: Path) -> None:
     rel = results["correctness"]["train/mlp"]["rel_diff"]
     assert max(rel.values()) <= 1e-4, rel
     assert not [n for n in results["notes"] if "differ" in n or "failed" in n], results["notes"]
-    assert "## train/mlp" in (tmp_path / "latest.md").read_text()
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "## train/mlp" in markdown
+    # which OpenBLAS kernels ran, recorded after the run (SciPy's, for the numba kernels)
+    blas = results["machine"]["blas"]
+    assert set(blas["settings"]) <= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+    if importlib.util.find_spec("threadpoolctl"):
+        assert any("scipy_openblas" in k and ": " in k for k in blas["kernels"]), blas
+    assert "- OpenBLAS: " in markdown and "not recorded" not in markdown
+
+
+def test_blas_line() -> None:
+    line = report._blas_line({"kernels": ["libscipy_openblas 0.3.30: Haswell"],
+                              "settings": {"OPENBLAS_CORETYPE": "Haswell"}})
+    assert line == "libscipy_openblas 0.3.30: Haswell (OPENBLAS_CORETYPE=Haswell)"
+    assert report._blas_line({"kernels": None, "settings": {}}) == (
+        "kernels unknown (threadpoolctl not installed) (no OPENBLAS_* setting)")
+    assert report._blas_line(None) == "not recorded"
 
 
 def test_memory_worker() -> None:
