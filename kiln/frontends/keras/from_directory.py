@@ -143,6 +143,51 @@ def dataset(paths: list[str], labels: np.ndarray | None, label_mode: str | None,
     return BatchDataset(make, length, class_names=class_names, file_paths=list(paths))
 
 
+def _check_labels(labels: Any, label_mode: str | None, what: str) -> None:
+    if labels not in ("inferred", None) and not isinstance(labels, (list, tuple, np.ndarray)):
+        raise KilnValueError(f"`labels` argument should be a list/tuple of integer labels, of "
+                             f"the same size as the number of {what} files in the target "
+                             f"directory. If you wish to infer the labels from the "
+                             f"subdirectory names in the target directory, pass "
+                             f"`labels=\"inferred\"`. If you wish to get a dataset that only "
+                             f"contains {what} samples (no labels), pass `labels=None`. "
+                             f"Received: labels={labels!r}")
+    if label_mode not in ("int", "categorical", "binary", None):
+        raise KilnValueError(f"`label_mode` argument must be one of \"int\", \"categorical\", "
+                             f"\"binary\", or None. Received: label_mode={label_mode!r}")
+
+
+def _datasets(directory: str, labels: Any, label_mode: str | None,
+              class_names: Sequence[str] | None, batch_size: int | None, shuffle: bool,
+              seed: int | None, validation_split: float | None, subset: str | None,
+              follow_links: bool, verbose: bool, formats: tuple[str, ...], missing: str,
+              read: Any) -> Any:
+    """What the *_dataset_from_directory functions share, after their own checks: the
+    files indexed, labelled and split as Keras does, read batch by batch by `read(paths)`.
+    `missing` names the files in the error when a subset has none."""
+    if labels is None or label_mode is None:
+        labels, label_mode = None, None
+    check_split(validation_split, subset, shuffle, seed)
+    if seed is None:
+        seed = int(np.random.randint(1e6))
+    paths, label_array, names = index_directory(directory, labels, formats, class_names,
+                                                shuffle, seed, follow_links, verbose)
+    if label_mode == "binary" and len(names) != 2:
+        raise KilnValueError(f"When passing `label_mode=\"binary\"`, there must be exactly 2 "
+                             f"class_names. Received: class_names={names}")
+
+    def subset_of(which: str | None, shuffled: bool) -> BatchDataset:
+        chosen, chosen_labels = split(paths, label_array, validation_split, which, verbose)
+        if not chosen:
+            what = {"training": "training ", "validation": "validation "}.get(which or "", "")
+            raise KilnValueError(missing.format(what=what, directory=directory))
+        return dataset(chosen, chosen_labels, label_mode, len(names or ()), batch_size,
+                       shuffled, seed, read, names)
+    if subset == "both":
+        return subset_of("training", shuffle), subset_of("validation", False)
+    return subset_of(subset, shuffle)
+
+
 def text_dataset_from_directory(directory: str, labels: Any = "inferred",
                                 label_mode: str | None = "int",
                                 class_names: Sequence[str] | None = None,
@@ -156,29 +201,9 @@ def text_dataset_from_directory(directory: str, labels: Any = "inferred",
     ("categorical") or float32 of shape (batch, 1) ("binary"); label_mode None or labels
     None: the texts alone. max_length cuts each text to that many bytes. subset "both"
     returns (training, validation)."""
-    if labels not in ("inferred", None) and not isinstance(labels, (list, tuple, np.ndarray)):
-        raise KilnValueError(f"`labels` argument should be a list/tuple of integer labels, of "
-                             f"the same size as the number of text files in the target "
-                             f"directory. If you wish to infer the labels from the "
-                             f"subdirectory names in the target directory, pass "
-                             f"`labels=\"inferred\"`. If you wish to get a dataset that only "
-                             f"contains text samples (no labels), pass `labels=None`. "
-                             f"Received: labels={labels!r}")
-    if label_mode not in ("int", "categorical", "binary", None):
-        raise KilnValueError(f"`label_mode` argument must be one of \"int\", \"categorical\", "
-                             f"\"binary\", or None. Received: label_mode={label_mode!r}")
+    _check_labels(labels, label_mode, "text")
     batch_size = check_positive_int(batch_size, "batch_size")
     max_length = check_positive_int(max_length, "max_length")
-    if labels is None or label_mode is None:
-        labels, label_mode = None, None
-    check_split(validation_split, subset, shuffle, seed)
-    if seed is None:
-        seed = int(np.random.randint(1e6))
-    paths, label_array, names = index_directory(directory, labels, (".txt",), class_names,
-                                                shuffle, seed, follow_links, verbose)
-    if label_mode == "binary" and len(names) != 2:
-        raise KilnValueError(f"When passing `label_mode=\"binary\"`, there must be exactly 2 "
-                             f"class_names. Received: class_names={names}")
 
     def read(batch: list[str]) -> np.ndarray:
         texts = np.empty(len(batch), object)
@@ -188,14 +213,7 @@ def text_dataset_from_directory(directory: str, labels: Any = "inferred",
             texts[i] = raw.decode("utf-8", errors="ignore" if max_length else "strict")
         return texts
 
-    def subset_of(which: str | None, shuffled: bool) -> BatchDataset:
-        chosen, chosen_labels = split(paths, label_array, validation_split, which, verbose)
-        if not chosen:
-            what = {"training": "training ", "validation": "validation "}.get(which or "", "")
-            raise KilnValueError(f"No {what}text files found in directory {directory}. "
-                                 f"Allowed format: .txt")
-        return dataset(chosen, chosen_labels, label_mode, len(names or ()), batch_size,
-                       shuffled, seed, read, names)
-    if subset == "both":
-        return subset_of("training", shuffle), subset_of("validation", False)
-    return subset_of(subset, shuffle)
+    return _datasets(directory, labels, label_mode, class_names, batch_size, shuffle, seed,
+                     validation_split, subset, follow_links, verbose, (".txt",),
+                     "No {what}text files found in directory {directory}. Allowed format: "
+                     ".txt", read)

@@ -109,6 +109,15 @@ def aspect_window(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, 
     return int((h - crop_h) / 2), int((w - crop_w) / 2), crop_h, crop_w
 
 
+def aspect_padding(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The rows and columns added on each side of an image of `size` to give it the
+    target's aspect ratio (Keras's pad_to_aspect_ratio: the padding split evenly, an odd
+    surplus dropped)."""
+    (h, w), (th, tw) = size, target
+    pad_h, pad_w = max(h, int(w * th / tw)), max(w, int(h * tw / th))
+    return int((pad_h - h) / 2), int((pad_w - w) / 2)
+
+
 class _ImageLayer(Layer):
     """What the image layers share: the data format, the images' check, the cast to the
     layer's dtype, and resampling through affine_transform (in NHWC)."""
@@ -553,9 +562,7 @@ class Resizing(_ImageLayer):
         if self.crop_to_aspect_ratio:
             window = aspect_window((h, w), target)
         elif self.pad_to_aspect_ratio:
-            pad_h = max(h, int(w * target[0] / target[1]))
-            pad_w = max(w, int(h * target[1] / target[0]))
-            rows, cols = int((pad_h - h) / 2), int((pad_w - w) / 2)
+            rows, cols = aspect_padding((h, w), target)
             h_axis = 1 if self.data_format == "channels_last" else 2
             pads = [(0, 0)] * 4
             pads[h_axis], pads[h_axis + 1] = (rows, rows), (cols, cols)
