@@ -107,6 +107,8 @@ def _to_numpy(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_to_numpy(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(_to_numpy(v) for v in value)
     if hasattr(value, "__array__"):

@@ -5,6 +5,7 @@ arguments raise errors that name the batch."""
 
 from __future__ import annotations
 
+import collections
 import warnings
 
 import numpy as np
@@ -242,7 +243,9 @@ def test_multi_input_batches_by_position_and_by_name() -> None:
                          verbose=0).history["loss"]
     by_position = ((([x[:, :4], x[:, 4:]]), y) for x, y in _batches())
     by_name = (({"a": x[:, :4], "b": x[:, 4:]}, y) for x, y in _batches())
-    for batches in (by_position, by_name):
+    pair = collections.namedtuple("pair", "a b")  # a tuple by position, rebuilt as one
+    by_namedtuple = ((pair(x[:, :4], x[:, 4:]), y) for x, y in _batches())
+    for batches in (by_position, by_name, by_namedtuple):
         history = build().fit(batches, verbose=0)
         np.testing.assert_allclose(history.history["loss"], expected, rtol=1e-6)
 
