@@ -143,7 +143,7 @@ def dataset(paths: list[str], labels: np.ndarray | None, label_mode: str | None,
     return BatchDataset(make, length, class_names=class_names, file_paths=list(paths))
 
 
-def _check_labels(labels: Any, label_mode: str | None, what: str) -> None:
+def check_labels(labels: Any, label_mode: str | None, what: str) -> None:
     if labels not in ("inferred", None) and not isinstance(labels, (list, tuple, np.ndarray)):
         raise KilnValueError(f"`labels` argument should be a list/tuple of integer labels, of "
                              f"the same size as the number of {what} files in the target "
@@ -157,7 +157,7 @@ def _check_labels(labels: Any, label_mode: str | None, what: str) -> None:
                              f"\"binary\", or None. Received: label_mode={label_mode!r}")
 
 
-def _datasets(directory: str, labels: Any, label_mode: str | None,
+def load_subsets(directory: str, labels: Any, label_mode: str | None,
               class_names: Sequence[str] | None, batch_size: int | None, shuffle: bool,
               seed: int | None, validation_split: float | None, subset: str | None,
               follow_links: bool, verbose: bool, formats: tuple[str, ...], missing: str,
@@ -201,7 +201,7 @@ def text_dataset_from_directory(directory: str, labels: Any = "inferred",
     ("categorical") or float32 of shape (batch, 1) ("binary"); label_mode None or labels
     None: the texts alone. max_length cuts each text to that many bytes. subset "both"
     returns (training, validation)."""
-    _check_labels(labels, label_mode, "text")
+    check_labels(labels, label_mode, "text")
     batch_size = check_positive_int(batch_size, "batch_size")
     max_length = check_positive_int(max_length, "max_length")
 
@@ -213,7 +213,7 @@ def text_dataset_from_directory(directory: str, labels: Any = "inferred",
             texts[i] = raw.decode("utf-8", errors="ignore" if max_length else "strict")
         return texts
 
-    return _datasets(directory, labels, label_mode, class_names, batch_size, shuffle, seed,
-                     validation_split, subset, follow_links, verbose, (".txt",),
-                     "No {what}text files found in directory {directory}. Allowed format: "
-                     ".txt", read)
+    return load_subsets(directory, labels, label_mode, class_names, batch_size, shuffle, seed,
+                        validation_split, subset, follow_links, verbose, (".txt",),
+                        "No {what}text files found in directory {directory}. Allowed format: "
+                        ".txt", read)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontends.keras.data import check_positive_int
-from kiln.frontends.keras.from_directory import _check_labels, _datasets
+from kiln.frontends.keras.from_directory import check_labels, load_subsets
 from kiln.frontends.keras.layers.preprocessing import aspect_padding, aspect_window
 from kiln.ir import KilnValueError
 
@@ -138,7 +138,7 @@ def image_dataset_from_directory(directory: str, labels: Any = "inferred",
     for "binary"); label_mode None or labels None: the images alone. subset "both" returns
     (training, validation). `format` "tf" (Keras's default) or "grain": both read as
     Keras's "grain" reads, through Pillow (the module's notes say where "tf" differs)."""
-    _check_labels(labels, label_mode, "image")
+    check_labels(labels, label_mode, "image")
     if labels not in ("inferred", None) and class_names:
         raise KilnValueError(f"You can only pass `class_names` if `labels=\"inferred\"`. "
                              f"Received: labels={labels!r}, and class_names={class_names}")
@@ -173,7 +173,7 @@ def image_dataset_from_directory(directory: str, labels: Any = "inferred",
         return images.transpose(0, 3, 1, 2).copy() if data_format == "channels_first" \
             else images
 
-    return _datasets(directory, labels, label_mode, class_names, batch_size, shuffle, seed,
-                     validation_split, subset, follow_links, verbose, ALLOWLIST_FORMATS,
-                     "No {what}images found in directory {directory}. Allowed formats: "
-                     f"{ALLOWLIST_FORMATS}", read)
+    return load_subsets(directory, labels, label_mode, class_names, batch_size, shuffle, seed,
+                        validation_split, subset, follow_links, verbose, ALLOWLIST_FORMATS,
+                        "No {what}images found in directory {directory}. Allowed formats: "
+                        f"{ALLOWLIST_FORMATS}", read)
