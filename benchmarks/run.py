@@ -413,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_memory(run)
     run.results["wall_s"] = time.perf_counter() - started
     after = common.machine()  # after imports: the versions and BLAS libraries loaded
-    run.results["machine"]["versions"], run.results["machine"]["blas"] = (after["versions"],
-                                                                          after["blas"])
+    run.results["machine"].update(versions=after["versions"], blas=after["blas"])
     run.results["ratios"] = report.ratios(run.results["measurements"])
     run.results["targets"] = report.targets(run.results["measurements"])
     markdown = report.markdown(run.results)

@@ -103,8 +103,9 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = 
     r0, r1, rl = _axis_taps(h, size[0], interpolation)
     c0, c1, cl = _axis_taps(w, size[1], interpolation)
     rl, cl = rl[:, None, None], cl[None, :, None]
-    top = image[r0][:, c0] * (1 - cl) + image[r0][:, c1] * cl
-    bottom = image[r1][:, c0] * (1 - cl) + image[r1][:, c1] * cl
+    upper, lower = image[r0], image[r1]  # each row gathered once
+    top = upper[:, c0] * (1 - cl) + upper[:, c1] * cl
+    bottom = lower[:, c0] * (1 - cl) + lower[:, c1] * cl
     return (top * (1 - rl) + bottom * rl).astype(np.float32)
 
 
@@ -138,10 +139,7 @@ def image_dataset_from_directory(directory: str, labels: Any = "inferred",
     for "binary"); label_mode None or labels None: the images alone. subset "both" returns
     (training, validation). `format` "tf" (Keras's default) or "grain": both read as
     Keras's "grain" reads, through Pillow (the module's notes say where "tf" differs)."""
-    check_labels(labels, label_mode, "image")
-    if labels not in ("inferred", None) and class_names:
-        raise KilnValueError(f"You can only pass `class_names` if `labels=\"inferred\"`. "
-                             f"Received: labels={labels!r}, and class_names={class_names}")
+    check_labels(labels, label_mode, "image")  # class_names beside given labels: the index
     if color_mode not in COLOR_MODES:
         raise KilnValueError(f"`color_mode` must be one of {{\"rgb\", \"rgba\", "
                              f"\"grayscale\"}}. Received: color_mode={color_mode!r}")
