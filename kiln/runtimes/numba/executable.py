@@ -26,7 +26,7 @@ from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir.errors import KilnValueError
 from kiln.ir.graph import Graph
 from kiln.ir.types import numpy_dtype
-from kiln.runtimes import ordered_inputs
+from kiln.runtimes import ordered_inputs, profiling
 from kiln.runtimes.numba import cache
 from kiln.runtimes.reference import bind_dims
 
@@ -136,6 +136,56 @@ class NumbaExecutable:
         self.compile_seconds[entry] = time.perf_counter() - start
         return Entry(graph, optimized, driver, getattr(module, driver.function),
                      str(module.__file__), constants)
+
+    @classmethod
+    def _over(cls, entries: dict[str, Entry], state: dict[str, np.ndarray],
+              options: CompileOptions) -> NumbaExecutable:
+        """An executable running entries already built, over other state (a profile's)."""
+        exe = cls.__new__(cls)
+        exe.graphs = {name: e.graph for name, e in entries.items()}
+        exe.state, exe.options, exe.compile_seconds, exe.entries = state, options, {}, entries
+        return exe
+
+    def profile(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                repeats: int = 10, warmup: int = 2) -> profiling.Profile:
+        """Per node of the optimized graph, its median time over `repeats` calls (after
+        `warmup`) of a timed driver: the same code with the clock read between nodes,
+        compiled on first use and never cached. The calls run on copies of the state the
+        entry point updates: the executable's state does not change."""
+        from kiln.runtimes.numba.kernels import clock
+
+        profiling.check_repeats(repeats, warmup)
+        e = self._entry(entry)
+        if not clock.AVAILABLE:
+            raise KilnValueError("profile: the numba backend times nodes with POSIX "
+                                 "clock_gettime, which this platform lacks")
+        state = profiling.state_copy(e.graph, self.state)
+        plain = NumbaExecutable._over(
+            {entry: Entry(e.graph, e.optimized, e.driver, e.function, e.module_path,
+                          e.constants)}, state, self.options)
+        driver = generate_driver(e.optimized, timed=True)
+        module = cache.load_module(module_source(
+            [driver], f"kiln: timed Numba driver of @{e.graph.name} (entry point {entry!r}), "
+                      f"for profiles: the clock is read between nodes; never cached."))
+        constants = tuple(np.array(c).reshape(-1) for c in driver.constants)
+        timed = NumbaExecutable._over(
+            {entry: Entry(e.graph, e.optimized, driver, getattr(module, driver.function),
+                          str(module.__file__), constants)}, state, self.options)
+        timed.run(entry, inputs)  # compiles the timed driver
+        call_seconds = profiling.time_calls(lambda: plain.run(entry, inputs), repeats, warmup)
+        ticks, rows = constants[-1], []
+        for k in range(warmup + repeats):
+            timed.run(entry, inputs)
+            if k >= warmup:
+                rows.append(np.diff(clock.nanoseconds(ticks)) * 1e-9)
+        seconds = np.array(rows)
+        nodes = profiling.node_rows(e.optimized.nodes, seconds[:, :-1])
+        nodes.append(profiling.NodeTime(-1, "outputs", (), profiling.OUTPUTS_ROW,
+                                        float(np.median(seconds[:, -1]))))
+        return profiling.Profile(
+            self.backend, entry, e.graph.name, "optimized",
+            profiling.input_summary(e.graph, inputs), repeats, call_seconds,
+            float(np.median(seconds.sum(axis=1))), nodes)
 
     def optimized(self, entry: str) -> Graph:
         """The entry point's graph after the pass pipeline (what the driver computes)."""

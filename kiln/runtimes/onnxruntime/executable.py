@@ -23,7 +23,9 @@ graph output takes over the name of the value it returns, so no Identity copies 
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ from kiln.compiler.pass_manager import CompileOptions
 from kiln.ir import Graph
 from kiln.ir.errors import KilnValueError
 from kiln.ir.types import numpy_dtype
+from kiln.runtimes import profiling
 from kiln.runtimes.reference import bind_dims
 
 _pybind = ort.capi.onnxruntime_pybind11_state
@@ -104,8 +107,12 @@ class OnnxRuntimeExecutable:
 
     def _compile(self, name: str, graph: Graph) -> _Entry:
         compiled, _ = self.compile_options.compile(name, graph)
-        emitted = emit_model(compiled)
-        session = ort.InferenceSession(emitted.model.SerializeToString(), self.options,
+        return self._session(compiled, emit_model(compiled), self.options)
+
+    @staticmethod
+    def _session(compiled: Graph, emitted: EmittedModel, options: ort.SessionOptions,
+                 ) -> _Entry:
+        session = ort.InferenceSession(emitted.model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         entry = _Entry(compiled, emitted, session, session.io_binding())
         for state_name, value in compiled.updates:
@@ -116,6 +123,48 @@ class OnnxRuntimeExecutable:
         entry.outputs = tuple(emitted.outputs)
         entry.specs = tuple((numpy_dtype(v.type.dtype), v.type.shape) for v in compiled.inputs)
         return entry
+
+    def profile(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                repeats: int = 10, warmup: int = 2) -> profiling.Profile:
+        """Per node of kiln's optimized graph, the median over `repeats` runs (after
+        `warmup`) of the kernel times onnxruntime's own profiler records for the ONNX nodes
+        lowered from it (a node ORT fused into another is timed in that one; an ONNX node
+        of kiln's own, such as an output's copy, gets a row of its own). The runs use a
+        second session with profiling on, over copies of the state the entry point updates:
+        the executable's state does not change."""
+        profiling.check_repeats(repeats, warmup)
+        graph = profiling.entry_graph(self.graphs, entry)
+        e = self._entries[entry]
+        state = profiling.state_copy(graph, self.state)
+        plain = self._over(entry, graph, self._session(e.graph, e.emitted, self.options), state)
+        call_seconds = profiling.time_calls(lambda: plain.run(entry, inputs), repeats, warmup)
+        with tempfile.TemporaryDirectory(prefix="kiln-profile-") as folder:
+            options = session_options(self.options.intra_op_num_threads,
+                                      self.options.graph_optimization_level)
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(folder, "ort")
+            timed = self._over(entry, graph, self._session(e.graph, e.emitted, options),
+                               state)
+            for _ in range(warmup + repeats):
+                timed.run(entry, inputs)
+            with open(timed._entries[entry].session.end_profiling()) as f:
+                events = json.load(f)
+        runs, extra = _node_seconds(events, e.emitted.origins, len(e.graph.nodes), repeats)
+        nodes = profiling.node_rows(e.graph.nodes, runs[:, :len(e.graph.nodes)])
+        for k, (name, op) in enumerate(extra):
+            nodes.append(profiling.NodeTime(-1, op, (), f"(onnxruntime) {name}",
+                                            float(np.median(runs[:, len(e.graph.nodes) + k]))))
+        return profiling.Profile(self.backend, entry, graph.name, "optimized",
+                                 profiling.input_summary(graph, inputs), repeats, call_seconds,
+                                 float(np.median(runs.sum(axis=1))), nodes)
+
+    @classmethod
+    def _over(cls, name: str, graph: Graph, entry: _Entry, state: dict[str, np.ndarray],
+              ) -> OnnxRuntimeExecutable:
+        """An executable of one entry already built, over other state (a profile's)."""
+        exe = cls.__new__(cls)
+        exe.graphs, exe.state, exe._entries = {name: graph}, state, {name: entry}
+        return exe
 
     @staticmethod
     def _bind_outputs(entry: _Entry) -> None:
@@ -188,6 +237,53 @@ class OnnxRuntimeExecutable:
         # .numpy() views memory ORT reuses on the next run: the caller gets copies.
         return {name: np.array(result.numpy()) for name, result
                 in zip(e.outputs, results[n_updates:], strict=True)}
+
+
+def _node_seconds(events: list[dict], origins: Mapping[str, int], count: int, repeats: int,
+                  ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Seconds per run (the last `repeats` in ORT's trace) and per kiln node (`count`), then
+    per ONNX node that no kiln node accounts for (listed as (name, op))."""
+    runs = sorted((e for e in events if e.get("cat") == "Session"
+                   and e.get("name") == "model_run"), key=lambda e: e["ts"])[-repeats:]
+    extra: dict[str, int] = {}
+    extra_ops: list[tuple[str, str]] = []
+    sums = [dict[int, float]() for _ in runs]
+    starts = [r["ts"] for r in runs]
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        k = int(np.searchsorted(starts, event["ts"], side="right")) - 1
+        if k < 0 or event["ts"] > runs[k]["ts"] + runs[k]["dur"]:
+            continue  # a warm-up run's
+        name = event["name"].removesuffix("_kernel_time")
+        index = _origin(name, origins)
+        if index == -1:
+            continue  # inside a Scan body: its Scan node's time holds it
+        if index is None:
+            if name not in extra:
+                extra[name] = count + len(extra)
+                extra_ops.append((name, event.get("args", {}).get("op_name", "?")))
+            index = extra[name]
+        sums[k][index] = sums[k].get(index, 0.0) + event["dur"] * 1e-6
+    table = np.zeros((len(runs), count + len(extra)))
+    for k, found in enumerate(sums):
+        for index, seconds in found.items():
+            table[k, index] = seconds
+    return table, extra_ops
+
+
+def _origin(name: str, origins: Mapping[str, int]) -> int | None:
+    """The kiln node an ORT node's name comes from: the ONNX node of that name, or for a
+    node ORT rewrote (named after the node it replaced, then "/" or "_": MatMulAddFusion,
+    MaxPool_nchwc), the longest ONNX node name it starts with."""
+    if name in origins:
+        return origins[name]
+    best = None
+    for known, index in origins.items():
+        if (name.startswith(known) and name[len(known)] in "/_"
+                and (best is None or len(known) > len(best[0]))):
+            best = (known, index)
+    return best[1] if best is not None else None
 
 
 def _symbol_sizes(entry: _Entry, arrays: Sequence[np.ndarray]) -> dict[str, int]:

@@ -6,6 +6,7 @@ It is the oracle every backend is tested against, so it favours clarity and stri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from kiln.ir import Graph, Value
 from kiln.ir.errors import KilnTypeError, KilnValueError
 from kiln.ir.registry import RefContext, get_op
 from kiln.ir.types import numpy_dtype
+from kiln.runtimes import profiling
 
 
 def bind_dims(values: Sequence[Value], arrays: Sequence[np.ndarray], where: str) -> dict[str, int]:
@@ -43,9 +45,10 @@ def bind_dims(values: Sequence[Value], arrays: Sequence[np.ndarray], where: str)
     return dims
 
 
-def evaluate(graph: Graph, args: Sequence[np.ndarray],
-             state: Sequence[np.ndarray] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Run `graph` on positional inputs and state; returns (outputs, new state values)."""
+def evaluate(graph: Graph, args: Sequence[np.ndarray], state: Sequence[np.ndarray] = (),
+             timings: list[float] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Run `graph` on positional inputs and state; returns (outputs, new state values).
+    With `timings` (a profile's), each node's seconds are appended to it, in order."""
     if len(args) != len(graph.inputs) or len(state) != len(graph.state):
         raise KilnValueError(
             f"@{graph.name}: expected {len(graph.inputs)} inputs and {len(graph.state)} state "
@@ -57,10 +60,13 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray],
     env: dict[str, np.ndarray] = {v.name: a for v, a in zip(graph.inputs, args)}
     env.update({v.name: s for v, s in zip(graph.state, state)})
     for node in graph.nodes:
+        start = time.perf_counter() if timings is not None else 0.0
         opdef = get_op(node.op)
         shapes = [o.type.resolve(dims) for o in node.outputs]
         ctx = RefContext(node, shapes, lambda g, a: evaluate(g, a)[0])
         result = opdef.reference(ctx, *(env[v.name] for v in node.inputs), **node.attr)
+        if timings is not None:
+            timings.append(time.perf_counter() - start)
         results = result if isinstance(result, (tuple, list)) else (result,)
         for out, array, shape in zip(node.outputs, results, shapes, strict=True):
             array = np.asarray(array)
@@ -79,6 +85,7 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray],
 
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
               state: Mapping[str, np.ndarray] | None = None,
+              timings: list[float] | None = None,
               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run by name: returns ({output name: array}, {state name: new array})."""
     if isinstance(inputs, Mapping):
@@ -92,7 +99,7 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
     missing = [v.name for v in graph.state if v.name not in state]
     if missing:
         raise KilnValueError(f"@{graph.name}: no value given for state %{missing[0]}")
-    outputs, new_state = evaluate(graph, args, [state[v.name] for v in graph.state])
+    outputs, new_state = evaluate(graph, args, [state[v.name] for v in graph.state], timings)
     return (dict(zip(graph.output_names, outputs)),
             {v.name: s for v, s in zip(graph.state, new_state)})
 
@@ -118,7 +125,7 @@ class ReferenceExecutable:
         return self._optimized[entry]
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
-            ) -> dict[str, np.ndarray]:
+            timings: list[float] | None = None) -> dict[str, np.ndarray]:
         if entry not in self.graphs:
             raise KilnValueError(f"no entry point {entry!r}; expected one of {sorted(self.graphs)}")
         graph = self.graphs[entry]
@@ -126,7 +133,7 @@ class ReferenceExecutable:
         if missing:
             raise KilnValueError(f"@{graph.name}: no value given for state %{missing[0]}")
         outputs, new_state = run_graph(graph, inputs, {v.name: self.state[v.name]
-                                                        for v in graph.state})
+                                                        for v in graph.state}, timings)
         updated = [self.state[name] for name, _ in graph.updates]
         for key, array in outputs.items():  # an output that is updated state keeps its value
             if any(array is s for s in updated):
@@ -134,3 +141,25 @@ class ReferenceExecutable:
         for name, _ in graph.updates:
             self.state[name][...] = new_state[name]
         return outputs
+
+    def profile(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+                repeats: int = 10, warmup: int = 2) -> profiling.Profile:
+        """Per node of the graph as written (what this runtime interprets), the median time
+        of its NumPy reference over `repeats` calls after `warmup`, on copies of the state
+        the entry point updates: the executable's state does not change."""
+        profiling.check_repeats(repeats, warmup)
+        graph = profiling.entry_graph(self.graphs, entry)
+        other = ReferenceExecutable({entry: graph}, profiling.state_copy(graph, self.state),
+                                    self.options)
+        call_seconds = profiling.time_calls(lambda: other.run(entry, inputs), repeats, warmup)
+        rows = []
+        for k in range(warmup + repeats):
+            timings: list[float] = []
+            other.run(entry, inputs, timings)
+            if k >= warmup:
+                rows.append(timings)
+        seconds = np.array(rows)
+        return profiling.Profile(self.backend, entry, graph.name, "input",
+                                 profiling.input_summary(graph, inputs), repeats, call_seconds,
+                                 float(np.median(seconds.sum(axis=1))),
+                                 profiling.node_rows(graph.nodes, seconds))

@@ -113,6 +113,8 @@ class Emitter:
         self.initializers: list[TensorProto] = []
         self._consts: dict[tuple, str] = {}
         self.node: Node | None = None  # the IR node being lowered
+        self.top: int | None = None  # the index of the main graph's node being lowered
+        self.origins: dict[str, int] = {}  # ONNX node name -> self.top when it was added
 
     # -- names ---------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -140,6 +142,8 @@ class Emitter:
             node_name = f"{hint}.{k}"
             k += 1
         self.node_names.add(node_name)
+        if self.top is not None:  # -1: a node of a body, timed inside its Scan node
+            self.origins[node_name] = self.top if self.scope is self.root else -1
         doc = _doc(self.node) if self.node is not None else None
         node = helper.make_node(op_type, list(inputs), names, name=node_name, doc_string=doc,
                                 **{k: v for k, v in attrs.items() if v is not None})
@@ -148,8 +152,11 @@ class Emitter:
 
     def emit_nodes(self, nodes: Sequence[Node], env: dict[str, str]) -> None:
         """Lower IR nodes in order; `env` maps IR value names to ONNX names and grows."""
-        for node in nodes:
+        main = self.node is None  # the main graph's nodes, not a body's
+        for index, node in enumerate(nodes):
             outer, self.node = self.node, node
+            if main:
+                self.top = index
             try:
                 result = LOWERINGS[node.op](self, node, [env[v.name] for v in node.inputs])
             except Exception as err:
@@ -159,6 +166,8 @@ class Emitter:
                 raise
             finally:
                 self.node = outer
+                if main:
+                    self.top = None
             names = [result] if isinstance(result, str) else list(result)
             if len(names) != len(node.outputs):
                 raise AssertionError(f"the ONNX lowering of {node.op} returned {len(names)} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,9 @@ class EmittedModel:
 
     inputs: the graph's inputs (their ONNX names are the same); state: the state read as
     ONNX inputs, same names; outputs: IR output name -> ONNX output name; updates: state
-    name -> the ONNX output holding its new value.
+    name -> the ONNX output holding its new value; origins: the name of each ONNX node of
+    the model -> the index of the graph's node it was lowered from, -1 inside a Scan body
+    (a profile's map).
     """
 
     model: onnx.ModelProto
@@ -41,6 +43,7 @@ class EmittedModel:
     state: tuple[str, ...]
     outputs: dict[str, str]
     updates: dict[str, str]
+    origins: dict[str, int] = field(default_factory=dict)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -87,7 +90,8 @@ def emit_model(graph: Graph, *, weights: Mapping[str, np.ndarray] | None = None,
     if check:
         onnx.checker.check_model(model, full_check=True)
     state = tuple(v.name for v in graph.state) if weights is None else ()
-    return EmittedModel(model, tuple(v.name for v in graph.inputs), state, outputs, updates)
+    return EmittedModel(model, tuple(v.name for v in graph.inputs), state, outputs, updates,
+                        em.origins)
 
 
 def _weight(graph: Graph, value, weights: Mapping[str, np.ndarray]) -> np.ndarray:  # noqa: ANN001

@@ -61,6 +61,9 @@ The kernels (N batch, H/W image rows/columns, C/O channels in/out, KH/KW kernel 
     exp32(x), sigmoid32(x), tanh32(x)          float32 scalars, inlined into generated loops
                                                (vectorizable; libm's calls keep loops scalar)
 
+    tick(ticks, i)                             the monotonic clock into ticks[2i:2i+2] (the
+                                               timed drivers of profiles; clock.py)
+
     k_uniform(key, out, low, high, stream)     key: int64 array of one element; out: any rank,
     k_normal(key, out, mean, stddev, stream)   float32 or float64 (bernoulli: bool), filled
     k_bernoulli(key, out, p, stream)           in row-major order; kiln.ir.ops.random's bits
@@ -93,6 +96,7 @@ import os
 import numba
 from numba.np.ufunc.parallel import _launch_threads
 
+from kiln.runtimes.numba.kernels.clock import tick
 from kiln.runtimes.numba.kernels.conv import (
     k_conv2d,
     k_conv2d_direct,
@@ -177,4 +181,5 @@ __all__ = [
     "k_uniform",
     "sigmoid32",
     "tanh32",
+    "tick",
 ]
