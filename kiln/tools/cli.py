@@ -61,6 +61,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer. Received: {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -83,7 +93,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line, each subcommand bound to its function."""
-    from kiln.tools import cmd_compile, cmd_run, cmd_show
+    from kiln.tools import cmd_compile, cmd_profile, cmd_run, cmd_show
 
     parser = _Parser(prog=PROG, description="kiln: a deep-learning compiler with a Keras face. "
                      "Compile a model to a .kiln artifact, run and train it, read its IR.",
@@ -162,6 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the trained artifact (default: replace ARTIFACT, "
                    "atomically)")
     p.set_defaults(handler=cmd_run.train_command)
+
+    p = commands.add_parser(
+        "profile", help="time an entry point of an artifact node by node on a backend",
+        description="Run an entry point of the artifact repeatedly on a backend and print "
+        "the median time of each node of the graph that ran (numba and onnxruntime: the "
+        "optimized graph; reference: the graph as written), slowest first, then the sum per "
+        "op. Inputs come from --input files, else are made up at --batch-size (floats "
+        "normal, integers zeros). A training step trains a copy of the state; the artifact "
+        "is not written.")
+    p.add_argument("artifact", metavar="ARTIFACT", help="a .kiln artifact")
+    p.add_argument("--entry", default="predict", metavar="E",
+                   help="predict (default), train_step or test_step")
+    p.add_argument("--input", "-i", metavar="[NAME=]FILE.npy", action="append",
+                   help="an input array (repeat per input; default: made-up inputs)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="K",
+                   help="samples of the made-up inputs (default: 32)")
+    p.add_argument("--backend", type=_backend, metavar="B",
+                   help=f"{backend_help}; default: the artifact's")
+    p.add_argument("--repeats", type=_positive_int, default=10, metavar="N",
+                   help="timed calls, whose median each row gives (default: 10)")
+    p.add_argument("--warmup", type=_count, default=2, metavar="W",
+                   help="calls before timing starts (default: 2)")
+    p.add_argument("--top", type=_count, default=20, metavar="K",
+                   help="rows shown, slowest first (default: 20; 0: all)")
+    p.add_argument("--format", default="text", choices=("text", "json"),
+                   help="default: text")
+    p.set_defaults(handler=cmd_profile.profile_command)
 
     p = commands.add_parser(
         "ir", help="print an entry point's IR as text, Graphviz dot or JSON",

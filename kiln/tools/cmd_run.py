@@ -33,17 +33,7 @@ from kiln.tools.feeds import (
 def run_command(args: argparse.Namespace) -> int:
     artifact = read_artifact(args.artifact)
     entry = artifact.entries["predict"]
-    where = f"predict of {args.artifact}"
-    bare, named = parse_assignments(args.input, "--input")
-    files = match_names(bare, named, [s.name for s in entry.inputs], "--input", "input",
-                        where)
-    feed, labels = {}, {}
-    for spec in entry.inputs:
-        path = files[spec.name]
-        labels[spec.name] = path
-        feed[spec.name] = convert(load_npy(path, f"--input {spec.name}"), spec.shape,
-                                  spec.dtype, path, f"input {spec.name!r} of {where}")
-    size = check_batch(feed, labels, where)
+    feed, size = load_inputs(args.input, entry, f"predict of {args.artifact}")
     outputs = run_predict(artifact, entry, feed, size, args.backend, args.batch_size)
     if args.output:
         write_npz(args.output, outputs)
@@ -52,6 +42,22 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         print(npz_summary(outputs))
     return 0
+
+
+def load_inputs(items: list[str], entry: EntryPoint, where: str,
+                ) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays `--input [NAME=]FILE.npy` options name, one per input of `entry`, checked
+    and converted to its signature, with their common sample count."""
+    bare, named = parse_assignments(items, "--input")
+    files = match_names(bare, named, [s.name for s in entry.inputs], "--input", "input",
+                        where)
+    feed, labels = {}, {}
+    for spec in entry.inputs:
+        path = files[spec.name]
+        labels[spec.name] = path
+        feed[spec.name] = convert(load_npy(path, f"--input {spec.name}"), spec.shape,
+                                  spec.dtype, path, f"input {spec.name!r} of {where}")
+    return feed, check_batch(feed, labels, where)
 
 
 def run_predict(artifact: Artifact, entry: EntryPoint, feed: dict[str, np.ndarray],

@@ -222,6 +222,36 @@ def test_ir_json_and_dot(cli: SimpleNamespace) -> None:
     assert "features" in dot.stdout
 
 
+# -- profile ---------------------------------------------------------------------------------
+def test_profile_times_every_node_of_the_train_step_and_writes_nothing(
+        cli: SimpleNamespace) -> None:
+    before = cli.artifact.read_bytes()
+    proc = cli.kiln("profile", "model.kiln", "--entry", "train_step", "--backend", "numba",
+                    "--batch-size", "16", "--repeats", "3", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["backend"], report["entry"], report["stage"]) == (
+        "numba", "train_step", "optimized")
+    assert report["inputs"]["features"] == {"shape": [16, 4], "dtype": "float32"}
+    assert report["inputs"]["y"]["shape"] == [16]  # the targets, made up
+    optimized = cli.kiln("ir", "model.kiln", "--entry", "train_step", "--format", "json")
+    nodes = json.loads(optimized.stdout)["graph"]["nodes"]
+    indices = [row["index"] for row in report["nodes"] if row["index"] >= 0]
+    assert indices == list(range(len(nodes)))
+    assert cli.artifact.read_bytes() == before
+
+
+def test_profile_text_from_input_files(cli: SimpleNamespace) -> None:
+    proc = cli.kiln("profile", "model.kiln", "-i", "x.npy", "--top", "2", "--repeats", "2",
+                    "--backend", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("profile of predict (onnxruntime, optimized graph @predict")
+    assert lines[0].endswith("features (40, 4) float32")
+    assert "median of 2 calls" in lines[1]
+    assert "more rows)" in proc.stdout and "fused:gemm" in proc.stdout
+
+
 # -- other backends --------------------------------------------------------------------------
 def test_recompiled_for_onnxruntime_gives_the_same_outputs(cli: SimpleNamespace) -> None:
     proc = cli.kiln("compile", "model.kiln", "-o", "ort.kiln", "--backend", "onnxruntime")
@@ -273,6 +303,10 @@ def test_wrong_input_shape_and_dtype_say_expected_and_given(cli: SimpleNamespace
     (["train", "model.kiln", "--data", "data.npz", "--x", "inputs"],
      ["data.npz", "'inputs'", "'x', 'y'"]),
     (["compile", "model.onnx", "-o", "m.kiln"], ["model.onnx", "not supported yet"]),
+    (["profile", "model.kiln", "--entry", "fit"],
+     ["--entry", "'fit'", "predict, train_step, test_step"]),
+    (["profile", "model.kiln", "--warmup", "-1"], ["--warmup", "non-negative", "'-1'"]),
+    (["profile", "model.kiln", "-i", "missing.npy"], ["missing.npy"]),
 ])
 def test_user_errors_are_one_line(cli: SimpleNamespace, args: list[str],
                                   fragments: list[str]) -> None:
