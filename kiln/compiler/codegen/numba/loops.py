@@ -9,10 +9,11 @@ over, so a parameter update of any rank is one flat loop and a bias add two loop
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from kiln.compiler.codegen.numba.frame import Emitter, Ref
+from kiln.compiler.codegen.numba.frame import Emitter, Ref, plus
 from kiln.compiler.codegen.numba.scalar import SCALAR
 from kiln.compiler.codegen.numba.source import NP_TYPE, group, ir_line, product_text, typed
 from kiln.ir.errors import KilnValueError
@@ -175,6 +176,20 @@ def elementwise_kernel(em: Emitter, body: Graph, operands: Sequence[Ref],
 # -- reductions ------------------------------------------------------------------------------
 REDUCE_INIT = {"sum": 0, "mean": 0, "prod": 1}
 
+# A reduction over leading axes whose last kept axis has at most REDUCTION_BLOCK_MAX_C
+# elements (a bias gradient: sum over N, H, W of [N, H, W, C], C <= 16) runs in blocks of the
+# trailing axes of at most REDUCTION_BLOCK elements: first the prologue over the block as one
+# elementwise loop (collapsed, so it vectorizes), then the accumulation over the block, its
+# inner extent hidden (opaque_extent), reading back what the prologue stored. As one loop
+# nest, LLVM unrolled the 16-channel inner loop to scalar code, turned the relu gradient's
+# select into a branch around its load and chained each accumulator through memory: the
+# augmented convnet's conv1 bias gradient (32x62x62x16) took 2.4 ms, in blocks of one image
+# row (992 elements) 0.86; a 16-channel conv alone 4.3 -> 0.5 (medians of 40 alternating
+# calls of both drivers in one process). At 32 channels the one nest vectorizes and was
+# 10-25% faster than blocks (the MNIST convnet's conv1, the augmented convnet's conv2).
+REDUCTION_BLOCK = 4096
+REDUCTION_BLOCK_MAX_C = 16
+
 
 def _accumulator(em: Emitter, node: Node) -> tuple[str, str]:
     """(dtype, initial value) of a reduction's accumulator: float64 or int64 for sums and
@@ -198,6 +213,35 @@ def _combine(node: Node, acc: str, value: str) -> list[str]:
         return [f"{acc} *= {value}"]
     op = ">" if node.op == "max" else "<"
     return [f"if {value} {op} {acc} or {value} != {value}:", f"    {acc} = {value}"]
+
+
+def _block_start(space: Sequence[Dim], axes: Sequence[int]) -> int | None:
+    """Where the blocks of a reduction over leading axes start (axes p.. of `space`: every
+    kept axis and as many reduced ones as fit REDUCTION_BLOCK), or None for one loop nest: a
+    reduction not over leading axes only, or whose kept axes are not all of static size, or
+    whose last kept axis is longer than REDUCTION_BLOCK_MAX_C."""
+    if list(axes) != list(range(len(axes))) or len(axes) == len(space):
+        return None
+    kept = space[len(axes):]
+    if not all(isinstance(d, int) for d in kept) or kept[-1] > REDUCTION_BLOCK_MAX_C:
+        return None
+    p, size = len(axes), int(np.prod(kept))
+    while p > 0 and isinstance(space[p - 1], int) and size * space[p - 1] <= REDUCTION_BLOCK:
+        p -= 1
+        size *= space[p]
+    return p
+
+
+def _block_ref(ref: Ref, space: Sequence[Dim], index: Sequence[str], p: int) -> Ref:
+    """The part of `ref` (broadcast into `space`) at the outer indices index[:p]: a Ref of
+    the axes from p on (those the ref has)."""
+    lead = len(space) - len(ref.shape)
+    outer = [index[a] if a >= lead and ref.shape[a - lead] != 1 else "0" for a in range(p)]
+    start = max(0, p - lead)
+    offset = ref.position(outer[lead:] + ["0"] * (len(ref.shape) - start)) if p > lead else "0"
+    strided = tuple(ref.strided[start:]) if ref.strided is not None else None
+    return replace(ref, offset=plus(ref.offset, offset), shape=ref.shape[start:],
+                   dims=ref.dims[start:], strided=strided)
 
 
 def _finalize(em: Emitter, node: Node, acc: str, count: str) -> str:
@@ -302,6 +346,55 @@ def reduction_kernel(em: Emitter, body: Graph, operands: Sequence[Ref], results:
             if phase[name] in ("reduce", "epilogue"):
                 em.w.line(f"{out.at(r_index)} = {local[name]}")
 
+    def blocked_prologue(p: int) -> None:
+        """One block (axes p.. at the outer indices s_index[:p]): the prologue as one
+        elementwise loop storing its results, and each reduction's input that is not one
+        into a block of scratch, then the accumulation reading them back."""
+        block = space[p:]
+        sources: dict[str, Ref] = {}  # reduction input -> where the accumulation reads it
+        stored: list[tuple[str, Ref]] = []  # what the prologue loop writes, and where
+        for name, ref in result_of.items():
+            if phase[name] == "prologue":
+                sources[name] = _block_ref(ref, space, s_index, p)
+                stored.append((name, sources[name]))
+        for n in reductions:
+            name = n.inputs[0].name
+            if name in sources:
+                continue
+            if phase[name] == "input" and not stored:  # nothing written: read it in place
+                sources[name] = _block_ref(operand_of[name], space, s_index, p)
+                continue
+            t = TensorType(tuple(block), n.inputs[0].type.dtype)
+            sources[name] = em.slot_ref(em.new_slot(t), t)
+            stored.append((name, sources[name]))
+        if stored:
+            used = [v for v in body.inputs
+                    if any(v in n.inputs for n in body.nodes if phase[n.output.name] == "prologue")
+                    or any(name == v.name for name, _ in stored)]
+
+            def compute(reads: list[str]) -> list[str]:
+                local = dict(env)
+                local.update({v.name: r for v, r in zip(used, reads, strict=True)})
+                for n in body.nodes:
+                    if phase[n.output.name] == "prologue":
+                        scalar_node(em, n, local)
+                return [local[name] for name, _ in stored]
+
+            elementwise_loop(em, block, [_block_ref(operand_of[v.name], space, s_index, p)
+                                         for v in used], [ref for _, ref in stored], compute)
+        b_index = s_index[p:]
+        b_extents = extents[p:]
+        if b_extents[-1].isdigit() and int(b_extents[-1]) <= OPAQUE_EXTENT_MAX:
+            b_extents[-1] = opaque_extent(em, int(b_extents[-1]))
+        with em.w.loops(b_index, b_extents):
+            for n in reductions:
+                em.w.comment(ir_line(n))
+                src = sources[n.inputs[0].name]
+                value = em.fresh("a")
+                em.w.line(f"{value} = {src.at(broadcast_index(src.shape, block, b_index))}")
+                for line in _combine(n, acc_refs[n.output.name].at(acc_index), value):
+                    em.w.line(line)
+
     def finals() -> dict[str, str]:
         values = {}
         for n in reductions:
@@ -327,8 +420,13 @@ def reduction_kernel(em: Emitter, body: Graph, operands: Sequence[Ref], results:
         k = em.fresh("k")
         with em.w.loops([k], [acc_refs[n.output.name].size()]):
             em.w.line(f"{acc_refs[n.output.name].flat(k)} = {init}")
-    with em.w.loops(s_index, extents):
-        prologue()
+    p = _block_start(space, axes)
+    if p is None:
+        with em.w.loops(s_index, extents):
+            prologue()
+    else:
+        with em.w.loops(s_index[:p], extents[:p]):
+            blocked_prologue(p)
     with em.w.loops(kept_idx, [extents[a] for a in kept]):
         epilogue(finals())
 
