@@ -33,7 +33,6 @@ class NodeTime:
     outputs: tuple[str, ...]
     line: str  # the node's IR line, or a description of the row
     seconds: float  # median per call
-    calls: int = 1  # kernel launches (or ONNX nodes) the row sums, per call
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Profile:
                            for k, (s, d) in self.inputs.items()},
                 "call_seconds": self.call_seconds, "timed_seconds": self.timed_seconds,
                 "nodes": [{"index": r.index, "op": r.op, "outputs": list(r.outputs),
-                           "line": r.line, "seconds": r.seconds, "calls": r.calls}
+                           "line": r.line, "seconds": r.seconds}
                           for r in self.nodes],
                 "by_op": [{"op": op, "rows": n, "seconds": s} for op, n, s in self.by_op()]}
 

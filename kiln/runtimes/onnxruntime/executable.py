@@ -158,12 +158,12 @@ class OnnxRuntimeExecutable:
                                  profiling.input_summary(graph, inputs), repeats, call_seconds,
                                  float(np.median(runs.sum(axis=1))), nodes)
 
-    @classmethod
-    def _over(cls, name: str, graph: Graph, entry: _Entry, state: dict[str, np.ndarray],
+    def _over(self, name: str, graph: Graph, entry: _Entry, state: dict[str, np.ndarray],
               ) -> OnnxRuntimeExecutable:
         """An executable of one entry already built, over other state (a profile's)."""
-        exe = cls.__new__(cls)
+        exe = type(self).__new__(type(self))
         exe.graphs, exe.state, exe._entries = {name: graph}, state, {name: entry}
+        exe.options, exe.compile_options = self.options, self.compile_options
         return exe
 
     @staticmethod
