@@ -132,6 +132,11 @@ class KilnPeer:
         it raises when those change and the caller reports that as a note."""
         return driver_call(self.exe, "train_step", self.train_data.feed)
 
+    def profile(self, repeats: int, warmup: int) -> object:
+        """kiln's own per-node profile of the training step (kiln.runtimes.profiling)."""
+        return self.exe.profile("train_step", self.train_data.feed, repeats=repeats,
+                                warmup=warmup)
+
     def loss(self) -> float:
         """The loss of one training step on the timing batch (for the correctness check)."""
         return float(self.model.train_on_batch(self.x, self.y))

@@ -135,6 +135,20 @@ def _blas_line(blas: dict[str, Any] | None) -> str:
     return f"{text} ({given})"
 
 
+def _profile_lines(profiled: dict[str, Any]) -> list[str]:
+    """kiln-numba's step by op and its slowest nodes (exe.profile, after the timing)."""
+    total = profiled["total_seconds"] or 1.0
+    ops = ", ".join(f"{r['op']} {r['seconds'] * 1e3:.2f} ms ({100 * r['seconds'] / total:.0f}%)"
+                    for r in profiled["by_op"])
+    lines = [f"\nWhere kiln-numba's step goes (`exe.profile`: median of "
+             f"{profiled['call_seconds'] * 1e3:.3f} ms plain, "
+             f"{profiled['timed_seconds'] * 1e3:.3f} ms timed): by op {ops}. Slowest nodes:", ""]
+    for r in profiled["nodes"]:
+        line = r["line"] if len(r["line"]) <= 110 else r["line"][:107] + "..."
+        lines.append(f"- {r['seconds'] * 1e3:.3f} ms `{line}`")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
@@ -170,6 +184,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"\nBLAS alone (the step's 5 matrix products, numpy into preallocated "
                          f"outputs): median {floor['median'] * 1e3:.3f} ms, min "
                          f"{floor['min'] * 1e3:.3f} ms ({floor['gflops_at_min']:.0f} GFLOP/s).")
+        profiled = meas_one.get("kiln_profile")
+        if profiled:
+            lines += _profile_lines(profiled)
         first = meas_one.get("first_call_s")
         if first:
             lines.append("\nFirst call (compile included): " +

@@ -28,6 +28,7 @@ from benchmarks import common, report, threads
 from benchmarks.models import MODELS, SPECS, blas_floor, data, weights
 
 SECTIONS = ("train", "infer", "fit", "compile", "memory")
+PROFILE_ROWS = 5  # the slowest nodes and ops of kiln-numba's step kept per train model
 PEERS = ("kiln-numba", "kiln-onnxruntime", "kiln-reference", "torch", "torch.compile", "jax",
          "onnxruntime-export")
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +238,28 @@ def bench_train(run: Run, name: str, peers: dict[str, Any]) -> None:
         warnings.simplefilter("ignore")
         stats, errors = common.measure(calls, run.plan["step"])
     floor = blas_floor(name, SPECS[name].batch)
-    run.record(f"train/{name}", stats, errors, first_call_s=first, blas_floor=floor)
+    run.record(f"train/{name}", stats, errors, first_call_s=first, blas_floor=floor,
+               kiln_profile=_kiln_profile(run, name, peers))
+
+
+def _kiln_profile(run: Run, name: str, peers: dict[str, Any]) -> dict | None:
+    """Where kiln-numba's step goes (exe.profile after the timing: its timed driver compiles
+    first), its slowest nodes and ops; None without kiln-numba or when profiling fails."""
+    if "kiln-numba" not in peers:
+        return None
+    plan = run.plan["step"]
+    try:
+        found = peers["kiln-numba"].profile(repeats=plan.rounds * plan.block,
+                                            warmup=plan.warmup)
+    except Exception as err:  # noqa: BLE001
+        run.note(f"train/{name}: kiln-numba profile failed: {type(err).__name__}: {err}"[:400])
+        return None
+    data = found.as_dict()
+    slowest = sorted(data["nodes"], key=lambda r: -r["seconds"])[:PROFILE_ROWS]
+    return {"call_seconds": data["call_seconds"], "timed_seconds": data["timed_seconds"],
+            "nodes": [{k: r[k] for k in ("op", "line", "seconds")} for r in slowest],
+            "by_op": data["by_op"][:PROFILE_ROWS],
+            "total_seconds": sum(r["seconds"] for r in data["nodes"])}
 
 
 def bench_infer(run: Run, name: str, peers: dict[str, Any], session: Any,

@@ -46,6 +46,11 @@ def test_quick_run_mlp(tmp_path: Path) -> None:
     assert not [n for n in results["notes"] if "differ" in n or "failed" in n], results["notes"]
     markdown = (tmp_path / "latest.md").read_text()
     assert "## train/mlp" in markdown
+    # kiln's own profile of the step: its slowest nodes, the GEMM among them
+    profiled = results["measurements"]["train/mlp"]["kiln_profile"]
+    assert len(profiled["nodes"]) == 5 and profiled["call_seconds"] > 0
+    assert any(r["op"] in ("matmul", "fused:gemm") for r in profiled["nodes"])
+    assert "Where kiln-numba's step goes" in markdown
     # which OpenBLAS kernels ran, recorded after the run (SciPy's, for the numba kernels)
     blas = results["machine"]["blas"]
     assert set(blas["settings"]) <= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
