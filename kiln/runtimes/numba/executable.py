@@ -149,9 +149,9 @@ class NumbaExecutable:
     def profile(self, entry: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
                 repeats: int = 10, warmup: int = 2) -> profiling.Profile:
         """Per node of the optimized graph, its median time over `repeats` calls (after
-        `warmup`) of a timed driver: the same code with the clock read between nodes,
-        compiled on first use and never cached. The calls run on copies of the state the
-        entry point updates: the executable's state does not change."""
+        `warmup`) of a timed driver: the same code with the clock read between nodes
+        (compiled on first use, then cached like any driver). The calls run on copies of
+        the state the entry point updates: the executable's state does not change."""
         from kiln.runtimes.numba.kernels import clock
 
         profiling.check_repeats(repeats, warmup)
@@ -166,14 +166,16 @@ class NumbaExecutable:
         driver = generate_driver(e.optimized, timed=True)
         module = cache.load_module(module_source(
             [driver], f"kiln: timed Numba driver of @{e.graph.name} (entry point {entry!r}), "
-                      f"for profiles: the clock is read between nodes; never cached."))
-        constants = tuple(np.array(c).reshape(-1) for c in driver.constants)
+                      f"for profiles: the clock is read between nodes."))
+        ticks = np.array(driver.constants[-1])  # the clock buffer, then the clock itself
+        constants = (*(np.array(c).reshape(-1) for c in driver.constants[:-1]), ticks,
+                     clock.GETTIME)
         timed = NumbaExecutable._over(
             {entry: Entry(e.graph, e.optimized, driver, getattr(module, driver.function),
                           str(module.__file__), constants)}, state, self.options)
         timed.run(entry, inputs)  # compiles the timed driver
         call_seconds = profiling.time_calls(lambda: plain.run(entry, inputs), repeats, warmup)
-        ticks, rows = constants[-1], []
+        rows = []
         for k in range(warmup + repeats):
             timed.run(entry, inputs)
             if k >= warmup:

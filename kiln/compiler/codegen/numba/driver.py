@@ -72,9 +72,10 @@ class GeneratedDriver:
         return np.array(offsets, np.int64), max(total, ALIGN)
 
 
-def emit_nodes(em: Emitter, frame: Frame, ticks: str | None = None) -> None:
-    """Every node of the frame's graph, each after its IR line. With `ticks` (a timed
-    driver's clock buffer), the clock is read after each node i into tick i + 1."""
+def emit_nodes(em: Emitter, frame: Frame, timer: str | None = None) -> None:
+    """Every node of the frame's graph, each after its IR line. With `timer` (a timed
+    driver's "clock, ticks" arguments), the clock is read after each node i into tick
+    i + 1."""
     from kiln.compiler.codegen.numba import LOWERINGS
 
     for i, node in enumerate(frame.graph.nodes):
@@ -84,16 +85,17 @@ def emit_nodes(em: Emitter, frame: Frame, ticks: str | None = None) -> None:
                                  f"({ir_line(node)})")
         em.w.comment(ir_line(node))
         LOWERINGS[node.op](em, frame, node)
-        if ticks is not None:
-            em.w.line(f"K.tick({ticks}, {i + 1})")
+        if timer is not None:
+            em.w.line(f"K.tick({timer}, {i + 1})")
 
 
 def generate_driver(graph: Graph, timed: bool = False) -> GeneratedDriver:
     """The driver of `graph` (optimized, with its buffer plan; planned here if it has none).
 
-    timed: a driver for profiles, never cached: its last constant is a clock buffer of
-    2 (len(graph.nodes) + 2) int64, where tick 0 is read before the first node, tick i + 1
-    after node i, and the last tick after the outputs and state updates (timed_ticks).
+    timed: a driver for profiles: its last constant is a clock buffer of 2 (len(graph.nodes)
+    + 2) int64, where tick 0 is read before the first node, tick i + 1 after node i, and the
+    last tick after the outputs and state updates; right after it comes an argument `clock`,
+    the ctypes function kernels.clock.GETTIME.
 
     Generated twice: the buffer plan does not know which values become views, so the first
     generation assumes every value writes its slot; the second knows that the first's
@@ -131,10 +133,11 @@ def _generate(graph: Graph, plan: BufferPlan, views: frozenset[str], timed: bool
         args.append(em.fresh(v.name))
         bound[v.name] = (em.ref(args[-1], v.type), ("state", v.name))
     frame = Frame.top(em, graph, plan, bound, views)
-    ticks = em.names.fresh("ticks") if timed else None
-    if ticks is not None:
-        em.w.line(f"K.tick({ticks}, 0)")
-    emit_nodes(em, frame, ticks)
+    clock, ticks = (em.names.fresh("clock"), em.names.fresh("ticks")) if timed else ("", "")
+    timer = f"{clock}, {ticks}" if timed else None
+    if timer is not None:
+        em.w.line(f"K.tick({timer}, 0)")
+    emit_nodes(em, frame, timer)
     results = []
     if graph.outputs:
         em.w.comment("outputs: copies, since the arena is reused by the next call")
@@ -142,17 +145,17 @@ def _generate(graph: Graph, plan: BufferPlan, views: frozenset[str], timed: bool
         results.append(em.fresh(f"out_{name}"))
         em.w.line(f"{results[-1]} = {frame.read(v).span()}.copy()")
     _write_updates(em, frame, graph)
-    if ticks is not None:  # the clock buffer: the last constant, added after every other
-        em.w.line(f"K.tick({ticks}, {len(graph.nodes) + 1})")
+    if timer is not None:  # the clock buffer: the last constant, added after every other
+        em.w.line(f"K.tick({timer}, {len(graph.nodes) + 1})")
         em.constants.append(np.zeros(2 * (len(graph.nodes) + 2), np.int64))
         em.constant_names.append(ticks)
     em.w.line(f"return {tuple_text(results) if results else '()'}")
     arena_dtypes = tuple(sorted(em.arena_dtypes))
-    params = [*args, *em.constant_names, *(f"arena_{DTYPE_SHORT[d]}" for d in arena_dtypes),
-              "offsets", *em.dims.values()]
+    params = [*args, *em.constant_names, *([clock] if timed else []),
+              *(f"arena_{DTYPE_SHORT[d]}" for d in arena_dtypes), "offsets", *em.dims.values()]
     head = [
         f"# @{graph.name}: {len(graph.nodes)} nodes, {len(em.slots)} arena slots",
-        f'@njit(cache={not timed}, error_model="numpy")',
+        '@njit(cache=True, error_model="numpy")',
         f"def {function}({', '.join(params)}):",
         *(f"    {line}" for line in em.offset_lines()),
         *em.checks.lines,

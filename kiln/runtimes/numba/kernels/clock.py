@@ -1,8 +1,9 @@
 """A monotonic clock readable inside @njit code, for the timed drivers that profiles run.
 
 Numba offers no clock of its own; POSIX clock_gettime, called through ctypes, costs some tens
-of nanoseconds (the vDSO) and can be called from compiled code. A function that calls a ctypes
-pointer cannot be cached, so only the timed drivers (never cached) call `tick`.
+of nanoseconds (the vDSO) and can be called from compiled code. The function travels as an
+argument (GETTIME), not as a global: a function that calls a ctypes pointer held in a global
+cannot be cached, one that is given it can, so the timed drivers load from the cache too.
 """
 
 from __future__ import annotations
@@ -35,18 +36,15 @@ def _clock_gettime() -> object | None:
     return function
 
 
-_gettime = _clock_gettime()
-AVAILABLE = _gettime is not None
+GETTIME = _clock_gettime()  # what the timed drivers take as their `clock` argument
+AVAILABLE = GETTIME is not None
 CLOCK_ID = _CLOCK if AVAILABLE else 0
 
-if AVAILABLE:
-    @njit(cache=False)
-    def tick(ticks: np.ndarray, i: int) -> None:
-        """The clock's seconds and nanoseconds now into ticks[2 i], ticks[2 i + 1]."""
-        _gettime(CLOCK_ID, ticks[2 * i:].ctypes.data)
-else:
-    def tick(ticks: np.ndarray, i: int) -> None:
-        raise RuntimeError("no clock_gettime on this platform")
+
+@njit(cache=True)
+def tick(clock, ticks: np.ndarray, i: int) -> None:  # noqa: ANN001 - a ctypes function
+    """The clock's seconds and nanoseconds now into ticks[2 i], ticks[2 i + 1]."""
+    clock(CLOCK_ID, ticks[2 * i:].ctypes.data)
 
 
 def nanoseconds(ticks: np.ndarray) -> np.ndarray:
