@@ -82,3 +82,39 @@ def test_matmul_type_errors(x: TensorType, y: TensorType, message: str) -> None:
         _matmul_type(x, y)
     assert str(err.value).startswith("matmul")
     assert "Received" in str(err.value)
+
+
+@pytest.mark.parametrize("shape, product, summed", [
+    (("N", 3, 4, 5), ("N", 5, 2), True),  # one GEMM per leading index, then a sum
+    ((2, 3, 4, 5), (5, 2), False),  # all static: one GEMM
+    (("N", 4, 5), ("N", 5, 2), True),  # a sequence: as before
+    (("N", "T", 4, 5), ("N", "T", 5, 2), True),  # a symbolic inner axis: one per index
+])
+def test_the_gradient_of_a_shared_matrix_folds_the_batch_axes(
+        shape: tuple, product: tuple, summed: bool) -> None:
+    """x[..., M, K] @ y[K, C] (a Dense layer on images): y's cotangent contracts every batch
+    axis in as few GEMMs as the shapes allow, and equals x^T g over all rows."""
+    from kiln.ir import grad
+    from kiln.runtimes.reference import run_graph
+
+    b = GraphBuilder("dense")
+    x, y = b.input("x", f64[shape]), b.input("y", f64[5, 2])
+    b.output(b.sum(b.tanh(b.matmul(x, y))), "loss")
+    graph = grad(b.build(), "loss", ["y"])
+    products = [n.output.type.shape for n in graph.nodes
+                if n.op == "matmul" and n.output.type.shape[-2:] == (5, 2)]
+    assert products == [product]
+    sizes = {"N": 2, "T": 3}
+    xv = np.random.default_rng(0).standard_normal([sizes.get(d, d) for d in shape])
+    yv = np.random.default_rng(1).standard_normal((5, 2))
+    got = run_graph(graph, {"x": xv, "y": yv})[0]["grad.y"]
+    cot = 1 - np.tanh(xv @ yv) ** 2
+    np.testing.assert_allclose(got, xv.reshape(-1, 5).T @ cot.reshape(-1, 2), rtol=1e-12)
+    sums = [n for n in graph.nodes if n.op == "sum" and n.output.type.shape == (5, 2)]
+    assert bool(sums) == summed
+
+
+def test_matmul_gradient_of_a_shared_matrix_against_differences() -> None:
+    rng = np.random.default_rng(3)
+    check_gradient(Sample("matmul", [rng.standard_normal((2, 3, 2, 4)),
+                                     rng.standard_normal((4, 3))]))
