@@ -21,6 +21,7 @@ from kiln.ir import Graph, KilnValueError
 from kiln.ir.graph import Node
 
 OUTPUTS_ROW = "(outputs and state updates)"  # a numba row: the copies after the last node
+BACKENDS = ("reference", "numba", "onnxruntime")  # the executables with a `profile`
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,16 @@ def time_calls(call: Callable[[], object], repeats: int, warmup: int) -> float:
         call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed_rows(call: Callable[[], Sequence[float]], repeats: int, warmup: int) -> np.ndarray:
+    """`call`'s per-node seconds of `repeats` calls after `warmup`, as calls x nodes."""
+    rows = []
+    for k in range(warmup + repeats):
+        row = call()
+        if k >= warmup:
+            rows.append(row)
+    return np.array(rows)
 
 
 def node_rows(nodes: Sequence[Node], seconds: np.ndarray) -> list[NodeTime]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from kiln.compiler.artifact import EntryPoint, read_artifact
 from kiln.compiler.pass_manager import CompileOptions
+from kiln.runtimes.profiling import BACKENDS
 from kiln.tools.cmd_run import load_inputs
 from kiln.tools.cmd_show import level_of
 from kiln.tools.errors import CommandError
@@ -34,12 +35,12 @@ def profile_command(args: argparse.Namespace) -> int:
     else:
         feed = synthetic_inputs(entry, args.batch_size, where)
     backend = args.backend or artifact.backend
+    if backend not in BACKENDS:
+        raise CommandError(f"--backend: the {backend} backend cannot profile yet; expected "
+                           f"one of {', '.join(BACKENDS)}")
     state = {name: np.array(artifact.state[name]) for name in entry.state}
     executable = create_executable(backend, {args.entry: artifact.graph(args.entry, "input")},
                                    state, CompileOptions(level_of(artifact)))
-    if not hasattr(executable, "profile"):
-        raise CommandError(f"--backend: the {backend} backend cannot profile yet; expected "
-                           f"one of reference, numba, onnxruntime")
     result = executable.profile(args.entry, feed, repeats=args.repeats, warmup=args.warmup)
     if args.format == "json":
         print(json.dumps(result.as_dict(), indent=1))

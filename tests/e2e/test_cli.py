@@ -307,6 +307,8 @@ def test_wrong_input_shape_and_dtype_say_expected_and_given(cli: SimpleNamespace
      ["--entry", "'fit'", "predict, train_step, test_step"]),
     (["profile", "model.kiln", "--warmup", "-1"], ["--warmup", "non-negative", "'-1'"]),
     (["profile", "model.kiln", "-i", "missing.npy"], ["missing.npy"]),
+    (["profile", "model.kiln", "--backend", "numba-cuda"],
+     ["--backend", "numba-cuda", "cannot profile", "reference, numba, onnxruntime"]),
 ])
 def test_user_errors_are_one_line(cli: SimpleNamespace, args: list[str],
                                   fragments: list[str]) -> None:

@@ -16,9 +16,9 @@ from kiln.ir.training import RMSprop
 from kiln.runtimes import create_executable
 from kiln.runtimes.numba.kernels import clock
 from kiln.runtimes.onnxruntime.executable import _node_seconds, _origin
+from kiln.runtimes.profiling import BACKENDS
 from tests.models import convnet, lstm, mlp
 
-BACKENDS = ("reference", "numba", "onnxruntime")
 MODELS = {"mlp": mlp, "convnet": convnet, "lstm": lstm}
 
 
@@ -167,6 +167,7 @@ def test_onnxruntime_trace_keeps_the_last_runs_and_skips_bodies() -> None:
               node("body/Add", 245, 10), node("ReorderOutput", 280, 5),
               run(400, 100), node("a/MatMul", 410, 40), node("b/Scan", 460, 10),
               {"cat": "Node", "name": "a/MatMul_fence_before", "ts": 405, "dur": 1}]
-    table, extra = _node_seconds(events, origins, 2, repeats=2)
+    table, extra, totals = _node_seconds(events, origins, 2, repeats=2)
     assert extra == [("ReorderOutput", "ReorderOutput")]
+    np.testing.assert_allclose(totals, [100e-6, 100e-6])
     np.testing.assert_allclose(table, [[20e-6, 30e-6, 5e-6], [40e-6, 10e-6, 0.0]])

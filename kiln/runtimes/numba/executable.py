@@ -175,12 +175,12 @@ class NumbaExecutable:
                           str(module.__file__), constants)}, state, self.options)
         timed.run(entry, inputs)  # compiles the timed driver
         call_seconds = profiling.time_calls(lambda: plain.run(entry, inputs), repeats, warmup)
-        rows = []
-        for k in range(warmup + repeats):
+
+        def call() -> np.ndarray:
             timed.run(entry, inputs)
-            if k >= warmup:
-                rows.append(np.diff(clock.nanoseconds(ticks)) * 1e-9)
-        seconds = np.array(rows)
+            return np.diff(clock.nanoseconds(ticks)) * 1e-9
+
+        seconds = profiling.timed_rows(call, repeats, warmup)
         nodes = profiling.node_rows(e.optimized.nodes, seconds[:, :-1])
         nodes.append(profiling.NodeTime(-1, "outputs", (), profiling.OUTPUTS_ROW,
                                         float(np.median(seconds[:, -1]))))

@@ -128,10 +128,11 @@ class OnnxRuntimeExecutable:
                 repeats: int = 10, warmup: int = 2) -> profiling.Profile:
         """Per node of kiln's optimized graph, the median over `repeats` runs (after
         `warmup`) of the kernel times onnxruntime's own profiler records for the ONNX nodes
-        lowered from it (a node ORT fused into another is timed in that one; an ONNX node
-        of kiln's own, such as an output's copy, gets a row of its own). The runs use a
+        lowered from it (a node ORT fused into another is timed in that one; a node ORT
+        inserted itself, such as a layout change, gets a row of its own). The runs use a
         second session with profiling on, over copies of the state the entry point updates:
-        the executable's state does not change."""
+        the executable's state does not change; timed_seconds is the median of ORT's
+        recorded runs."""
         profiling.check_repeats(repeats, warmup)
         graph = profiling.entry_graph(self.graphs, entry)
         e = self._entries[entry]
@@ -149,14 +150,15 @@ class OnnxRuntimeExecutable:
                 timed.run(entry, inputs)
             with open(timed._entries[entry].session.end_profiling()) as f:
                 events = json.load(f)
-        runs, extra = _node_seconds(events, e.emitted.origins, len(e.graph.nodes), repeats)
+        runs, extra, totals = _node_seconds(events, e.emitted.origins, len(e.graph.nodes),
+                                            repeats)
         nodes = profiling.node_rows(e.graph.nodes, runs[:, :len(e.graph.nodes)])
         for k, (name, op) in enumerate(extra):
             nodes.append(profiling.NodeTime(-1, op, (), f"(onnxruntime) {name}",
                                             float(np.median(runs[:, len(e.graph.nodes) + k]))))
         return profiling.Profile(self.backend, entry, graph.name, "optimized",
                                  profiling.input_summary(graph, inputs), repeats, call_seconds,
-                                 float(np.median(runs.sum(axis=1))), nodes)
+                                 float(np.median(totals)), nodes)
 
     def _over(self, name: str, graph: Graph, entry: _Entry, state: dict[str, np.ndarray],
               ) -> OnnxRuntimeExecutable:
@@ -240,9 +242,10 @@ class OnnxRuntimeExecutable:
 
 
 def _node_seconds(events: list[dict], origins: Mapping[str, int], count: int, repeats: int,
-                  ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+                  ) -> tuple[np.ndarray, list[tuple[str, str]], list[float]]:
     """Seconds per run (the last `repeats` in ORT's trace) and per kiln node (`count`), then
-    per ONNX node that no kiln node accounts for (listed as (name, op))."""
+    per ONNX node that no kiln node accounts for (listed as (name, op)), and each run's
+    whole duration."""
     runs = sorted((e for e in events if e.get("cat") == "Session"
                    and e.get("name") == "model_run"), key=lambda e: e["ts"])[-repeats:]
     extra: dict[str, int] = {}
@@ -269,7 +272,7 @@ def _node_seconds(events: list[dict], origins: Mapping[str, int], count: int, re
     for k, found in enumerate(sums):
         for index, seconds in found.items():
             table[k, index] = seconds
-    return table, extra_ops
+    return table, extra_ops, [r["dur"] * 1e-6 for r in runs]
 
 
 def _origin(name: str, origins: Mapping[str, int]) -> int | None:

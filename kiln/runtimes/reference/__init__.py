@@ -152,13 +152,13 @@ class ReferenceExecutable:
         other = ReferenceExecutable({entry: graph}, profiling.state_copy(graph, self.state),
                                     self.options)
         call_seconds = profiling.time_calls(lambda: other.run(entry, inputs), repeats, warmup)
-        rows = []
-        for k in range(warmup + repeats):
+
+        def call() -> list[float]:
             timings: list[float] = []
             other.run(entry, inputs, timings)
-            if k >= warmup:
-                rows.append(timings)
-        seconds = np.array(rows)
+            return timings
+
+        seconds = profiling.timed_rows(call, repeats, warmup)
         return profiling.Profile(self.backend, entry, graph.name, "input",
                                  profiling.input_summary(graph, inputs), repeats, call_seconds,
                                  float(np.median(seconds.sum(axis=1))),
