@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.artifact import SUFFIX, Artifact, ArtifactError, read_artifact, write_artifact
+from kiln.compiler.artifact import SUFFIX, Artifact, ArtifactError, read_artifact
+from kiln.compiler.package import save_compiled
 from kiln.compiler.pass_manager import CompileOptions
 from kiln.frontends.keras import initializers, subclassed
 from kiln.frontends.keras import layers as layers_mod
@@ -366,21 +367,6 @@ def build_entry_points(model: Model) -> dict[str, Graph]:
 
 
 # -- save / load / export --------------------------------------------------------------------
-def _backend_code(backend: str, entry: str, graph: Graph, optimized: Graph) -> tuple[Any, Any]:
-    """(ONNX model bytes, kernel source) of one entry point for the backend, or None."""
-    if backend == "onnxruntime":
-        from kiln.compiler.codegen.onnx import emit_model
-
-        return emit_model(optimized).model.SerializeToString(), None
-    if backend == "numba":
-        from kiln.compiler.codegen.numba import generate_driver, module_source
-
-        driver = generate_driver(optimized)
-        return None, module_source([driver], f"kiln: generated Numba driver of @{graph.name} "
-                                             f"(entry point {entry!r}).")
-    return None, None
-
-
 def save_model(model: Model, filepath: str | os.PathLike, *,
                backend: str | None = None) -> Artifact:
     """Write `model` as a .kiln artifact (atomically) compiled for `backend` (default: the
@@ -392,24 +378,13 @@ def save_model(model: Model, filepath: str | os.PathLike, *,
     backend = check_backend(backend) if backend else (model._backend or get_backend())
     config = model_config(model)
     graphs, state = entry_points(model)
-    options = model.compile_options
-    optimized, onnx_models, kernels = {}, {}, {}
-    for entry, graph in graphs.items():
-        optimized[entry], _ = options.compile(entry, graph)
-        onnx_bytes, source = _backend_code(backend, entry, graph, optimized[entry])
-        if onnx_bytes is not None:
-            onnx_models[entry] = onnx_bytes
-        if source is not None:
-            kernels[entry] = source
     names = model.state_names()
     trainable = {id(v) for v in model.trainable_weights} if model.trainable else set()
     roles = {**{n: "optimizer" for n in state}, SEED_STATE: "seed",
              **{names[id(v)]: "trainable" if id(v) in trainable else "non_trainable"
                 for v in model.variables}}
-    return write_artifact(path, backend=backend, model_config=config, graphs=graphs,
-                          optimized=optimized, state=state,
-                          compile_options=options.as_dict(), onnx_models=onnx_models,
-                          kernel_source=kernels, state_roles=roles)
+    return save_compiled(path, backend=backend, model_config=config, graphs=graphs,
+                         state=state, options=model.compile_options, state_roles=roles)
 
 
 def export_model(model: Model, filepath: str | os.PathLike, format: str = "onnx") -> None:
@@ -430,11 +405,16 @@ def load_model(filepath: str | os.PathLike, *, backend: str | None = None, compi
                custom_objects: CustomObjects = None) -> Model:
     """The model saved in a .kiln artifact, with its weights, and (if it was compiled and
     `compile`) compiled as it was, with its optimizer state and random key: fit() continues
-    exactly where training stopped. `backend` overrides the stored one."""
+    exactly where training stopped. `backend` overrides the stored one. An artifact of an
+    imported ONNX model loads as a kiln.frontends.onnx.OnnxModel (predict and save only)."""
     artifact = read_artifact(filepath)
     if backend is not None:
         check_backend(backend)
     backend = backend or artifact.backend
+    if artifact.model_config.get("class_name") == "OnnxModel":  # imported: inference only
+        from kiln.frontends.onnx.model import OnnxModel
+
+        return OnnxModel.from_artifact(artifact, backend)  # type: ignore[return-value]
     try:
         model = model_from_config(artifact.model_config, custom_objects)
     except KilnError as err:  # e.g. an unknown class: the message says what to do
