@@ -107,12 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     backend_help = f"backend: {', '.join(AVAILABLE)}"
 
     p = commands.add_parser(
-        "compile", help="compile a model (.py script or .kiln artifact) to a .kiln artifact",
+        "compile", help="compile a model (.py script, .onnx model or .kiln artifact) to a "
+        ".kiln artifact",
         description="Compile SOURCE to an artifact. SOURCE is a .py script defining `model` "
         "or `build_model()` (run as your own code; an `if __name__ == '__main__':` block does "
-        "not run), or a .kiln artifact to compile again, e.g. for another backend. "
-        "Importing .onnx models is not supported yet.")
-    p.add_argument("source", metavar="SOURCE", help="a .py model script or a .kiln artifact")
+        "not run), an .onnx model (imported for inference: a predict entry point, no "
+        "train_step), or a .kiln artifact to compile again, e.g. for another backend.")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a .py model script, an .onnx model or a .kiln artifact")
     p.add_argument("-o", "--output", metavar="OUT.kiln", required=True,
                    help="the artifact to write (replaced atomically)")
     p.add_argument("--backend", type=_backend, metavar="B",

@@ -1,4 +1,4 @@
-"""`kiln compile`: a model script or an artifact, compiled for a backend at a pass level (with
+"""`kiln compile`: a model script, an ONNX model or an artifact, compiled for a backend at a
 optional IR dumps after any pass) and written as a .kiln artifact, then summarized.
 """
 
@@ -20,15 +20,17 @@ def compile_command(args: argparse.Namespace) -> int:
     if not source.exists():
         raise CommandError(f"SOURCE: no such file: {args.source}")
     if source.is_dir():
-        raise CommandError(f"SOURCE: expected a .py model script or a {SUFFIX} artifact. "
-                           f"Received: {args.source}, a directory")
+        raise CommandError(f"SOURCE: expected a .py model script, an .onnx model or a "
+                           f"{SUFFIX} artifact. Received: {args.source}, a directory")
     check_output_path(args.output, "-o")
     dump_after = _dump_after(args)
     kind = source.suffix.lower()
     if kind == ".onnx":
-        raise CommandError(f"{args.source}: importing ONNX models is not supported yet; "
-                           f"expected a .py model script or a {SUFFIX} artifact")
-    if kind == ".py":
+        from kiln.frontends.onnx import import_onnx
+
+        level = DEFAULT_LEVEL if args.level is None else args.level
+        model = import_onnx(args.source)
+    elif kind == ".py":
         level = DEFAULT_LEVEL if args.level is None else args.level
         model = model_from_script(args.source)
     elif kind == SUFFIX:
@@ -38,8 +40,8 @@ def compile_command(args: argparse.Namespace) -> int:
         level = level_of(previous) if args.level is None else args.level
         model = load_model(args.source, backend=args.backend)
     else:
-        raise CommandError(f"SOURCE: expected a .py model script or a {SUFFIX} artifact. "
-                           f"Received: {args.source}")
+        raise CommandError(f"SOURCE: expected a .py model script, an .onnx model or a "
+                           f"{SUFFIX} artifact. Received: {args.source}")
     model.compile_options = CompileOptions(level, args.dump_ir, dump_after)
     model.save(args.output, backend=args.backend)
     artifact = read_artifact(args.output)  # what was written reads back, or this says why

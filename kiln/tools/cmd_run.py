@@ -99,6 +99,11 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 # -- kiln train ------------------------------------------------------------------------------
 def train_command(args: argparse.Namespace) -> int:
     artifact = read_artifact(args.artifact)
+    if "train_step" not in artifact.entries and artifact.model_config.get(
+            "class_name") == "OnnxModel":
+        raise CommandError(f"{args.artifact}: an imported ONNX model, for inference only (an "
+                           f".onnx file holds no loss or optimizer, so the artifact has no "
+                           f"train_step). Run it with `kiln run`")
     if "train_step" not in artifact.entries:
         raise CommandError(f"{args.artifact}: expected an artifact compiled for training (with "
                            f"a train_step entry point). Received: entry points "

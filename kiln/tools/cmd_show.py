@@ -125,7 +125,13 @@ def describe(artifact: Artifact) -> str:
         f"written by kiln {artifact.kiln_version}"
         + (f" on {manifest['created']}" if "created" in manifest else ""),
     ]
-    if model.get("class_name"):
+    if model.get("class_name") == "OnnxModel":
+        config = model.get("config", {})
+        lines.append(f"  model         OnnxModel imported from {config.get('source')!r}"
+                     f" (opset {config.get('opset')}"
+                     + (f", written by {config['producer']}" if config.get("producer") else "")
+                     + "), inference only")
+    elif model.get("class_name"):
         lines.append(f"  model         {model['class_name']}"
                      + (f" {model_name!r}" if model_name else ""))
     lines += [

@@ -302,7 +302,8 @@ def test_wrong_input_shape_and_dtype_say_expected_and_given(cli: SimpleNamespace
      ["after:unroll", "infer_types", "dce:2", "'unroll'"]),
     (["train", "model.kiln", "--data", "data.npz", "--x", "inputs"],
      ["data.npz", "'inputs'", "'x', 'y'"]),
-    (["compile", "model.onnx", "-o", "m.kiln"], ["model.onnx", "not supported yet"]),
+    (["compile", "model.onnx", "-o", "m.kiln"], ["model.onnx", "ONNX model"]),
+    (["compile", "missing.onnx", "-o", "m.kiln"], ["missing.onnx", "no such file"]),
     (["profile", "model.kiln", "--entry", "fit"],
      ["--entry", "'fit'", "predict, train_step, test_step"]),
     (["profile", "model.kiln", "--warmup", "-1"], ["--warmup", "non-negative", "'-1'"]),
@@ -452,3 +453,60 @@ def test_several_inputs_and_outputs_by_name(tmp_path: Path,
     assert main(["train", str(artifact), "--data", str(tmp_path / "short.npz")]) == 1
     err = capsys.readouterr().err
     assert "expected the same number of samples" in err and "'b']: 7" in err
+
+
+def test_an_onnx_model_compiles_runs_and_recompiles(cli: SimpleNamespace) -> None:
+    """An .onnx file (here a NCHW conv net written with onnx.helper) through every command:
+    compile, info, ir, run (equal to onnxruntime on the same file), profile, compile again
+    for onnxruntime; train refuses, the model being for inference only."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    weights = {"w": rng.standard_normal((4, 2, 3, 3)).astype(np.float32) * 0.3,
+               "b": rng.standard_normal(4).astype(np.float32),
+               "wd": rng.standard_normal((64, 3)).astype(np.float32) * 0.2}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("MatMul", ["f", "wd"], ["scores"])],
+        "net", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 2, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(a, k) for k, a in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, cli.work / "net.onnx")
+    images = rng.standard_normal((6, 2, 8, 8)).astype(np.float32)
+    np.save(cli.work / "images.npy", images)
+    (want,) = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None,
+                                                                           {"image": images})
+
+    proc = cli.kiln("compile", "net.onnx", "-o", "net.kiln", "--backend", "numba")
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled net.onnx for numba at -O2" in proc.stdout
+    assert "predict(image (None, 2, 8, 8) float32) -> (scores (None, 3) float32)" in proc.stdout
+    info = cli.kiln("info", "net.kiln")
+    assert "OnnxModel imported from 'net.onnx' (opset 17" in info.stdout, info.stdout
+    assert "parameters    268 " in info.stdout, info.stdout  # 72 + 4 + 192
+    ir = cli.kiln("ir", "net.kiln", "--stage", "input")
+    assert "conv2d(" in ir.stdout and ir.stdout.count("transpose(") == 2, ir.stdout
+    proc = cli.kiln("run", "net.kiln", "-i", "images.npy", "-o", "scores.npz")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(cli.work / "scores.npz")["scores"], want, rtol=1e-5,
+                               atol=1e-5)
+    profile = cli.kiln("profile", "net.kiln", "--batch-size", "4", "--repeats", "2")
+    assert profile.returncode == 0 and "fused:conv" in profile.stdout, profile.stderr
+    proc = cli.kiln("compile", "net.kiln", "-o", "net_ort.kiln", "--backend", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli.kiln("run", "net_ort.kiln", "-i", "images.npy", "-o", "scores_ort.npz")
+    np.testing.assert_allclose(np.load(cli.work / "scores_ort.npz")["scores"], want,
+                               rtol=1e-5, atol=1e-5)
+    np.savez(cli.work / "net_data.npz", x=images, y=np.zeros((6, 3), np.float32))
+    assert_user_error(cli.kiln("train", "net.kiln", "--data", "net_data.npz"),
+                      "net.kiln", "imported ONNX model, for inference only", "kiln run")
+    (cli.work / "net_floor.onnx").write_bytes(model.SerializeToString().replace(
+        b"MaxPool", b"MaxPoo1"))
+    assert_user_error(cli.kiln("compile", "net_floor.onnx", "-o", "x.kiln"), "net_floor.onnx")
