@@ -72,6 +72,9 @@ def run_predict(artifact: Artifact, entry: EntryPoint, feed: dict[str, np.ndarra
     executable = create_executable(backend or artifact.backend, {"predict": graph}, state,
                                    CompileOptions(level_of(artifact)))
     parts: dict[str, list[np.ndarray]] = {spec.name: [] for spec in entry.outputs}
+    # A first axis that is not the batch (an imported time-major model, say): one call.
+    if not all(spec.shape and spec.shape[0] is None for spec in entry.inputs):
+        batch_size = max(size, 1)
     for start in range(0, size, batch_size):
         batch = {name: array[start:start + batch_size] for name, array in feed.items()}
         result = executable.run("predict", batch)

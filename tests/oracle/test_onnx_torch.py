@@ -52,6 +52,11 @@ class _Block(nn.Module):
                                           (_Block, (6, 16))],
                          ids=["cnn", "conv1d", "attention"])
 def test_a_pytorch_model_imports_with_its_outputs(build, shape) -> None:  # noqa: ANN001
+    _check_import(build, shape)
+
+
+def _check_import(build, shape) -> None:  # noqa: ANN001
+    """The module's outputs on 5 samples equal kiln's (numba) import of its ONNX export."""
     torch.manual_seed(0)
     module = build().eval()
     with torch.no_grad():  # batch-norm statistics other than the initial ones
@@ -73,3 +78,23 @@ def test_a_pytorch_model_imports_with_its_outputs(build, shape) -> None:  # noqa
 
     model = import_onnx(onnx.load_from_string(buffer.getvalue()), backend="numba")
     np.testing.assert_allclose(model.predict(x, batch_size=3), want, rtol=1e-4, atol=1e-5)
+
+
+class _Recurrent(nn.Module):
+    """Two stacked bidirectional LSTM layers (batch first) and a GRU over their output, the
+    last step of which a Linear reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(12, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        z, _ = self.gru(y)
+        return self.head(z[:, -1])
+
+
+def test_pytorch_lstm_and_gru_import() -> None:
+    _check_import(_Recurrent, (9, 3))

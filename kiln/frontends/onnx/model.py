@@ -75,8 +75,9 @@ class OnnxModel:
     def predict(self, x: Any, batch_size: int | None = 32, verbose: Any = 0,
                 backend: str | None = None) -> Any:
         """The outputs for `x`: an array (one input), a list in input order or a dict by
-        input name; in batches of `batch_size`. One output comes back as an array, more as
-        a list in output order."""
+        input name; in batches of `batch_size` along the first axis when every input's first
+        axis is the symbolic batch, else in one call (a time-major model, say). One output
+        comes back as an array, more as a list in output order."""
         feed = self._feed(x)
         if batch_size is None:
             batch_size = 32
@@ -88,7 +89,9 @@ class OnnxModel:
             raise KilnValueError("predict: expected inputs with one sample count. Received: "
                                  + ", ".join(f"{k} {len(v)}" for k, v in feed.items()))
         (size,) = sizes
-        executable = self._executable(backend)
+        if not all(v.type.rank and isinstance(v.type.shape[0], str) for v in self.graph.inputs):
+            batch_size = max(size, 1)
+        executable = self.executable(backend)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for start in range(0, size, batch_size):
             out = executable.run("predict", {k: v[start:start + batch_size]
@@ -128,7 +131,9 @@ class OnnxModel:
                 "bool" if want.dtype == "bool" else want.dtype))
         return feed
 
-    def _executable(self, backend: str | None) -> Any:
+    def executable(self, backend: str | None = None) -> Any:
+        """The compiled executable predict runs on `backend` (default: the model's), made
+        once per backend and pass level; `.run("predict", {input name: array})`."""
         name = check_backend(backend) if backend else (self._backend or get_backend())
         key = (name, self.compile_options.level)
         if key not in self._executables:

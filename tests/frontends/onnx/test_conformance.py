@@ -39,6 +39,7 @@ REFUSALS = {
     "non-tensor": r"expected a tensor\. Received: (sequence|optional)_type",
     "integer math": r"(div|pow) in .*expected a floating-point operand",
     "bool max/min": r"(max|min) in .*expected a numeric operand x\. Received: x: bool",
+    "short sequences": r"expected sequence_lens all equal to the sequence length",
 }
 
 
@@ -50,6 +51,7 @@ def _cases() -> dict[str, object]:
         warnings.simplefilter("ignore")
         cases = load_model_tests(kind="node")
     import kiln.frontends.onnx.convert  # noqa: F401
+    import kiln.frontends.onnx.recurrent  # noqa: F401
 
     return {c.name: c for c in cases
             if {n.op_type for n in c.model.graph.node} <= set(CONVERTERS)}
@@ -118,7 +120,7 @@ def test_node_case(name: str) -> None:
 
 
 def test_most_cases_import() -> None:
-    """A floor under the count that imports and agrees (655 of 975 when written): a change
+    """A floor under the count that imports and agrees (672 of 993 when written): a change
     that refuses more, even for a listed reason, shows here."""
     passed = sum(_run_case(case) is None for case in _cases().values())
-    assert passed >= 650, passed
+    assert passed >= 670, passed

@@ -293,3 +293,73 @@ def test_predict_checks_its_inputs() -> None:
         model.predict(np.zeros((3, 12, 12), np.float32))
     with pytest.raises(ValueError, match="batch_size a positive int"):
         model.predict(np.zeros((1, 3, 12, 12), np.float32), batch_size=0)
+
+
+# -- recurrent ops -------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(op=st.sampled_from(["LSTM", "GRU", "RNN"]),
+       direction=st.sampled_from(["forward", "reverse", "bidirectional"]),
+       layout=st.sampled_from([0, 1]), steps=st.integers(1, 5), hidden=st.integers(1, 4),
+       with_bias=st.booleans(), with_initial=st.booleans(), extra=st.booleans(),
+       seed=st.integers(0, 99))
+def test_recurrent_ops_equal_onnxruntime(op, direction, layout, steps, hidden, with_bias,  # noqa: ANN001
+                                         with_initial, extra, seed) -> None:
+    """LSTM (with peepholes as `extra`), GRU (linear_before_reset as `extra`) and RNN, every
+    direction and layout, with and without biases and initial states, against onnxruntime;
+    every output (Y, Y_h and for LSTM Y_c); layout 1 against ONNX's reference evaluator."""
+    rng = np.random.default_rng(seed)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    dirs, batch, features = 2 if direction == "bidirectional" else 1, 3, 2
+    inits = [_init(rng, "W", dirs, gates * hidden, features),
+             _init(rng, "R", dirs, gates * hidden, hidden)]
+    names = ["x", "W", "R", "B" if with_bias else ""]
+    if with_bias:
+        inits.append(_init(rng, "B", dirs, 2 * gates * hidden))
+    state_shape = (batch, dirs, hidden) if layout else (dirs, batch, hidden)
+    states = ["h0", "c0"][:2 if op == "LSTM" else 1]
+    if with_initial:
+        inits += [_init(rng, s, *state_shape) for s in states]
+    names += ["", *(states if with_initial else [""] * len(states))]
+    attrs = {"hidden_size": hidden, "direction": direction, "layout": layout}
+    if op == "LSTM" and extra:
+        inits.append(_init(rng, "P", dirs, 3 * hidden))
+        names += ["P"]
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(extra)
+    outputs = ["y", "y_h", "y_c"][:3 if op == "LSTM" else 2]
+    x_shape = (batch, steps, features) if layout else (steps, batch, features)
+    node = helper.make_node(op, [n for n in names], outputs, **attrs)
+    proto = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                   [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                   inits)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    if layout:  # onnxruntime has no batch-first recurrent ops: ONNX's reference evaluator
+        from onnx.reference import ReferenceEvaluator
+
+        want = ReferenceEvaluator(proto).run(None, {"x": x})
+    else:
+        want = _ort(proto, {"x": x})
+    got = import_onnx(proto, backend="reference").predict(x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_an_lstm_classifier_on_numba() -> None:
+    """A bidirectional LSTM over a dynamic batch, then Gemm on its last states: numba and
+    onnxruntime backends agree with onnxruntime on the file."""
+    rng = np.random.default_rng(6)
+    n = helper.make_node
+    nodes = [n("LSTM", ["x", "W", "R", "B"], ["", "h"], hidden_size=5,
+               direction="bidirectional"),
+             n("Transpose", ["h"], ["hb"], perm=[1, 0, 2]),
+             n("Flatten", ["hb"], ["f"]), n("Gemm", ["f", "wd"], ["y"])]
+    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         [7, "N", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                   [_init(rng, "W", 2, 20, 3), _init(rng, "R", 2, 20, 5),
+                    _init(rng, "B", 2, 40), _init(rng, "wd", 10, 2)])
+    x = rng.standard_normal((7, 6, 3)).astype(np.float32)
+    (want,) = _ort(proto, {"x": x})
+    for backend in ("numba", "onnxruntime"):
+        got = import_onnx(proto, backend=backend).predict(x, batch_size=6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=backend)
