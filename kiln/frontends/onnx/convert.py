@@ -777,12 +777,10 @@ def _reshape(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     if x.known:
         return _folded(x.array.reshape(imp.int_dims(tuple(target))), x)  # type: ignore
     if x.dims is not None:
-        return [Tensor(dims=x.dims)] if len(target) == 1 else _reshape_dims_error(target)
+        if len(target) != 1:
+            raise NodeError(f"expected a shape vector to stay rank 1. Received: shape {target}")
+        return [Tensor(dims=x.dims)]
     return [Tensor(value=imp.b.reshape(imp.value(x), shape=target))]
-
-
-def _reshape_dims_error(target: list) -> list[Tensor]:
-    raise NodeError(f"expected a shape vector to stay rank 1. Received: shape {target}")
 
 
 @converter("Transpose", attrs={"perm": None})
