@@ -31,10 +31,6 @@ from kiln.ir.types import broadcast_shapes, numpy_dtype
 INT64_MAX = 2**63 - 1
 
 
-def _one(t: Tensor) -> list[Tensor]:
-    return [t]
-
-
 def _folded(array: Any, like: Tensor | None = None) -> list[Tensor]:
     """A result computed at import; a float result keeps the float type of `like` (NumPy
     may have widened it)."""
@@ -45,15 +41,13 @@ def _folded(array: Any, like: Tensor | None = None) -> list[Tensor]:
 
 
 # -- elementwise ---------------------------------------------------------------------------
-def _to_channels_last(imp: Importer, t: Tensor) -> Value | None:
-    """An operand of an elementwise op on channels-last images, broadcast as in ONNX's
-    layout; None when it cannot be (a rank above 4)."""
+def _to_channels_last(imp: Importer, t: Tensor) -> Value:
+    """An operand (rank 4 or less) of an elementwise op on channels-last images, broadcast
+    as it would be in ONNX's layout."""
     if t.rank == 4:
         return imp.channels_last(t)
     if t.rank == 0:
         return imp.value(t)
-    if t.rank > 4:
-        return None
     shape4 = (1,) * (4 - t.rank) + t.shape()
     if t.known:
         return imp.materialize(np.ascontiguousarray(
