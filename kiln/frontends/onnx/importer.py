@@ -8,8 +8,9 @@ What is imported:
     - float32, float64, int32, int64 and bool tensors;
     - initializers: float arrays become state (the parameters, under their ONNX names, so
       `kiln info` counts them and `get_weights`-style tools see them), other ones constants;
-    - dimensions: a named (dim_param) or unknown first dimension of the inputs becomes the
-      batch symbol N; other named dimensions become symbols of their own name.
+    - dimensions: an unknown first dimension of an input, or the first name (dim_param) met
+      on one, becomes the batch symbol N; other names become symbols of their own, one per
+      name wherever it appears.
 
 Layout. ONNX convolutions and pools are NCHW with OIHW kernels, kiln's are NHWC with HWIO
 kernels. A tensor here may be held in either layout (`Tensor.value` for ONNX's own, `.nhwc`
@@ -233,9 +234,15 @@ class Importer:
                             f"Constant). Received: a value computed at run time")
         return [int(v) for v in t.array.reshape(-1)]
 
-    def symbol(self, param: str) -> str:
+    def symbol(self, param: str, batch: bool = False) -> str:
+        """The kiln symbol of an ONNX dim_param, the same wherever the name appears: the
+        batch symbol N for the first one on a leading axis (`batch`), else its own name."""
         if param not in self._symbols:
-            self._symbols[param] = _symbol(param)
+            taken = set(self._symbols.values())
+            name = BATCH if batch and BATCH not in taken else _symbol(param)
+            while name in taken or (name == BATCH and not batch):
+                name += "_"
+            self._symbols[param] = name
         return self._symbols[param]
 
     # -- the walk ------------------------------------------------------------------------
@@ -284,10 +291,10 @@ class Importer:
         for axis, dim in enumerate(tt.shape.dim):
             if dim.HasField("dim_value"):
                 dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param") and dim.dim_param:
+                dims.append(self.symbol(dim.dim_param, batch=axis == 0))
             elif axis == 0:
                 dims.append(BATCH)
-            elif dim.HasField("dim_param") and dim.dim_param:
-                dims.append(self.symbol(dim.dim_param))
             else:
                 raise OnnxImportError(f"{where}: expected every dimension but the first to "
                                       f"have a size or a name. Received: axis {axis} unknown")

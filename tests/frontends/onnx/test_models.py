@@ -363,3 +363,25 @@ def test_an_lstm_classifier_on_numba() -> None:
     for backend in ("numba", "onnxruntime"):
         got = import_onnx(proto, backend=backend).predict(x, batch_size=6)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=backend)
+
+
+def test_named_dimensions_are_symbols_shared_by_name() -> None:
+    """dim_params: the first on a leading axis is the batch N, others keep their names, and
+    one name is one symbol in every input: one compiled graph takes any sequence length."""
+    n = helper.make_node
+    proto = _model([n("ReduceSum", ["seq", "axes"], ["total"], keepdims=0),
+                    n("Add", ["total", "bias"], ["sum"]), n("Relu", ["sum"], ["y"])],
+                   [helper.make_tensor_value_info("seq", TensorProto.FLOAT,
+                                                  ["batch", "length", 4]),
+                    helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["batch", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                   [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    model = import_onnx(proto, backend="numba")
+    assert [v.type.shape for v in model.graph.inputs] == [("N", "length", 4), ("N", 4)]
+    rng = np.random.default_rng(7)
+    for length in (3, 11):
+        feed = {"seq": rng.standard_normal((5, length, 4)).astype(np.float32),
+                "bias": rng.standard_normal((5, 4)).astype(np.float32)}
+        (want,) = _ort(proto, feed)
+        np.testing.assert_allclose(model.predict(feed, batch_size=2), want, rtol=1e-5,
+                                   atol=1e-6)
