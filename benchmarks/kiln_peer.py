@@ -186,3 +186,16 @@ def driver_call(exe: Any, entry: str, feed: dict[str, np.ndarray]) -> Callable[[
         raise TypeError(f"exe.run called the driver {len(captured)} times, expected once")
     args = captured[0]
     return lambda: function(*args)
+
+
+def imported_onnx_call(data: bytes, x: np.ndarray) -> tuple[Callable[[], object], str]:
+    """kiln's numba executable of an ONNX model (the torch export onnxruntime runs),
+    imported by kiln.frontends.onnx: (one exe.run on x in the export's layout, the name of
+    the output in the dict it returns)."""
+    import onnx
+
+    from kiln.frontends.onnx import import_onnx
+
+    model = import_onnx(onnx.load_from_string(data), backend="numba")
+    exe, feed = model.executable(), {model.input_names[0]: x}
+    return (lambda: exe.run("predict", feed)), model.output_names[0]

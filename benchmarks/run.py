@@ -178,6 +178,10 @@ def check_predictions(run: Run, name: str, peers: dict[str, Any], session: Any,
         from benchmarks.torch_peer import onnx_call
 
         outputs["onnxruntime-export"] = np.asarray(onnx_call(session, name, x)()[0], np.float64)
+        imported = _imported_call(run, name, peers, x)
+        if imported is not None:
+            call, output = imported
+            outputs["kiln-numba (onnx import)"] = np.asarray(call()[output], np.float64)
     base = "kiln-reference" if "kiln-reference" in outputs else next(iter(outputs), None)
     diffs = {p: float(np.max(np.abs(o - outputs[base]))) for p, o in outputs.items()}
     run.results["correctness"][f"predict/{name}"] = {"against": base, "max_abs_diff": diffs}
@@ -291,8 +295,28 @@ def bench_infer(run: Run, name: str, peers: dict[str, Any], session: Any,
             from benchmarks.torch_peer import onnx_call
 
             calls["onnxruntime (torch export)"] = onnx_call(session, name, xb)
+            imported = _imported_call(run, name, peers, xb)
+            if imported is not None:
+                calls["kiln-numba (onnx import)"] = imported[0]
         stats, errors = common.measure(calls, run.plan["latency"])
         run.record(f"infer/{name}/b{size}", stats, errors)
+
+
+def _imported_call(run: Run, name: str, peers: dict[str, Any], x: np.ndarray) -> Any:
+    """(one exe.run of kiln's numba import of the ONNX file onnxruntime runs, on x given in
+    kiln's layout and fed in the export's; its output's name), or None, with a note, when
+    the import fails."""
+    if "kiln-numba" not in run.peers or not hasattr(peers.get("torch"), "onnx_bytes"):
+        return None
+    from benchmarks.kiln_peer import imported_onnx_call
+    from benchmarks.torch_peer import inputs
+
+    try:
+        return imported_onnx_call(peers["torch"].onnx_bytes, inputs(name, x).numpy())
+    except Exception as err:  # noqa: BLE001
+        run.note(f"{name}: kiln could not import the torch export: {type(err).__name__}: "
+                 f"{err}"[:400])
+        return None
 
 
 def bench_fit(run: Run, peers: dict[str, Any]) -> None:

@@ -332,6 +332,7 @@ class TorchPeer:
         wrapper = Predict().eval()
         example = inputs(name, np.zeros((2, *self._sample_shape()), self._dtype()))
         data, exporter = _export(wrapper, example)
+        self.onnx_bytes = data  # what kiln's importer reads beside onnxruntime
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1

@@ -38,8 +38,11 @@ def test_quick_run_mlp(tmp_path: Path) -> None:
     for size in (1, 128):
         infer = results["measurements"][f"infer/mlp/b{size}"]["peers"]
         assert "kiln-numba (predict_on_batch)" in infer
+        if "onnxruntime (torch export)" in infer:  # kiln's import of the same file beside it
+            assert infer["kiln-numba (onnx import)"]["n"] > 0
     # every framework present computed the same predictions and the same first loss
     diffs = results["correctness"]["predict/mlp"]["max_abs_diff"]
+    assert ("onnxruntime-export" in diffs) == ("kiln-numba (onnx import)" in diffs), diffs
     assert max(diffs.values()) <= 1e-4, diffs
     rel = results["correctness"]["train/mlp"]["rel_diff"]
     assert max(rel.values()) <= 1e-4, rel
