@@ -232,7 +232,7 @@ def _clip(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 def _cast(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     dtype = dtype_of(a["to"], "Cast's target")
     x = _need(ins, 0, "input")
-    if x.dims is not None:
+    if x.dims is not None and dtype in ("int32", "int64"):
         return [x]  # a shape vector stays one (int64 -> int32 -> int64 chains included)
     if x.dtype() == dtype:
         return [x]
