@@ -1151,3 +1151,187 @@ def _arg(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     if out.type.dtype != "int64":
         out = b.cast(out, dtype="int64")
     return [Tensor(value=out)]
+
+
+# -- more ops written as kiln ops ----------------------------------------------------------------
+@converter("Mish")
+def _mish(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    return elementwise(imp, [_need(ins, 0, "X")], lambda x: b.mul(x, b.tanh(b.softplus(x))))
+
+
+@converter("Celu", attrs={"alpha": 1.0})
+def _celu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    alpha = float(a["alpha"])
+    b = imp.b  # max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), which is elu of x / alpha
+    return elementwise(imp, [_need(ins, 0, "X")],
+                       lambda x: b.mul(b.elu(b.div(x, alpha), alpha=1.0), alpha))
+
+
+@converter("Shrink", attrs={"bias": 0.0, "lambd": 0.5})
+def _shrink(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    bias, lambd = float(a["bias"]), float(a["lambd"])
+    b = imp.b
+
+    def build(x: Value) -> Value:
+        zero = b.mul(x, 0.0) if x.type.is_float else b.sub(x, x)
+        return b.where(b.less(x, -lambd), b.add(x, bias),
+                       b.where(b.greater(x, lambd), b.sub(x, bias), zero))
+
+    return elementwise(imp, [_need(ins, 0, "input")], build)
+
+
+@converter("IsNaN")
+def _isnan(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    return elementwise(imp, [_need(ins, 0, "X")], lambda x: b.logical_not(b.equal(x, x)),
+                       np.isnan)
+
+
+@converter("IsInf", attrs={"detect_negative": 1, "detect_positive": 1})
+def _isinf(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    neg, pos = bool(a["detect_negative"]), bool(a["detect_positive"])
+
+    def build(x: Value) -> Value:
+        if neg and pos:
+            return b.equal(b.abs(x), np.inf)
+        if pos:
+            return b.equal(x, np.inf)
+        if neg:
+            return b.equal(x, -np.inf)
+        return b.logical_and(b.equal(x, 0.0), b.logical_not(b.equal(x, x)))  # all false
+
+    return elementwise(imp, [_need(ins, 0, "X")], build)
+
+
+@converter("Hardmax", attrs={"axis": None})
+def _hardmax(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    x = _need(ins, 0, "input")
+    shape, v = x.shape(), imp.value(x)
+    if imp.opset < 13:  # over the trailing axes from `axis` taken as one, as Softmax was
+        axis = (1 if a["axis"] is None else int(a["axis"])) % max(x.rank, 1)
+        flat = b.reshape(v, shape=[*shape[:axis], _product(shape[axis:])])
+        depth = flat.type.shape[-1]
+        hot = b.one_hot(b.argmax(flat, axis=-1), depth=depth, dtype=v.type.dtype, axis=-1)
+        return [Tensor(value=b.reshape(hot, shape=list(shape)))]
+    axis = (-1 if a["axis"] is None else int(a["axis"])) % x.rank
+    depth = shape[axis]
+    if not isinstance(depth, int):
+        raise NodeError(f"expected a static axis. Received: axis {axis} of {list(shape)}")
+    return [Tensor(value=b.one_hot(b.argmax(v, axis=axis), depth=depth, dtype=v.type.dtype,
+                                   axis=axis))]
+
+
+@converter("OneHot", attrs={"axis": -1})
+def _onehot(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    idx = _need(ins, 0, "indices")
+    depth = imp.known_ints(_need(ins, 1, "depth"), "depth")
+    values = _need(ins, 2, "values")
+    if len(depth) != 1 or depth[0] < 1:
+        raise NodeError(f"expected one depth >= 1. Received: {depth}")
+    (depth_n,) = depth
+    iv = imp.value(idx)
+    if iv.type.dtype not in ("int32", "int64"):
+        iv = b.cast(iv, dtype="int64")
+    # ONNX: an index in [-depth, depth) counts from the end when negative
+    iv = b.where(b.less(iv, 0), b.add(iv, depth_n), iv)
+    vv = imp.value(values)
+    hot = b.one_hot(iv, depth=depth_n, dtype=vv.type.dtype, axis=int(a["axis"]))
+    off = b.slice(vv, begin=[0], end=[1])
+    on = b.slice(vv, begin=[1], end=[2])
+    rank = hot.type.rank
+    off, on = (b.reshape(v, shape=[1] * rank) for v in (off, on))
+    return [Tensor(value=b.add(b.mul(hot, b.sub(on, off)), off))]
+
+
+@converter("Trilu", attrs={"upper": 1})
+def _trilu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    x = _need(ins, 0, "input")
+    k = ins[1] if len(ins) > 1 else None
+    offset = imp.known_ints(k, "k")[0] if k is not None else 0
+    rows, cols = x.shape()[-2:]
+    if not isinstance(rows, int) or not isinstance(cols, int):
+        raise NodeError(f"expected the last two axes static. Received: {list(x.shape())}")
+    keep = (np.triu if a["upper"] else np.tril)(np.ones((rows, cols), bool), offset)
+    if x.known:
+        return _folded(np.where(keep, x.array, np.zeros((), x.array.dtype)), x)  # type: ignore
+    b = imp.b
+    v = imp.value(x)
+    zero = b.mul(v, 0.0) if v.type.is_float else b.sub(v, v)
+    return [Tensor(value=b.where(b.constant(keep), v, zero))]
+
+
+@converter("LpNormalization", attrs={"axis": -1, "p": 2})
+def _lp_normalization(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    x = _need(ins, 0, "input")
+    v, axis = imp.value(x), int(a["axis"]) % x.rank
+    if a["p"] == 1:
+        norm = b.sum(b.abs(v), axes=[axis], keepdims=True)
+    elif a["p"] == 2:
+        norm = b.sqrt(b.sum(b.mul(v, v), axes=[axis], keepdims=True))
+    else:
+        raise NodeError(f"expected p 1 or 2. Received: {a['p']}")
+    # x / norm, 0 where the norm is 0 (as ONNX's reference)
+    safe = b.where(b.equal(norm, 0.0), b.add(b.mul(norm, 0.0), 1.0), norm)
+    return [Tensor(value=b.div(v, safe))]
+
+
+@converter("MeanVarianceNormalization", attrs={"axes": [0, 2, 3]})
+def _mvn(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    b = imp.b
+    x = _need(ins, 0, "X")
+    v = imp.value(x)
+    axes = sorted({int(k) % x.rank for k in a["axes"]})
+    mean = b.mean(v, axes=axes, keepdims=True)
+    centered = b.sub(v, mean)
+    std = b.sqrt(b.mean(b.mul(centered, centered), axes=axes, keepdims=True))
+    return [Tensor(value=b.div(centered, b.add(std, 1e-9)))]
+
+
+@converter("InstanceNormalization", attrs={"epsilon": 1e-5})
+def _instance_norm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    """Each sample's channels normalized over their spatial axes, then scaled and shifted
+    per channel; channels last where the input is held so."""
+    b = imp.b
+    x, scale, bias = (_need(ins, k, n) for k, n in ((0, "input"), (1, "scale"), (2, "B")))
+    eps = float(a["epsilon"])
+    if x.rank == 4 and x.channels_last:
+        v, axes, per_channel = imp.channels_last(x), [1, 2], [-1]
+    else:
+        v, axes = imp.value(x), list(range(2, x.rank))
+        per_channel = [x.shape()[1]] + [1] * (x.rank - 2)
+    mean = b.mean(v, axes=axes, keepdims=True)
+    centered = b.sub(v, mean)
+    var = b.mean(b.mul(centered, centered), axes=axes, keepdims=True)
+    gamma, beta = (b.reshape(imp.value(t), shape=per_channel) for t in (scale, bias))
+    y = b.add(b.mul(b.mul(centered, b.rsqrt(b.add(var, eps))), gamma), beta)
+    return [Tensor(nhwc=y) if x.rank == 4 and x.channels_last else Tensor(value=y)]
+
+
+@converter("DepthToSpace", "SpaceToDepth", attrs={"blocksize": None, "mode": "DCR"})
+def _depth_space(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    """Reshape, transpose, reshape, in ONNX's NCHW layout (the spec's own definition)."""
+    b = imp.b
+    x = _need(ins, 0, "input")
+    if x.rank != 4:
+        raise NodeError(f"expected an input of rank 4. Received: {list(x.shape())}")
+    n, c, h, w = x.shape()
+    k = int(a["blocksize"])
+    v = imp.value(x)
+    if a["mode"] not in ("DCR", "CRD"):
+        raise NodeError(f"expected mode DCR or CRD. Received: {a['mode']!r}")
+    if node.op_type == "SpaceToDepth":
+        v = b.reshape(v, shape=[n, c, h // k, k, w // k, k])
+        v = b.transpose(v, perm=[0, 3, 5, 1, 2, 4] if a["mode"] == "DCR" else [0, 1, 3, 5, 2, 4])
+        return [Tensor(value=b.reshape(v, shape=[n, c * k * k, h // k, w // k]))]
+    if a["mode"] == "DCR":
+        v = b.transpose(b.reshape(v, shape=[n, k, k, c // (k * k), h, w]),
+                        perm=[0, 3, 4, 1, 5, 2])
+    else:
+        v = b.transpose(b.reshape(v, shape=[n, c // (k * k), k, k, h, w]),
+                        perm=[0, 1, 4, 2, 5, 3])
+    return [Tensor(value=b.reshape(v, shape=[n, c // (k * k), h * k, w * k]))]

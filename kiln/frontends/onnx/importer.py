@@ -400,7 +400,7 @@ def import_graph(model: str | os.PathLike | Any) -> ImportedGraph:
     """Import an .onnx file (or an onnx.ModelProto) as a kiln predict graph and its state."""
     import onnx
 
-    from kiln.frontends.onnx import convert, recurrent  # noqa: F401  (register converters)
+    from kiln.frontends.onnx import convert, recurrent, resize  # noqa: F401  (registering)
 
     if isinstance(model, onnx.ModelProto):
         where, proto = "<ModelProto>", model
