@@ -156,6 +156,15 @@ class OnnxModel:
                              options=self.compile_options,
                              state_roles={name: "non_trainable" for name in self.state})
 
+    def as_layer(self, name: str | None = None, trainable: bool = True) -> Any:
+        """The model as a Keras layer (kiln.layers.GraphLayer) holding copies of its
+        weights, to call on layers.Input tensors of its input shapes: a backbone to
+        fine-tune or to give a new head. The batch must be its inputs' only symbolic
+        dimension."""
+        from kiln.frontends.keras.layers.graph import GraphLayer
+
+        return GraphLayer(self.graph, self.state, name=name, trainable=trainable)
+
     def count_params(self) -> int:
         return int(sum(a.size for a in self.state.values()))
 

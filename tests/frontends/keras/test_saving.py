@@ -159,6 +159,18 @@ def test_training_continues_exactly_on_numba(tmp_path) -> None:  # noqa: ANN001
     _same_weights(straight, resumed)
 
 
+def _small_graph():  # noqa: ANN202
+    """tanh(x @ w + b) written in the IR: what GraphLayer wraps (an imported ONNX model, say)."""
+    from kiln.ir import GraphBuilder, TensorType
+
+    b = GraphBuilder("small")
+    x = b.input("x", TensorType(("N", 5, 3), "float32"))
+    w = b.state("w", TensorType((3, 2), "float32"))
+    bias = b.state("b", TensorType((2,), "float32"))
+    b.output(b.tanh(b.add(b.matmul(x, w), bias)), "y")
+    return b.build()
+
+
 def _layer_models() -> dict[str, models.Model]:
     """A small model per layer class, with non-default arguments, to round-trip configs."""
     seq = layers.Input((5, 3))
@@ -241,6 +253,9 @@ def _layer_models() -> dict[str, models.Model]:
             layers.Flatten()(layers.RandomCrop(4, 4)(layers.Normalization(
                 axis=None, mean=2.0, variance=3.0, invert=True)(img))),
             layers.Flatten()(layers.Normalization(axis=(1, 3))(img))])),
+        "graph": models.Model(seq, layers.GraphLayer(
+            _small_graph(), {"w": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)},
+            name="in_ir")(seq)),
         "time_distributed": models.Sequential([
             layers.Input((3, 4, 4, 1)),
             layers.TimeDistributed(models.Sequential([layers.Conv2D(2, 2), layers.Flatten()])),
@@ -250,7 +265,7 @@ def _layer_models() -> dict[str, models.Model]:
 
 @pytest.mark.parametrize("name", ["recurrent", "conv", "pooling", "sequence", "activations",
                                   "reshaping", "attention", "embedding", "masked",
-                                  "preprocessing", "time_distributed"])
+                                  "preprocessing", "time_distributed", "graph"])
 def test_every_layer_rebuilds_from_its_config(name, tmp_path) -> None:  # noqa: ANN001
     utils.set_random_seed(2)
     model = _layer_models()[name]

@@ -33,6 +33,7 @@ from kiln.frontends.keras.layers.core import (
 )
 from kiln.frontends.keras.layers.einsum_dense import EinsumDense
 from kiln.frontends.keras.layers.embedding import Embedding
+from kiln.frontends.keras.layers.graph import GraphLayer
 from kiln.frontends.keras.layers.lambda_layer import Lambda
 from kiln.frontends.keras.layers.merge import (
     Add,
@@ -122,6 +123,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GRU",
+    "GraphLayer",
     "GaussianDropout",
     "GaussianNoise",
     "GlobalAveragePooling1D",
