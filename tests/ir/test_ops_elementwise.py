@@ -114,6 +114,9 @@ UNARY: dict[str, tuple[Callable, str, tuple[str, ...], st.SearchStrategy]] = {
     "softplus": (lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0), "any", FLOATS,
                  st.just({})),
     "sign": (np.sign, "any", FLOATS + INTS, st.just({})),
+    "floor": (np.floor, "any", FLOATS, st.just({})),
+    "ceil": (np.ceil, "any", FLOATS, st.just({})),
+    "round": (np.round, "any", FLOATS, st.just({})),
     "reciprocal": (lambda x: 1 / x, "nonzero", FLOATS, st.just({})),
     "clip": (None, "any", FLOATS + INTS,  # type: ignore[dict-item]
              st.tuples(st.integers(-3, 0), st.integers(0, 3)).map(

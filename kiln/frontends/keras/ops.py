@@ -273,6 +273,9 @@ rsqrt = _unary("rsqrt")
 square = _unary("square", float_only=False)
 negative = _unary("neg", float_only=False)
 sign = _unary("sign", float_only=False)
+floor = _unary("floor")
+ceil = _unary("ceil")
+round = _unary("round")  # noqa: A001 - Keras's name; halves to even, as keras.ops.round
 tanh = _unary("tanh")
 sin = _unary("sin")
 cos = _unary("cos")
@@ -746,7 +749,7 @@ def parameters(fn: Any) -> set[str]:
 
 
 _NOT_HERE = ("cumsum", "cumprod", "sort", "argsort", "top_k", "cond", "while_loop", "fori_loop",
-             "scan", "sin", "cos", "tan", "floor", "ceil", "round", "mod", "floor_divide")
+             "scan", "tan", "mod", "floor_divide")
 
 
 def __getattr__(name: str) -> Any:

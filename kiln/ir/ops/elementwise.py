@@ -136,6 +136,11 @@ _unary(
 )
 _unary("softplus", _softplus, lambda b, x, y, g, a: b.mul(g, b.sigmoid(x)))
 _unary("sign", np.sign, None, float_only=False, differentiable=False)
+# Rounding to an integral value (in the operand's float dtype); round takes halves to even,
+# as np.round and ONNX's Round. Their gradient is zero almost everywhere: none.
+_unary("floor", np.floor, None, differentiable=False)
+_unary("ceil", np.ceil, None, differentiable=False)
+_unary("round", np.round, None, differentiable=False)
 _unary("reciprocal", lambda x: (1 / x).astype(x.dtype),
        lambda b, x, y, g, a: b.neg(b.mul(g, b.square(y))))
 _unary(

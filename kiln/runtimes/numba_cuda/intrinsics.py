@@ -24,11 +24,11 @@ SIMULATOR = cuda.jit.__module__.startswith("numba.cuda.simulator")
 if SIMULATOR:
     exp, expm1, log, log1p = np.exp, np.expm1, np.log, np.log1p
     sqrt, tanh, pow = np.sqrt, np.tanh, np.power  # noqa: A001 - the kernels' name for it
-    sin, cos, floor = np.sin, np.cos, np.floor
+    sin, cos, floor, ceil = np.sin, np.cos, np.floor, np.ceil
 else:
     exp, expm1, log, log1p = math.exp, math.expm1, math.log, math.log1p
     sqrt, tanh, pow = math.sqrt, math.tanh, math.pow  # noqa: A001
-    sin, cos, floor = math.sin, math.cos, math.floor
+    sin, cos, floor, ceil = math.sin, math.cos, math.floor, math.ceil
 
 
 

@@ -35,6 +35,13 @@ SAMPLES = [
     Sample("selu", [away_from_zero(3, 4)]),
     Sample("softplus", [normal(3, 4) * 3]),
     Sample("sign", [away_from_zero(3, 4)], grad=False),
+    # halves (to even), values near integers from both sides, and big ones
+    Sample("floor", [np.array([[-2.5, -0.5, 0.5, 1.5], [2.999, -1.001, 3e8, -7.0]])],
+           grad=False),
+    Sample("ceil", [np.array([[-2.5, -0.5, 0.5, 1.5], [2.001, -1.999, 3e8, -7.0]])],
+           grad=False),
+    Sample("round", [np.array([[-2.5, -0.5, 0.5, 1.5], [2.5, -1.4999, 3e8 + 0.5, 7.51]])],
+           grad=False),
     Sample("reciprocal", [away_from_zero(3, 4)]),
     Sample("clip", [np.array([[-2.0, -0.3, 0.1], [0.45, 0.8, 3.0]])], {"min": -0.5, "max": 0.5}),
     Sample("add", [normal(3, 4), normal(4)], name="broadcast"),

@@ -126,3 +126,27 @@ def test_the_library_modules_are_the_kernel_files() -> None:
     folder = Path(__file__).resolve().parents[3] / "kiln" / "runtimes" / "numba_cuda" / "kernels"
     files = {p.stem for p in folder.glob("*.py")} - {"__init__", "arrays"}
     assert set(library_modules()) == files
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_unary_elementwise_op_compiles_to_ptx(dtype: str) -> None:
+    """Each unary op's CUDA expression alone, at each float dtype (the rounding ops among
+    them convert through int64 on a GPU, which the simulator does not show); float32
+    rounding does no float64 arithmetic. (sin and cos in float32 do: numba's math.sin and
+    math.cos lower through float64 there.)"""
+    from kiln.ir import GraphBuilder, TensorType
+    from kiln.ir.registry import OPS
+
+    unary = sorted(name for name, op in OPS.items() if op.family == "elementwise"
+                   and "unary" in op.tags and name not in ("cast", "logical_not"))
+    b = GraphBuilder("unary")
+    x = b.input("x", TensorType(("N", 8), dtype))
+    for k, name in enumerate(unary):
+        b.output(b.op(name, x), f"y{k}")
+    graph, _ = compile_graph(b.build(), 0)  # one kernel per op
+    cases = list(generated_kernels(graph))
+    assert {"floor", "ceil", "round"} <= {c.name.split()[0] for c in cases}
+    for case in cases:
+        ptx = _compile(case)
+        if dtype == "float32" and case.name.split()[0] in ("floor", "ceil", "round"):
+            assert ".f64" not in ptx, f"{case.name}: float64 arithmetic in a float32 kernel"

@@ -30,7 +30,7 @@ from kiln.ir.types import canonical_dtype
 
 # The functions a kernel module imports, from `math` on a GPU and from NumPy in the simulator.
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "sqrt", "tanh", "pow", "sin", "cos",
-                  "floor")
+                  "floor", "ceil")
 
 
 def _sigmoid(node: Node, a: Sequence[str]) -> str:
@@ -66,6 +66,33 @@ def _select(op: str) -> ScalarFn:
     return lambda node, a: f"({a[0]} if {a[0]} {op} {a[1]} or {a[0]} != {a[0]} else {a[1]})"
 
 
+# At and above this magnitude every float of the dtype is an integer: rounding is the
+# identity there (and x + 1/2 would round before floor sees it).
+_INTEGRAL = {"float32": 2.0 ** 23, "float64": 2.0 ** 52}
+
+
+def _rounding(fn: str) -> ScalarFn:
+    """floor or ceil in the float dtype (Python's would be an int in the simulator), for
+    magnitudes below _INTEGRAL; NaN and infinities pass through as themselves."""
+    def emit(node: Node, a: Sequence[str]) -> str:
+        x, dtype = a[0], node.outputs[0].type.dtype
+        return (f"({NP_TYPE[dtype]}({fn}({x})) if abs({x}) < {_c(node, _INTEGRAL[dtype])} "
+                f"else {x})")
+
+    return emit
+
+
+def _round(node: Node, a: Sequence[str]) -> str:
+    """Halves to even: floor(x + 1/2), less one where x was a half and that is odd; float
+    arithmetic only (an int literal in `%` would widen a float32 kernel to float64)."""
+    x, dtype = a[0], node.outputs[0].type.dtype
+    t, half = NP_TYPE[dtype], _c(node, 0.5)
+    up = f"{t}(floor({x} + {half}))"
+    odd = f"{t}(floor({up} * {half})) * {_c(node, 2)} != {up}"
+    fix = f"({_c(node, 1)} if {up} - {x} == {half} and {odd} else {_c(node, 0)})"
+    return f"(({up} - {fix}) if abs({x}) < {_c(node, _INTEGRAL[dtype])} else {x})"
+
+
 def _cast_op(node: Node, a: Sequence[str]) -> str:
     target = canonical_dtype(node.attr["dtype"])
     if target == "bool":
@@ -91,6 +118,9 @@ SCALAR: dict[str, ScalarFn] = {
     "selu": _selu,
     "softplus": _softplus,
     "sign": sign_expr,
+    "floor": _rounding("floor"),
+    "ceil": _rounding("ceil"),
+    "round": _round,
     "reciprocal": lambda node, a: f"({_c(node, 1)} / {a[0]})",
     "clip": clip_expr,
     "add": _binary("{x} + {y}"),

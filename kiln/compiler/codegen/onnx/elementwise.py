@@ -18,7 +18,7 @@ from kiln.ir.types import canonical_dtype, numpy_dtype
 
 _UNARY = {
     "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "tanh": "Tanh",
-    "sin": "Sin", "cos": "Cos",
+    "sin": "Sin", "cos": "Cos", "floor": "Floor", "ceil": "Ceil", "round": "Round",
     "sigmoid": "Sigmoid", "sign": "Sign", "reciprocal": "Reciprocal", "relu": "Relu",
     "logical_not": "Not",
 }
