@@ -6,7 +6,7 @@ optional input) and its attributes (the registered defaults overlaid with the no
 returns its outputs. Where the ONNX op is more general than kiln's (explicit or asymmetric
 padding, groups, rank-1 matmul operands, negative indices), it is rewritten into kiln ops
 that compute the same; where kiln cannot (other pad modes, dilated pools, ops kiln lacks,
-such as Erf), the node is refused with the reason.
+such as TopK), the node is refused with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.frontends.keras import activations
 from kiln.frontends.onnx.importer import (
     NCHW_TO_NHWC,
     Importer,
@@ -90,7 +91,8 @@ for _onnx, _kiln, _fold in (
         ("Log", "log", np.log), ("Sqrt", "sqrt", np.sqrt), ("Abs", "abs", np.abs),
         ("Neg", "neg", np.negative), ("Reciprocal", "reciprocal", np.reciprocal),
         ("Sin", "sin", np.sin), ("Cos", "cos", np.cos), ("Sign", "sign", np.sign),
-        ("Softplus", "softplus", None), ("Not", "logical_not", np.logical_not)):
+        ("Softplus", "softplus", None), ("Not", "logical_not", np.logical_not),
+        ("Floor", "floor", np.floor), ("Ceil", "ceil", np.ceil), ("Round", "round", np.round)):
     converter(_onnx)(_unary(_kiln, _fold))
 
 
@@ -166,17 +168,12 @@ def _hardsigmoid(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         imp.b, x, float(a["alpha"]), float(a["beta"])))
 
 
-@converter("HardSwish")
-def _hardswish(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    return elementwise(imp, [_need(ins, 0, "X")], lambda x: imp.b.mul(
-        x, _hard_sigmoid(imp.b, x, 1 / 6, 0.5)))
-
-
-@converter("Softsign")
-def _softsign(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    b = imp.b
-    return elementwise(imp, [_need(ins, 0, "input")],
-                       lambda x: b.div(x, b.add(b.abs(x), 1.0)))
+# Activations ONNX shares with Keras (HardSwish is Keras's hard_silu: x * clip(x/6 + 1/2)),
+# built by the Keras frontend's own IR functions.
+for _onnx, _fn in (("HardSwish", activations.hard_silu), ("Softsign", activations.softsign),
+                   ("Mish", activations.mish), ("Erf", activations.erf)):
+    converter(_onnx)(lambda imp, node, ins, a, fn=_fn: elementwise(
+        imp, [_need(ins, 0, "input")], lambda x: fn(imp.b, x)))
 
 
 @converter("Gelu", attrs={"approximate": "none"})
@@ -187,8 +184,8 @@ def _gelu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     b = imp.b
 
     def build(x: Value) -> Value:
-        if a["approximate"] == "none":  # x/2 (1 + erf(x / sqrt 2)), erf as in Erf below
-            return b.mul(b.mul(x, 0.5), b.add(_erf_of(b, b.mul(x, float(np.sqrt(0.5)))), 1.0))
+        if a["approximate"] == "none":  # x/2 (1 + erf(x / sqrt 2)), as Keras's gelu
+            return activations.gelu(b, x)
         inner = b.mul(b.add(x, b.mul(b.mul(b.mul(x, x), x), 0.044715)),
                       float(np.sqrt(2 / np.pi)))
         return b.mul(b.mul(x, 0.5), b.add(b.tanh(inner), 1.0))
@@ -679,23 +676,6 @@ def _layer_norm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     return [Tensor(value=y), Tensor(value=mean), Tensor(value=inv)]
 
 
-@converter("Erf")
-def _erf(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    # Abramowitz and Stegun 7.1.26: |error| <= 1.5e-7, below float32's resolution of erf's
-    # values near 1 (6e-8); kiln has no erf op of its own.
-    return elementwise(imp, [_need(ins, 0, "input")], lambda x: _erf_of(imp.b, x))
-
-
-def _erf_of(b: Any, x: Value) -> Value:
-    ax = b.abs(x)
-    t = b.reciprocal(b.add(b.mul(ax, 0.3275911), 1.0))
-    poly: Any = 1.061405429
-    for coeff in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly = b.add(b.mul(t, poly), coeff)
-    tail = b.mul(b.mul(t, poly), b.exp(b.neg(b.mul(ax, ax))))
-    return b.mul(b.sign(x), b.sub(1.0, tail))
-
-
 # -- softmax ---------------------------------------------------------------------------------
 @converter("Softmax", "LogSoftmax", attrs={"axis": None})
 def _softmax(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
@@ -1154,12 +1134,6 @@ def _arg(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 
 
 # -- more ops written as kiln ops ----------------------------------------------------------------
-@converter("Mish")
-def _mish(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    b = imp.b
-    return elementwise(imp, [_need(ins, 0, "X")], lambda x: b.mul(x, b.tanh(b.softplus(x))))
-
-
 @converter("Celu", attrs={"alpha": 1.0})
 def _celu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     alpha = float(a["alpha"])
