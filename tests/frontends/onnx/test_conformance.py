@@ -124,7 +124,7 @@ def test_node_case(name: str) -> None:
 
 
 def test_most_cases_import() -> None:
-    """A floor under the count that imports and agrees (757 of 1091 when written): a change
+    """A floor under the count that imports and agrees (762 of 1096 when written): a change
     that refuses more, even for a listed reason, shows here."""
     passed = sum(_run_case(case) is None for case in _cases().values())
-    assert passed >= 755, passed
+    assert passed >= 760, passed
