@@ -111,42 +111,36 @@ def _dropout(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     return [_need(ins, 0, "data")]
 
 
-@converter("Elu", attrs={"alpha": 1.0})
-def _elu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    return elementwise(imp, [_need(ins, 0, "X")],
-                       lambda x: imp.b.elu(x, alpha=float(a["alpha"])))
+def _activation(op_type: str, build: Callable[[Any, Value, dict], Value],
+                attrs: dict[str, Any] | None = None) -> None:
+    """Register an op of one input that is `build(builder, x, attributes)` elementwise."""
+    converter(op_type, attrs=attrs)(lambda imp, node, ins, a: elementwise(
+        imp, [_need(ins, 0, "X")], lambda x: build(imp.b, x, a)))
 
 
-@converter("Selu", attrs={"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875})
-def _selu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    alpha, gamma = float(a["alpha"]), float(a["gamma"])
-
-    def build(x: Value) -> Value:
-        return imp.b.mul(imp.b.elu(x, alpha=alpha), gamma)
-
-    return elementwise(imp, [_need(ins, 0, "X")], build)
+def _f(a: dict, name: str) -> float:
+    return float(a[name])
 
 
-@converter("LeakyRelu", attrs={"alpha": 0.01})
-def _leaky_relu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    alpha = float(a["alpha"])
-
-    def build(x: Value) -> Value:
-        b = imp.b
-        return b.where(b.less(x, 0.0), b.mul(x, alpha), x)
-
-    return elementwise(imp, [_need(ins, 0, "X")], build)
-
-
-@converter("ThresholdedRelu", attrs={"alpha": 1.0})
-def _thresholded_relu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    alpha = float(a["alpha"])
-
-    def build(x: Value) -> Value:
-        b = imp.b
-        return b.where(b.greater(x, alpha), x, b.mul(x, 0.0))
-
-    return elementwise(imp, [_need(ins, 0, "X")], build)
+_activation("Elu", lambda b, x, a: b.elu(x, alpha=_f(a, "alpha")), {"alpha": 1.0})
+_activation("Selu", lambda b, x, a: b.mul(b.elu(x, alpha=_f(a, "alpha")), _f(a, "gamma")),
+            {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875})
+_activation("LeakyRelu", lambda b, x, a: b.where(b.less(x, 0.0), b.mul(x, _f(a, "alpha")), x),
+            {"alpha": 0.01})
+_activation("ThresholdedRelu",
+            lambda b, x, a: b.where(b.greater(x, _f(a, "alpha")), x, b.mul(x, 0.0)),
+            {"alpha": 1.0})
+_activation("HardSigmoid", lambda b, x, a: b.clip(
+    b.add(b.mul(x, _f(a, "alpha")), _f(a, "beta")), min=0.0, max=1.0),
+    {"alpha": 0.2, "beta": 0.5})
+# max(0, x) + min(0, alpha * (exp(x / alpha) - 1)): alpha times elu of x / alpha
+_activation("Celu", lambda b, x, a: b.mul(b.elu(b.div(x, _f(a, "alpha")), alpha=1.0),
+                                          _f(a, "alpha")), {"alpha": 1.0})
+# Activations ONNX shares with Keras (HardSwish is Keras's hard_silu: x * clip(x/6 + 1/2)),
+# built by the Keras frontend's own IR functions.
+for _onnx, _fn in (("HardSwish", activations.hard_silu), ("Softsign", activations.softsign),
+                   ("Mish", activations.mish), ("Erf", activations.erf)):
+    _activation(_onnx, lambda b, x, a, fn=_fn: fn(b, x))
 
 
 @converter("PRelu")
@@ -156,24 +150,6 @@ def _prelu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         return b.where(b.less(x, 0.0), b.mul(x, slope), b.add(x, b.mul(slope, 0.0)))
 
     return elementwise(imp, [_need(ins, 0, "X"), _need(ins, 1, "slope")], build)
-
-
-def _hard_sigmoid(b: Any, x: Value, alpha: float, beta: float) -> Value:
-    return b.clip(b.add(b.mul(x, alpha), beta), min=0.0, max=1.0)
-
-
-@converter("HardSigmoid", attrs={"alpha": 0.2, "beta": 0.5})
-def _hardsigmoid(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    return elementwise(imp, [_need(ins, 0, "X")], lambda x: _hard_sigmoid(
-        imp.b, x, float(a["alpha"]), float(a["beta"])))
-
-
-# Activations ONNX shares with Keras (HardSwish is Keras's hard_silu: x * clip(x/6 + 1/2)),
-# built by the Keras frontend's own IR functions.
-for _onnx, _fn in (("HardSwish", activations.hard_silu), ("Softsign", activations.softsign),
-                   ("Mish", activations.mish), ("Erf", activations.erf)):
-    converter(_onnx)(lambda imp, node, ins, a, fn=_fn: elementwise(
-        imp, [_need(ins, 0, "input")], lambda x: fn(imp.b, x)))
 
 
 @converter("Gelu", attrs={"approximate": "none"})
@@ -1134,14 +1110,6 @@ def _arg(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 
 
 # -- more ops written as kiln ops ----------------------------------------------------------------
-@converter("Celu", attrs={"alpha": 1.0})
-def _celu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    alpha = float(a["alpha"])
-    b = imp.b  # max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), which is elu of x / alpha
-    return elementwise(imp, [_need(ins, 0, "X")],
-                       lambda x: b.mul(b.elu(b.div(x, alpha), alpha=1.0), alpha))
-
-
 @converter("Shrink", attrs={"bias": 0.0, "lambd": 0.5})
 def _shrink(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     bias, lambd = float(a["bias"]), float(a["lambd"])

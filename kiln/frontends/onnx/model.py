@@ -5,7 +5,7 @@ or optimizer, so there is no fit() and an artifact of it has no train_step."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,27 +102,12 @@ class OnnxModel:
         return results[0] if len(results) == 1 else results
 
     def _feed(self, x: Any) -> dict[str, np.ndarray]:
-        names = self.input_names
-        if isinstance(x, Mapping):
-            missing = [n for n in names if n not in x]
-            extra = [k for k in x if k not in names]
-            if missing or extra:
-                raise KilnValueError(f"predict: expected inputs named {names}. Received: "
-                                     f"{sorted(map(str, x))}")
-            arrays = [x[n] for n in names]
-        elif isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and len(names) > 1:
-            if len(x) != len(names):
-                raise KilnValueError(f"predict: expected {len(names)} inputs ({names}). "
-                                     f"Received: {len(x)}")
-            arrays = list(x)
-        else:
-            if len(names) != 1:
-                raise KilnValueError(f"predict: the model has {len(names)} inputs ({names}); "
-                                     f"expected a list or a dict of arrays")
-            arrays = [x]
+        from kiln.frontends.keras.data import structure
+
         feed = {}
-        for value, array in zip(self.graph.inputs, arrays, strict=True):
-            array = np.asarray(array)
+        matched = structure(x, self.input_names, "x")  # NaN and inf allowed (IsNaN exists)
+        for value, (_, raw) in zip(self.graph.inputs, matched, strict=True):
+            array = np.asarray(raw)
             want = value.type
             if array.ndim != want.rank:
                 raise KilnTypeError(f"predict: expected input {value.name!r} of rank "
