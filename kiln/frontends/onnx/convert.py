@@ -1277,3 +1277,60 @@ def _depth_space(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         v = b.transpose(b.reshape(v, shape=[n, c // (k * k), k, k, h, w]),
                         perm=[0, 1, 4, 2, 5, 3])
     return [Tensor(value=b.reshape(v, shape=[n, c // (k * k), h * k, w * k]))]
+
+
+# -- einsum ---------------------------------------------------------------------------------
+def _einsum_terms(equation: str) -> tuple[list[str], str]:
+    """The input terms and the output term; the implicit form's output is the labels
+    that appear once, sorted, after the ellipsis (as numpy and ONNX say)."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, out = equation.partition("->")
+    terms = lhs.split(",")
+    if not arrow:
+        letters = "".join(t.replace("...", "") for t in terms)
+        out = ("..." if any("..." in t for t in terms) else "") + "".join(
+            sorted(c for c in set(letters) if letters.count(c) == 1))
+    return terms, out
+
+
+@converter("Einsum", attrs={"equation": None})
+def _einsum(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
+    """Two operands by kiln's einsum (the Keras frontend's: transposes, reshapes and one
+    batched matmul); one operand as a sum and a transpose; more, pairwise from the left,
+    each step keeping the labels the later operands or the output still need."""
+    from kiln.frontends.keras.einsum import einsum
+
+    b = imp.b
+    terms, out = _einsum_terms(str(a["equation"]))
+    operands = [imp.value(t) for t in ins if t is not None]
+    if len(terms) != len(operands):
+        raise NodeError(f"expected {len(terms)} operands for {a['equation']!r}. Received: "
+                        f"{len(operands)}")
+    if len(operands) == 1:
+        (term,) = terms
+        v = operands[0]
+        if "..." in term or "..." in out:
+            span = v.type.rank - len(term.replace("...", ""))
+            term, out = (t.replace("...", "0123456789"[:span]) for t in (term, out))
+        if len(set(term)) != len(term) or len(term) != v.type.rank:
+            raise NodeError(f"expected one label per axis, none repeated (no diagonals). "
+                            f"Received: {a['equation']!r} on rank {v.type.rank}")
+        drop = [k for k, c in enumerate(term) if c not in out]
+        if drop:
+            v = b.sum(v, axes=drop, keepdims=False)
+            term = "".join(c for c in term if c in out)
+        perm = [term.index(c) for c in out]
+        return [Tensor(value=v if perm == sorted(perm) else b.transpose(v, perm=perm))]
+    if any("..." in t for t in (*terms, out)) and len(operands) > 2:
+        raise NodeError("kiln imports an ellipsis in Einsum of one or two operands only")
+    acc, acc_term = operands[0], terms[0]
+    for k in range(1, len(operands)):
+        later = "".join(terms[k + 1:]) + out
+        if k == len(operands) - 1:
+            step = out
+        else:
+            seen = acc_term + terms[k]
+            step = "".join(dict.fromkeys(c for c in seen if c in later))
+        acc = einsum(b, f"{acc_term},{terms[k]}->{step}", acc, operands[k])
+        acc_term = step
+    return [Tensor(value=acc)]

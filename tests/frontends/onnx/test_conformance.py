@@ -42,6 +42,7 @@ REFUSALS = {
     "bool max/min": r"(max|min) in .*expected a numeric operand x\. Received: x: bool",
     "short sequences": r"expected sequence_lens all equal to the sequence length",
     "resize modes": r"(tf_crop_and_resize|expected keep_aspect_ratio_policy='stretch')",
+    "einsum diagonals": r"none repeated \(no diagonals\)",
 }
 
 
@@ -124,7 +125,7 @@ def test_node_case(name: str) -> None:
 
 
 def test_most_cases_import() -> None:
-    """A floor under the count that imports and agrees (762 of 1096 when written): a change
+    """A floor under the count that imports and agrees (767 of 1105 when written): a change
     that refuses more, even for a listed reason, shows here."""
     passed = sum(_run_case(case) is None for case in _cases().values())
-    assert passed >= 760, passed
+    assert passed >= 765, passed

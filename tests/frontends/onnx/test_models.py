@@ -222,7 +222,12 @@ def _one_node(op: str, opset: int = 17, **attrs: object) -> onnx.ModelProto:
                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], []),
      ["node #0 (Mod)", "kiln does not import Mod", "It imports: Abs, Add"]),
-    (lambda: _one_node("Einsum", equation="ij->ji"), ["(Einsum)", "does not import Einsum"]),
+    (lambda: _model(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.array(1, np.int64), "axis")]),
+     ["(CumSum)", "does not import CumSum"]),
     (lambda: _model([helper.make_node("Relu", ["x"], ["y"])],
                     [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], []),
@@ -423,3 +428,24 @@ def test_an_upsampling_decoder_equals_onnxruntime(backend: str) -> None:
     np.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-5)
     ops = [node.op for node in model.graph.nodes]
     assert ops.count("transpose") == 3, ops  # in, out of channels last, DepthToSpace's own
+
+
+@pytest.mark.parametrize("equation, shapes", [
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),  # attention scores
+    ("...ij,jk", [(2, 3, 4), (4, 5)]),  # implicit output, an ellipsis
+    ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)]),  # a chain of three
+    ("abc,cd,bd->a", [(2, 3, 4), (4, 5), (3, 5)]),
+    ("ijk->kj", [(2, 3, 4)]),  # one operand: a sum and a transpose
+])
+def test_einsum_equals_onnxruntime(equation: str, shapes: list) -> None:
+    rng = np.random.default_rng(9)
+    names = [f"x{k}" for k in range(len(shapes))]
+    proto = _model([helper.make_node("Einsum", names, ["y"], equation=equation)],
+                   [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                    for n, s in zip(names, shapes, strict=True)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [])
+    feed = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes,
+                                                                         strict=True)}
+    (want,) = _ort(proto, feed)
+    got = import_onnx(proto).predict(feed if len(names) > 1 else feed["x0"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
