@@ -57,13 +57,21 @@ def load_inputs(items: list[str], entry: EntryPoint, where: str,
         labels[spec.name] = path
         feed[spec.name] = convert(load_npy(path, f"--input {spec.name}"), spec.shape,
                                   spec.dtype, path, f"input {spec.name!r} of {where}")
+    if not batch_first(entry):  # no batch axis in front (an imported model): one call
+        return feed, 1
     return feed, check_batch(feed, labels, where)
+
+
+def batch_first(entry: EntryPoint) -> bool:
+    """Every input's first axis is the batch, so the inputs may be fed in slices of it."""
+    return all(spec.shape and spec.shape[0] is None for spec in entry.inputs)
 
 
 def run_predict(artifact: Artifact, entry: EntryPoint, feed: dict[str, np.ndarray],
                 size: int, backend: str | None, batch_size: int) -> dict[str, np.ndarray]:
-    """The predict entry point over `feed` in batches of `batch_size`, on `backend` (default:
-    the artifact's), compiled from the stored input IR at the artifact's level."""
+    """The predict entry point over `feed` in batches of `batch_size` (in one call when the
+    inputs' first axis is not the batch), on `backend` (default: the artifact's), compiled
+    from the stored input IR at the artifact's level."""
     from kiln.runtimes import create_executable
 
     graph = artifact.graph("predict", "input")
@@ -71,10 +79,10 @@ def run_predict(artifact: Artifact, entry: EntryPoint, feed: dict[str, np.ndarra
     state = {name: np.array(artifact.state[name]) for name in entry.state}
     executable = create_executable(backend or artifact.backend, {"predict": graph}, state,
                                    CompileOptions(level_of(artifact)))
+    if not batch_first(entry):  # an imported time-major model, say: one call, whole
+        result = executable.run("predict", feed)
+        return {spec.name: np.array(result[spec.name], copy=True) for spec in entry.outputs}
     parts: dict[str, list[np.ndarray]] = {spec.name: [] for spec in entry.outputs}
-    # A first axis that is not the batch (an imported time-major model, say): one call.
-    if not all(spec.shape and spec.shape[0] is None for spec in entry.inputs):
-        batch_size = max(size, 1)
     for start in range(0, size, batch_size):
         batch = {name: array[start:start + batch_size] for name, array in feed.items()}
         result = executable.run("predict", batch)

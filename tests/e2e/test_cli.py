@@ -510,3 +510,32 @@ def test_an_onnx_model_compiles_runs_and_recompiles(cli: SimpleNamespace) -> Non
     (cli.work / "net_floor.onnx").write_bytes(model.SerializeToString().replace(
         b"MaxPool", b"MaxPoo1"))
     assert_user_error(cli.kiln("compile", "net_floor.onnx", "-o", "x.kiln"), "net_floor.onnx")
+
+
+def test_kiln_run_feeds_a_time_major_onnx_model_whole(cli: SimpleNamespace) -> None:
+    """An LSTM over [T, N, F] (its first axis is time): `kiln run` cannot cut batches along
+    it and runs the whole input in one call, equal to onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    weights = {"W": rng.standard_normal((1, 8, 3)).astype(np.float32) * 0.5,
+               "R": rng.standard_normal((1, 8, 2)).astype(np.float32) * 0.5}
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=2)], "rnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, "n", 2])],
+        [numpy_helper.from_array(a, k) for k, a in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, cli.work / "rnn.onnx")
+    x = rng.standard_normal((5, 7, 3)).astype(np.float32)
+    np.save(cli.work / "seq.npy", x)
+    (want,) = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert cli.kiln("compile", "rnn.onnx", "-o", "rnn.kiln").returncode == 0
+    proc = cli.kiln("run", "rnn.kiln", "-i", "seq.npy", "-o", "seq_out.npz",
+                    "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(cli.work / "seq_out.npz")["y"], want, rtol=1e-5,
+                               atol=1e-6)

@@ -84,14 +84,16 @@ class OnnxModel:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise KilnValueError(f"predict: expected batch_size a positive int. Received: "
                                  f"{batch_size!r}")
-        sizes = {len(a) if a.ndim else 1 for a in feed.values()}
+        executable = self.executable(backend)
+        if not all(v.type.rank and isinstance(v.type.shape[0], str) for v in self.graph.inputs):
+            out = executable.run("predict", feed)  # no batch axis to split along: one call
+            results = [np.array(out[name], copy=True) for name in self.output_names]
+            return results[0] if len(results) == 1 else results
+        sizes = {len(a) for a in feed.values()}
         if len(sizes) != 1:
             raise KilnValueError("predict: expected inputs with one sample count. Received: "
                                  + ", ".join(f"{k} {len(v)}" for k, v in feed.items()))
         (size,) = sizes
-        if not all(v.type.rank and isinstance(v.type.shape[0], str) for v in self.graph.inputs):
-            batch_size = max(size, 1)
-        executable = self.executable(backend)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for start in range(0, size, batch_size):
             out = executable.run("predict", {k: v[start:start + batch_size]
