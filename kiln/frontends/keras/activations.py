@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,13 @@ def erf(b: Any, z: Value) -> Value:
 def gelu(b: Any, x: Value) -> Value:
     """Keras's default gelu (approximate=False): x * (1 + erf(x / sqrt 2)) / 2."""
     return b.mul(b.mul(x, 0.5), b.add(erf(b, b.mul(x, 0.7071067811865476)), 1.0))
+
+
+def gelu_tanh(b: Any, x: Value) -> Value:
+    """gelu's tanh approximation (Keras's ops.gelu default, ONNX's approximate="tanh"):
+    x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2."""
+    inner = b.mul(b.add(x, b.mul(b.pow(x, 3.0), 0.044715)), math.sqrt(2.0 / math.pi))
+    return b.mul(b.mul(x, 0.5), b.add(b.tanh(inner), 1.0))
 
 
 def swish(b: Any, x: Value) -> Value:

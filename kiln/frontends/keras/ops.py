@@ -306,10 +306,7 @@ def gelu(x: Any, approximate: bool = True) -> Tensor:
     """Keras's ops.gelu: the tanh approximation by default, the exact form (through erf)
     with approximate=False."""
     b, v = active()[0], _float(x)
-    if not approximate:
-        return Tensor(activations.gelu(b, v))
-    inner = b.mul(b.add(v, b.mul(b.pow(v, 3.0), 0.044715)), float(np.sqrt(2.0 / np.pi)))
-    return Tensor(b.mul(b.mul(v, 0.5), b.add(b.tanh(inner), 1.0)))
+    return Tensor(activations.gelu(b, v) if not approximate else activations.gelu_tanh(b, v))
 
 
 def elu(x: Any, alpha: float = 1.0) -> Tensor:

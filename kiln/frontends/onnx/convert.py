@@ -24,10 +24,12 @@ from kiln.frontends.onnx.importer import (
     Tensor,
     converter,
     dtype_of,
+    optional,
+    tensor_array,
 )
 from kiln.ir.graph import Value
 from kiln.ir.ops.nn import output_size
-from kiln.ir.types import broadcast_shapes, numpy_dtype
+from kiln.ir.types import broadcast_shapes, canonical_dtype, numpy_dtype
 
 INT64_MAX = 2**63 - 1
 
@@ -65,24 +67,23 @@ def elementwise(imp: Importer, ins: Sequence[Tensor], build: Callable[..., Value
         with np.errstate(all="ignore"):
             return _folded(fold(*[t.array for t in ins]), None if cast else ins[0])
     if any(t.channels_last for t in ins) and all(t.rank <= 4 for t in ins):
-        rank = max(t.rank for t in ins)
-        if rank == 4:
-            values = [_to_channels_last(imp, t) for t in ins]
-            return [Tensor(nhwc=build(*values))]
+        return [Tensor(nhwc=build(*[_to_channels_last(imp, t) for t in ins]))]
     return [Tensor(value=build(*[imp.value(t) for t in ins]))]
-
-
-def _unary(op: str, fold: Callable[..., Any] | None = None, **attrs: Any) -> Any:
-    def convert(imp: Importer, node: Any, ins: list[Tensor | None], a: dict) -> list[Tensor]:
-        return elementwise(imp, [_need(ins, 0, "X")], lambda x: imp.b.op(op, x, **attrs), fold)
-
-    return convert
 
 
 def _need(ins: Sequence[Tensor | None], index: int, name: str) -> Tensor:
     if index >= len(ins) or ins[index] is None:
         raise NodeError(f"expected the input {name}")
     return ins[index]  # type: ignore[return-value]
+
+
+def _activation(op_type: str, build: Callable[[Any, Value, dict], Value],
+                attrs: dict[str, Any] | None = None,
+                fold: Callable[..., Any] | None = None) -> None:
+    """Register an op of one input that is `build(builder, x, attributes)` elementwise,
+    folded at import by `fold` where given and the input is known."""
+    converter(op_type, attrs=attrs)(lambda imp, node, ins, a: elementwise(
+        imp, [_need(ins, 0, "X")], lambda x: build(imp.b, x, a), fold))
 
 
 for _onnx, _kiln, _fold in (
@@ -93,7 +94,7 @@ for _onnx, _kiln, _fold in (
         ("Sin", "sin", np.sin), ("Cos", "cos", np.cos), ("Sign", "sign", np.sign),
         ("Softplus", "softplus", None), ("Not", "logical_not", np.logical_not),
         ("Floor", "floor", np.floor), ("Ceil", "ceil", np.ceil), ("Round", "round", np.round)):
-    converter(_onnx)(_unary(_kiln, _fold))
+    _activation(_onnx, lambda b, x, a, op=_kiln: b.op(op, x), fold=_fold)
 
 
 @converter("Identity")
@@ -104,18 +105,13 @@ def _identity(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 @converter("Dropout", attrs={"seed": 0, "ratio": 0.5})
 def _dropout(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     # Inference: the identity. training_mode (opset 12's third input) must be false.
-    if len(ins) > 2 and ins[2] is not None:
+    if optional(ins, 2) is not None:
         if not ins[2].known or bool(ins[2].array):
             raise NodeError("expected training_mode false (kiln imports models for "
                             "inference)")
     return [_need(ins, 0, "data")]
 
 
-def _activation(op_type: str, build: Callable[[Any, Value, dict], Value],
-                attrs: dict[str, Any] | None = None) -> None:
-    """Register an op of one input that is `build(builder, x, attributes)` elementwise."""
-    converter(op_type, attrs=attrs)(lambda imp, node, ins, a: elementwise(
-        imp, [_need(ins, 0, "X")], lambda x: build(imp.b, x, a)))
 
 
 def _f(a: dict, name: str) -> float:
@@ -162,9 +158,7 @@ def _gelu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     def build(x: Value) -> Value:
         if a["approximate"] == "none":  # x/2 (1 + erf(x / sqrt 2)), as Keras's gelu
             return activations.gelu(b, x)
-        inner = b.mul(b.add(x, b.mul(b.mul(b.mul(x, x), x), 0.044715)),
-                      float(np.sqrt(2 / np.pi)))
-        return b.mul(b.mul(x, 0.5), b.add(b.tanh(inner), 1.0))
+        return activations.gelu_tanh(b, x)
 
     return elementwise(imp, [_need(ins, 0, "X")], build)
 
@@ -175,7 +169,7 @@ def _clip(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     bounds: list[Any] = []
     dynamic: list[Tensor | None] = []
     for index, name in ((1, "min"), (2, "max")):
-        t = ins[index] if len(ins) > index else None
+        t = optional(ins, index)
         bounds.append(a[name] if t is None else t.array.item() if t.known else None)
         dynamic.append(t if t is not None and not t.known else None)
     if any(dynamic):  # bounds computed at run time: maximum and minimum
@@ -203,20 +197,17 @@ def _clip(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 
 @converter("Cast", attrs={"to": None, "saturate": 1, "round_mode": "up"})
 def _cast(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    dtype = dtype_of(a["to"], "Cast's target")
-    x = _need(ins, 0, "input")
-    if x.dims is not None and dtype in ("int32", "int64"):
-        return [x]  # a shape vector stays one (int64 -> int32 -> int64 chains included)
-    if x.dtype() == dtype:
-        return [x]
-    return elementwise(imp, [x], lambda v: imp.b.cast(v, dtype=dtype),
-                       lambda v: v.astype(numpy_dtype(dtype)), cast=True)
+    return _cast_to(imp, _need(ins, 0, "input"), dtype_of(a["to"], "Cast's target"))
 
 
 @converter("CastLike", attrs={"saturate": 1, "round_mode": "up"})
 def _cast_like(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    x, like = _need(ins, 0, "input"), _need(ins, 1, "target_type")
-    dtype = like.dtype()
+    return _cast_to(imp, _need(ins, 0, "input"), _need(ins, 1, "target_type").dtype())
+
+
+def _cast_to(imp: Importer, x: Tensor, dtype: str) -> list[Tensor]:
+    if x.dims is not None and dtype in ("int32", "int64"):
+        return [x]  # a shape vector stays one (int64 -> int32 -> int64 chains included)
     if x.dtype() == dtype:
         return [x]
     return elementwise(imp, [x], lambda v: imp.b.cast(v, dtype=dtype),
@@ -232,7 +223,7 @@ def _int_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 _BINARY = {
     "Add": ("add", np.add), "Sub": ("sub", np.subtract), "Mul": ("mul", np.multiply),
-    "Div": ("div", _int_div), "Pow": ("pow", None),
+    "Div": ("div", _int_div),
     "Equal": ("equal", np.equal), "Less": ("less", np.less), "Greater": ("greater", np.greater),
     "And": ("logical_and", np.logical_and), "Or": ("logical_or", np.logical_or),
 }
@@ -247,8 +238,7 @@ def _binary(op: str, fold: Callable[..., Any] | None) -> Any:
 
 
 for _onnx, (_kiln, _fold) in _BINARY.items():
-    if _onnx != "Pow":
-        converter(_onnx)(_binary(_kiln, _fold))
+    converter(_onnx)(_binary(_kiln, _fold))
 
 
 @converter("Pow")
@@ -297,11 +287,8 @@ def _variadic(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         out = values[0]
         for v in values[1:]:
             out = b.op(op, out, v)
-        if node.op_type == "Mean" and len(values) > 1:
-            out = b.div(out, float(len(values)))
-        elif len(values) == 1:
-            out = b.reshape(out, shape=out.type.shape)
-        return out
+        return b.div(out, float(len(values))) if node.op_type == "Mean" and len(values) > 1 \
+            else out
 
     def folded(*arrays: np.ndarray) -> np.ndarray:
         out = arrays[0]
@@ -336,7 +323,7 @@ def _matmul_node(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 def _gemm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     b = imp.b
     x, y = _need(ins, 0, "A"), _need(ins, 1, "B")
-    c = ins[2] if len(ins) > 2 else None
+    c = optional(ins, 2)
     factors = []
     for t, flag in ((x, a["transA"]), (y, a["transB"])):
         if t.rank != 2:
@@ -429,13 +416,11 @@ def _one_d(fn: Any) -> Any:
         b = imp.b
         n, c, length = x.shape()
         ins = list(ins)
-        ins[0] = Tensor(value=b.reshape(imp.value(x), shape=[n, c, 1, length]))
-        if node.op_type == "Conv" and len(ins) > 1 and ins[1] is not None:
-            w = ins[1]
-            if w.rank == 3:
-                o, cg, k = w.shape()
-                ins[1] = Tensor(array=w.array.reshape(o, cg, 1, k), origin=w.origin) \
-                    if w.known else Tensor(value=b.reshape(imp.value(w), shape=[o, cg, 1, k]))
+        ins[0] = _reshaped(imp, x, [n, c, 1, length])
+        w = optional(ins, 1)
+        if node.op_type == "Conv" and w is not None and w.rank == 3:
+            o, cg, k = w.shape()
+            ins[1] = _reshaped(imp, w, [o, cg, 1, k])
         a = dict(a)
         for key in ("kernel_shape", "strides", "dilations"):
             if a.get(key) is not None:
@@ -454,7 +439,7 @@ def _one_d(fn: Any) -> Any:
 def _conv(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     b = imp.b
     x, w = _need(ins, 0, "X"), _need(ins, 1, "W")
-    bias = ins[2] if len(ins) > 2 else None
+    bias = optional(ins, 2)
     size = _spatial(x, "convolutions")
     wshape = w.shape()
     if len(wshape) != 4 or not all(isinstance(d, int) for d in wshape):
@@ -480,18 +465,11 @@ def _conv(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     if group == 1:
         y = b.conv2d(xv, _kernel(imp, w, (2, 3, 1, 0)), **opts)
     elif group == channels and per_group == 1:
-        mult = out_ch // channels
-        if w.known:
-            hwcm = w.array.reshape(channels, mult, kh, kw).transpose(2, 3, 0, 1)  # type: ignore
-            kernel = imp.materialize(np.ascontiguousarray(hwcm), w.origin)
-        else:
-            kernel = b.transpose(b.reshape(imp.value(w), shape=[channels, mult, kh, kw]),
-                                 perm=[2, 3, 0, 1])
-        y = b.depthwise_conv2d(xv, kernel, **opts)
+        kernel = _reshaped(imp, w, [channels, out_ch // channels, kh, kw])
+        y = b.depthwise_conv2d(xv, _kernel(imp, kernel, (2, 3, 0, 1)), **opts)
     else:
         cin, cout = channels // group, out_ch // group
-        parts = b.split(xv, axis=3, sizes=[cin] * group)
-        parts = parts if isinstance(parts, (list, tuple)) else [parts]
+        parts = b.split(xv, axis=3, sizes=[cin] * group)  # group >= 2 here: a tuple
         outs = []
         for g in range(group):
             if w.known:
@@ -506,6 +484,14 @@ def _conv(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
             raise NodeError(f"expected a bias B of rank 1. Received: shape {list(bias.shape())}")
         y = b.add(y, imp.value(bias))
     return [Tensor(nhwc=y)]
+
+
+def _reshaped(imp: Importer, t: Tensor, shape: list) -> Tensor:
+    """t reshaped: at import when it is known (keeping its initializer's name), else in
+    the graph."""
+    if t.known:
+        return Tensor(array=t.array.reshape(shape), origin=t.origin)  # type: ignore
+    return Tensor(value=imp.b.reshape(imp.value(t), shape=shape))
 
 
 def _kernel(imp: Importer, w: Tensor, perm: tuple[int, ...]) -> Value:
@@ -634,17 +620,21 @@ def _batch_norm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     return [Tensor(value=b.add(b.mul(imp.value(x), m), c))]
 
 
+def _moments(b: Any, v: Value, axes: list[int]) -> tuple[Value, Value, Value]:
+    """(mean, v - mean, variance) over `axes`, the reduced axes kept."""
+    mean = b.mean(v, axes=axes, keepdims=True)
+    centered = b.sub(v, mean)
+    return mean, centered, b.mean(b.mul(centered, centered), axes=axes, keepdims=True)
+
+
 @converter("LayerNormalization", attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1},
            outputs=3)
 def _layer_norm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     b = imp.b
     x, scale = _need(ins, 0, "X"), _need(ins, 1, "Scale")
-    bias = ins[2] if len(ins) > 2 else None
+    bias = optional(ins, 2)
     xv = imp.value(x)
-    axes = list(range(int(a["axis"]) % x.rank, x.rank))
-    mean = b.mean(xv, axes=axes, keepdims=True)
-    centered = b.sub(xv, mean)
-    var = b.mean(b.mul(centered, centered), axes=axes, keepdims=True)
+    mean, centered, var = _moments(b, xv, list(range(int(a["axis"]) % x.rank, x.rank)))
     inv = b.rsqrt(b.add(var, float(a["epsilon"])))
     y = b.mul(b.mul(centered, inv), imp.value(scale))
     if bias is not None:
@@ -756,7 +746,7 @@ def _transpose(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 def _axes(imp: Importer, ins: list, index: int, a: dict, rank: int) -> list[int] | None:
     """Axes from the attribute (early opsets) or the input (later), normalized; None when
     neither is given."""
-    given = ins[index] if len(ins) > index else None
+    given = optional(ins, index)
     if given is not None:
         axes = imp.known_ints(given, "axes")
     elif a.get("axes") is not None:
@@ -772,7 +762,7 @@ def _axes(imp: Importer, ins: list, index: int, a: dict, rank: int) -> list[int]
 @converter("Unsqueeze", attrs={"axes": None})
 def _unsqueeze(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     x = _need(ins, 0, "data")
-    given = ins[1] if len(ins) > 1 else None
+    given = optional(ins, 1)
     raw = imp.known_ints(given, "axes") if given is not None else a["axes"]
     if raw is None:
         raise NodeError("expected axes")
@@ -836,7 +826,7 @@ def _split(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     axis = int(a["axis"]) % rank
     extent = x.shape()[axis]
     count = len(node.output)
-    given = ins[1] if len(ins) > 1 else None
+    given = optional(ins, 1)
     if given is not None:
         sizes = imp.known_ints(given, "split")
     elif a["split"] is not None:
@@ -884,8 +874,8 @@ def _slice(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     else:
         starts = imp.known_ints(_need(ins, 1, "starts"), "starts")
         ends = imp.known_ints(_need(ins, 2, "ends"), "ends")
-        axes = imp.known_ints(ins[3], "axes") if len(ins) > 3 and ins[3] is not None else None
-        steps = imp.known_ints(ins[4], "steps") if len(ins) > 4 and ins[4] is not None \
+        axes = imp.known_ints(ins[3], "axes") if optional(ins, 3) is not None else None
+        steps = imp.known_ints(ins[4], "steps") if optional(ins, 4) is not None \
             else None
     rank, shape = x.rank, x.shape()
     axes = list(range(len(starts))) if axes is None else [int(v) % rank for v in axes]
@@ -916,11 +906,11 @@ def _pad(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         value = float(a["value"])
     else:
         pads = imp.known_ints(_need(ins, 1, "pads"), "pads")
-        fill = ins[2] if len(ins) > 2 else None
+        fill = optional(ins, 2)
         if fill is not None and not fill.known:
             raise NodeError("expected constant_value known at import")
         value = fill.array.item() if fill is not None else 0  # type: ignore[union-attr]
-    axes = _axes(imp, ins, 3, {}, rank) if len(ins) > 3 and ins[3] is not None else None
+    axes = _axes(imp, ins, 3, {}, rank) if optional(ins, 3) is not None else None
     axes = list(range(rank)) if axes is None else axes
     if len(pads) != 2 * len(axes):
         raise NodeError(f"expected {2 * len(axes)} pads. Received: {pads}")
@@ -971,12 +961,9 @@ def _tile(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
                               "value_int": None, "value_ints": None, "sparse_value": None,
                               "value_string": None, "value_strings": None})
 def _constant(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    from onnx import numpy_helper
 
     if a["value"] is not None:
-        dtype_of(a["value"].data_type, "a Constant")
-        return [Tensor(array=np.array(numpy_helper.to_array(a["value"])),
-                       origin=node.output[0])]
+        return [Tensor(array=tensor_array(a["value"], "a Constant"), origin=node.output[0])]
     for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
                        ("value_int", np.int64), ("value_ints", np.int64)):
         if a[key] is not None:
@@ -986,19 +973,14 @@ def _constant(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 
 @converter("ConstantOfShape", attrs={"value": None})
 def _constant_of_shape(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    from onnx import numpy_helper
 
-    if a["value"] is None:
-        fill = np.zeros(1, np.float32)
-    else:
-        dtype_of(a["value"].data_type, "ConstantOfShape's value")
-        fill = np.array(numpy_helper.to_array(a["value"]))
+    fill = np.zeros(1, np.float32) if a["value"] is None else tensor_array(
+        a["value"], "ConstantOfShape's value")
     shape = imp.known_ints(_need(ins, 0, "input"), "input", allow_symbols=True)
     if all(isinstance(d, int) for d in shape):
         return [Tensor(array=np.full(shape, fill.reshape(-1)[0], fill.dtype))]
     return [Tensor(value=imp.b.constant(fill.reshape(-1)[0].item(),
-                                        "bool" if fill.dtype == np.bool_ else str(fill.dtype),
-                                        shape=shape))]
+                                        canonical_dtype(fill.dtype), shape=shape))]
 
 
 @converter("Range")
@@ -1078,7 +1060,6 @@ def _reduce(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
         v = b.mul(v, v)
     if op == "ReduceLogSumExp":
         peak = b.max(v, axes=axes, keepdims=True)
-        peak = b.where(b.equal(peak, peak), peak, b.mul(peak, 0.0))  # NaN-safe shift
         out = b.add(b.log(b.sum(b.exp(b.sub(v, peak)), axes=axes, keepdims=True)), peak)
         return [Tensor(value=out if keep else b.squeeze(out, axes=axes))]
     out = b.op(_REDUCE[op], v, axes=axes, keepdims=keep)
@@ -1192,7 +1173,7 @@ def _onehot(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
 @converter("Trilu", attrs={"upper": 1})
 def _trilu(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     x = _need(ins, 0, "input")
-    k = ins[1] if len(ins) > 1 else None
+    k = optional(ins, 1)
     offset = imp.known_ints(k, "k")[0] if k is not None else 0
     rows, cols = x.shape()[-2:]
     if not isinstance(rows, int) or not isinstance(cols, int):
@@ -1227,11 +1208,8 @@ def _mvn(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     b = imp.b
     x = _need(ins, 0, "X")
     v = imp.value(x)
-    axes = sorted({int(k) % x.rank for k in a["axes"]})
-    mean = b.mean(v, axes=axes, keepdims=True)
-    centered = b.sub(v, mean)
-    std = b.sqrt(b.mean(b.mul(centered, centered), axes=axes, keepdims=True))
-    return [Tensor(value=b.div(centered, b.add(std, 1e-9)))]
+    _, centered, var = _moments(b, v, sorted({int(k) % x.rank for k in a["axes"]}))
+    return [Tensor(value=b.div(centered, b.add(b.sqrt(var), 1e-9)))]
 
 
 @converter("InstanceNormalization", attrs={"epsilon": 1e-5})
@@ -1246,9 +1224,7 @@ def _instance_norm(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]
     else:
         v, axes = imp.value(x), list(range(2, x.rank))
         per_channel = [x.shape()[1]] + [1] * (x.rank - 2)
-    mean = b.mean(v, axes=axes, keepdims=True)
-    centered = b.sub(v, mean)
-    var = b.mean(b.mul(centered, centered), axes=axes, keepdims=True)
+    _, centered, var = _moments(b, v, axes)
     gamma, beta = (b.reshape(imp.value(t), shape=per_channel) for t in (scale, bias))
     y = b.add(b.mul(b.mul(centered, b.rsqrt(b.add(var, eps))), gamma), beta)
     return [Tensor(nhwc=y) if x.rank == 4 and x.channels_last else Tensor(value=y)]

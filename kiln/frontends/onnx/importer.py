@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnx import AttributeProto
 
+from kiln.compiler.codegen.onnx.emitter import ONNX_DTYPES
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.errors import KilnError, KilnValueError
 from kiln.ir.graph import Graph, Value
-from kiln.ir.types import TensorType
+from kiln.ir.types import TensorType, canonical_dtype
 
 MIN_OPSET = 7
 BATCH = "N"
@@ -48,11 +50,8 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
 Dims = tuple  # a shape vector known at import: ints and symbols
 
-# ONNX TensorProto data types kiln has (the others are refused by name).
-_DTYPES = {1: "float32", 11: "float64", 6: "int32", 7: "int64", 9: "bool"}
-_DTYPE_NAMES = {0: "undefined", 1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16",
-                6: "int32", 7: "int64", 8: "string", 9: "bool", 10: "float16", 11: "float64",
-                12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16"}
+# ONNX TensorProto data types kiln has: the emitter's table read backwards.
+_DTYPES = {code: name for name, code in ONNX_DTYPES.items()}
 
 
 class OnnxImportError(KilnValueError):
@@ -62,7 +61,12 @@ class OnnxImportError(KilnValueError):
 def dtype_of(code: int, what: str) -> str:
     """kiln's dtype of an ONNX TensorProto data type, or the error naming it."""
     if code not in _DTYPES:
-        name = _DTYPE_NAMES.get(code, f"type {code}")
+        from onnx import TensorProto
+
+        try:
+            name = TensorProto.DataType.Name(code).lower()
+        except ValueError:
+            name = f"type {code}"
         raise KilnValueError(f"expected {what} of type float32, float64, int32, int64 or bool. "
                              f"Received: {name}")
     return _DTYPES[code]
@@ -111,7 +115,7 @@ class Tensor:
 
     def dtype(self) -> str:
         if self.array is not None:
-            return str(self.array.dtype) if self.array.dtype != np.bool_ else "bool"
+            return canonical_dtype(self.array.dtype)
         if self.dims is not None:
             return "int64"
         return (self.value or self.nhwc).type.dtype  # type: ignore[union-attr]
@@ -203,9 +207,10 @@ class Importer:
             name = self._state_name(origin or "const")
             self.state[name] = np.ascontiguousarray(array)
             return self.b.state(name, TensorType(array.shape, str(array.dtype)))
+        dtype = canonical_dtype(array.dtype)
         if array.ndim == 0:
-            return self.b.constant(array.item(), _kiln_dtype(array))
-        return self.b.constant(np.ascontiguousarray(array), _kiln_dtype(array))
+            return self.b.constant(array.item(), dtype)
+        return self.b.constant(np.ascontiguousarray(array), dtype)
 
     def _state_name(self, origin: str) -> str:
         base = safe_name(origin, "const")
@@ -229,10 +234,14 @@ class Importer:
             if not allow_symbols:
                 return list(self.int_dims(t.dims))
             return list(t.dims)
+        return [int(v) for v in self.known_values(t, what)]
+
+    def known_values(self, t: Tensor, what: str) -> list:
+        """The elements of an operand known at import, in order."""
         if t.array is None:
             raise NodeError(f"expected {what} to be known at import (an initializer or a "
                             f"Constant). Received: a value computed at run time")
-        return [int(v) for v in t.array.reshape(-1)]
+        return t.array.reshape(-1).tolist()
 
     def symbol(self, param: str, batch: bool = False) -> str:
         """The kiln symbol of an ONNX dim_param, the same wherever the name appears: the
@@ -250,7 +259,11 @@ class Importer:
         graph = self.model.graph
         inits = {init.name: init for init in graph.initializer}
         for init in graph.initializer:
-            self.env[init.name] = Tensor(array=_array(init, self.where), origin=init.name)
+            try:
+                array = tensor_array(init, f"the initializer {init.name!r}")
+            except KilnError as err:
+                raise OnnxImportError(f"{self.where}: {err}") from None
+            self.env[init.name] = Tensor(array=array, origin=init.name)
         for k, spec in enumerate(graph.input):
             if spec.name in inits:
                 continue  # an initializer listed as an input (IR version < 4): a parameter
@@ -315,10 +328,10 @@ class Importer:
             if attr.name not in spec.attrs:
                 raise OnnxImportError(f"{where}: kiln does not import the attribute "
                                       f"{attr.name!r} of {node.op_type}")
-            if attr.type in (5, 10):  # GRAPH, GRAPHS
+            if attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
                 raise OnnxImportError(f"{where}: kiln does not import subgraphs")
             attrs[attr.name] = _attr_value(attr)
-        wanted = [name for name in node.output]
+        wanted = list(node.output)
         if any(name for name in wanted[spec.outputs:]):
             raise OnnxImportError(f"{where}: kiln imports only the first {spec.outputs} "
                                   f"output(s) of {node.op_type}. Received: outputs "
@@ -344,17 +357,16 @@ class Importer:
 
 
 # -- protobuf helpers ---------------------------------------------------------------------
-def _kiln_dtype(array: np.ndarray) -> str:
-    return "bool" if array.dtype == np.bool_ else str(array.dtype)
+def optional(ins: Sequence[Tensor | None], index: int) -> Tensor | None:
+    """A node's input `index`, None where it is omitted (left out or given as "")."""
+    return ins[index] if index < len(ins) else None
 
 
-def _array(tensor: Any, where: str) -> np.ndarray:
+def tensor_array(tensor: Any, what: str) -> np.ndarray:
+    """A TensorProto (an initializer, a Constant's value) as an array of a kiln dtype."""
     from onnx import numpy_helper
 
-    try:
-        dtype_of(tensor.data_type, f"the initializer {tensor.name!r}")
-    except KilnError as err:
-        raise OnnxImportError(f"{where}: {err}") from None
+    dtype_of(tensor.data_type, what)
     return np.array(numpy_helper.to_array(tensor))
 
 
@@ -364,7 +376,7 @@ def _attr_value(attr: Any) -> Any:
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode()
-    if attr.type == 4:  # TENSOR
+    if attr.type == AttributeProto.TENSOR:
         return value
     if isinstance(value, list):
         return [v.decode() if isinstance(v, bytes) else v for v in value]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontends.onnx.importer import Importer, NodeError, Tensor, converter
+from kiln.frontends.onnx.importer import Importer, NodeError, Tensor, converter, optional
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.graph import Graph, Value
 from kiln.ir.types import TensorType
@@ -30,7 +30,7 @@ _ATTRS = {"activation_alpha": None, "activation_beta": None, "activations": None
           "clip": None, "direction": "forward", "hidden_size": None, "layout": 0}
 
 
-def _check(node: Any, a: dict, ins: list) -> None:
+def _check(node: Any, a: dict) -> None:
     op = node.op_type
     if a["activations"] is not None:
         wanted = _DEFAULTS[op] * (2 if a["direction"] == "bidirectional" else 1)
@@ -73,16 +73,16 @@ def _sequence_lens(t: Tensor | None, steps: Any) -> None:
 
 
 def _recurrent(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
-    _check(node, a, ins)
+    _check(node, a)
     op, b = node.op_type, imp.b
     gates = _GATES[op]
     x_t = ins[0]
     if x_t is None:
         raise NodeError("expected the input X")
-    w_t, r_t = (ins[k] if len(ins) > k else None for k in (1, 2))
+    w_t, r_t = (optional(ins, k) for k in (1, 2))
     if w_t is None or r_t is None:
         raise NodeError("expected the inputs W and R")
-    bias = ins[3] if len(ins) > 3 else None
+    bias = optional(ins, 3)
     dirs, rows, _ = w_t.shape()
     hidden = int(a["hidden_size"]) if a["hidden_size"] is not None else rows // gates
     if rows != gates * hidden or tuple(r_t.shape()) != (dirs, gates * hidden, hidden):
@@ -99,18 +99,17 @@ def _recurrent(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     if a["layout"] == 1:
         x = b.transpose(x, perm=[1, 0, 2])
     steps, batch = x.type.shape[0], x.type.shape[1]
-    _sequence_lens(ins[4] if len(ins) > 4 else None, steps)
-    initial = [ins[k] if len(ins) > k else None for k in ((5, 6) if op == "LSTM" else (5,))]
+    _sequence_lens(optional(ins, 4), steps)
+    initial = [optional(ins, k) for k in ((5, 6) if op == "LSTM" else (5,))]
     if a["layout"] == 1:  # initial states [B, D, H] -> [D, B, H]
         initial = [t if t is None else Tensor(value=b.transpose(imp.value(t), perm=[1, 0, 2]))
                    for t in initial]
-    peep = ins[7] if op == "LSTM" and len(ins) > 7 else None
+    peep = optional(ins, 7) if op == "LSTM" else None
     dtype = x.type.dtype
     # GRU with linear_before_reset keeps R's bias of the candidate inside the reset product;
     # every other bias adds to the input projection, outside the loop.
     inside = op == "GRU" and bool(a.get("linear_before_reset"))
-    names = {k: ins[k].origin if len(ins) > k and ins[k] is not None and ins[k].origin
-             else op.lower() for k in (1, 2, 3, 7)}
+    names = {k: getattr(optional(ins, k), "origin", None) or op.lower() for k in (1, 2, 3, 7)}
     ys, finals = [], []
     for d in range(dirs):
         reverse = a["direction"] == "reverse" or d == 1
@@ -151,10 +150,6 @@ def _recurrent(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
     return [Tensor(value=y), *[Tensor(value=v) for v in last]]
 
 
-def _origin(t: Tensor | None) -> str:
-    return (t.origin if t is not None and t.origin else "rnn")
-
-
 def _cell(op: str, hidden: int, batch: Any, dtype: str, consts: int, inside: bool) -> Graph:
     """The scan body: (carries..., the step's projected input, R^T[, extras]) -> (new
     carries..., the step's h)."""
@@ -168,11 +163,8 @@ def _cell(op: str, hidden: int, batch: Any, dtype: str, consts: int, inside: boo
     extra = [b.input(f"extra{k}", TensorType((3 * hidden if op == "LSTM" else hidden,),
                                              dtype)) for k in range(consts - 1)]
     if op == "RNN":
-        h_new = b.tanh(b.add(xw, b.matmul(h, rt)))
-        b.output(h_new, "h")
-        b.output(b.reshape(h_new, shape=state.shape), "y")  # the step's output, a copy
-        return b.build()
-    if op == "LSTM":
+        carries = [b.tanh(b.add(xw, b.matmul(h, rt)))]
+    elif op == "LSTM":
         z = b.add(xw, b.matmul(h, rt))
         i, o, f, g = b.split(z, axis=1, sizes=[hidden] * 4)
         if extra:  # peepholes p_i, p_o, p_f
@@ -181,23 +173,20 @@ def _cell(op: str, hidden: int, batch: Any, dtype: str, consts: int, inside: boo
         c_new = b.add(b.mul(b.sigmoid(f), c), b.mul(b.sigmoid(i), b.tanh(g)))
         if extra:
             o = b.add(o, b.mul(c_new, p_o))
-        h_new = b.mul(b.sigmoid(o), b.tanh(c_new))
-        b.output(h_new, "h")
-        b.output(c_new, "c")
-        b.output(b.reshape(h_new, shape=state.shape), "y")
-        return b.build()
-    # GRU
-    x_z, x_r, x_h = b.split(xw, axis=1, sizes=[hidden] * 3)
-    r_zr, r_h = b.split(rt, axis=1, sizes=[2 * hidden, hidden])
-    h_z, h_r = b.split(b.matmul(h, r_zr), axis=1, sizes=[hidden, hidden])
-    z, r = b.sigmoid(b.add(x_z, h_z)), b.sigmoid(b.add(x_r, h_r))
-    if inside:  # linear_before_reset: r * (h @ Rh^T + Rbh)
-        cand = b.tanh(b.add(x_h, b.mul(r, b.add(b.matmul(h, r_h), extra[0]))))
-    else:
-        cand = b.tanh(b.add(x_h, b.matmul(b.mul(r, h), r_h)))
-    h_new = b.add(b.mul(b.sub(1.0, z), cand), b.mul(z, h))
-    b.output(h_new, "h")
-    b.output(b.reshape(h_new, shape=state.shape), "y")
+        carries = [b.mul(b.sigmoid(o), b.tanh(c_new)), c_new]
+    else:  # GRU
+        x_z, x_r, x_h = b.split(xw, axis=1, sizes=[hidden] * 3)
+        r_zr, r_h = b.split(rt, axis=1, sizes=[2 * hidden, hidden])
+        h_z, h_r = b.split(b.matmul(h, r_zr), axis=1, sizes=[hidden, hidden])
+        z, r = b.sigmoid(b.add(x_z, h_z)), b.sigmoid(b.add(x_r, h_r))
+        if inside:  # linear_before_reset: r * (h @ Rh^T + Rbh)
+            cand = b.tanh(b.add(x_h, b.mul(r, b.add(b.matmul(h, r_h), extra[0]))))
+        else:
+            cand = b.tanh(b.add(x_h, b.matmul(b.mul(r, h), r_h)))
+        carries = [b.add(b.mul(b.sub(1.0, z), cand), b.mul(z, h))]
+    for name, v in zip(("h", "c"), carries, strict=False):
+        b.output(v, name)
+    b.output(b.reshape(carries[0], shape=state.shape), "y")  # the step's h, a copy
     return b.build()
 
 

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontends.onnx.importer import NCHW_TO_NHWC, Importer, NodeError, Tensor, converter
+from kiln.frontends.onnx.importer import (
+    NCHW_TO_NHWC,
+    Importer,
+    NodeError,
+    Tensor,
+    converter,
+    optional,
+)
 from kiln.ir.graph import Value
 
 
@@ -115,24 +122,20 @@ def _resize(imp: Importer, node: Any, ins: list, a: dict) -> list[Tensor]:
             raise NodeError(f"expected resized axes of static size. Received: axis {axis} "
                             f"of shape {list(shape)}")
         per_axis[axis] = (scale, size)
+    if not per_axis:  # the identity
+        return [x]
     keep_layout = x.rank == 4 and x.channels_last and set(per_axis) <= {2, 3}
     v = imp.channels_last(x) if keep_layout else imp.value(x)
     for axis, (scale, size) in sorted(per_axis.items()):
         weights = _axis_matrix(node, opset, a, shape[axis], scale, size)
         v = _resize_axis(imp, v, NCHW_TO_NHWC.index(axis) if keep_layout else axis, weights)
-    if not per_axis:  # the identity: a copy, so the output is a value of its own
-        v = imp.b.reshape(v, shape=v.type.shape)
     return [Tensor(nhwc=v) if keep_layout else Tensor(value=v)]
 
 
 def _known(imp: Importer, ins: list, index: int, what: str) -> list:
-    t = ins[index] if len(ins) > index else None
-    if t is None:
-        return []
-    if not t.known:
-        raise NodeError(f"expected {what} known at import (an initializer or a Constant). "
-                        f"Received: a value computed at run time")
-    return list(t.array.reshape(-1))  # type: ignore[union-attr]
+    """scales or sizes, empty where the input is omitted."""
+    t = optional(ins, index)
+    return [] if t is None else imp.known_values(t, what)
 
 
 # Defaults None: an attribute the node does not set is not set on the reference's node
